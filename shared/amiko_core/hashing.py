@@ -1,0 +1,295 @@
+"""Hash functions of the core: SHA-256, RIPEMD-160, HASH160 and HMAC-SHA256.
+
+Contract (identical on MicroPython and CPython):
+
+- Every function takes `bytes`, `bytearray` or `memoryview` and returns `bytes`.
+  Anything else (str, int, None, ...) raises TypeError: hashing a text or a
+  number is a programming error, never a property of received data.
+  A memoryview is hashed as the bytes it views; on CPython a view whose
+  format is not "B" (e.g. of an array of ints), with several dimensions or
+  with gaps is hashed as `bytes(view)` (MicroPython memoryviews do not expose
+  their format: pass views of bytes or bytearray there).
+- sha256(data) -> 32 bytes, FIPS 180-4 (hashlib on both runtimes).
+- ripemd160(data) -> 20 bytes, RIPEMD-160 (Dobbertin, Bosselaers, Preneel 1996).
+  Uses hashlib's RIPEMD-160 where it really works; MicroPython has none, and
+  CPython's comes from OpenSSL's legacy provider, which may be absent. The
+  probe runs once at import; RIPEMD160_BACKEND says "hashlib" or "pure".
+- ripemd160_pure(data) -> 20 bytes, always this module's own implementation.
+- hash160(data) -> 20 bytes, ripemd160(sha256(data)) (Bitcoin's HASH160; the
+  payment link's transaction ID is hash160 of the commit token).
+- hmac_sha256(key, data) -> 32 bytes, RFC 2104 HMAC with SHA-256 (RFC 4231
+  test vectors); keys longer than the 64-byte block are hashed first.
+"""
+
+import hashlib
+from struct import pack, pack_into, unpack_from
+
+_M = 0xFFFFFFFF
+
+# RIPEMD-160 message word order (r, r'), rotation amounts (s, s') per step
+# and additive constants (K, K') per round of 16 steps, from the paper.
+_RL = bytes((
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+    7, 4, 13, 1, 10, 6, 15, 3, 12, 0, 9, 5, 2, 14, 11, 8,
+    3, 10, 14, 4, 9, 15, 8, 1, 2, 7, 0, 6, 13, 11, 5, 12,
+    1, 9, 11, 10, 0, 8, 12, 4, 13, 3, 7, 15, 14, 5, 6, 2,
+    4, 0, 5, 9, 7, 12, 2, 10, 14, 1, 3, 8, 11, 6, 15, 13,
+))
+_RR = bytes((
+    5, 14, 7, 0, 9, 2, 11, 4, 13, 6, 15, 8, 1, 10, 3, 12,
+    6, 11, 3, 7, 0, 13, 5, 10, 14, 15, 8, 12, 4, 9, 1, 2,
+    15, 5, 1, 3, 7, 14, 6, 9, 11, 8, 12, 2, 10, 0, 4, 13,
+    8, 6, 4, 1, 3, 11, 15, 0, 5, 12, 2, 13, 9, 7, 10, 14,
+    12, 15, 10, 4, 1, 5, 8, 7, 6, 2, 13, 14, 0, 3, 9, 11,
+))
+_SL = bytes((
+    11, 14, 15, 12, 5, 8, 7, 9, 11, 13, 14, 15, 6, 7, 9, 8,
+    7, 6, 8, 13, 11, 9, 7, 15, 7, 12, 15, 9, 11, 7, 13, 12,
+    11, 13, 6, 7, 14, 9, 13, 15, 14, 8, 13, 6, 5, 12, 7, 5,
+    11, 12, 14, 15, 14, 15, 9, 8, 9, 14, 5, 6, 8, 6, 5, 12,
+    9, 15, 5, 11, 6, 8, 13, 12, 5, 12, 13, 14, 11, 8, 5, 6,
+))
+_SR = bytes((
+    8, 9, 9, 11, 13, 15, 15, 5, 7, 7, 8, 11, 14, 14, 12, 6,
+    9, 13, 15, 7, 12, 8, 9, 11, 7, 7, 12, 7, 6, 15, 13, 11,
+    9, 7, 15, 11, 8, 6, 6, 14, 12, 13, 5, 14, 13, 13, 7, 5,
+    15, 5, 8, 11, 14, 14, 6, 14, 6, 9, 12, 9, 12, 5, 15, 8,
+    8, 5, 12, 9, 12, 5, 14, 6, 8, 13, 6, 5, 15, 13, 11, 11,
+))
+_KL = (0x00000000, 0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xA953FD4E)
+_KR = (0x50A28BE6, 0x5C4DD124, 0x6D703EF3, 0x7A6D76E9, 0x00000000)
+_H0 = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
+
+
+def _compress(h, x):
+    """Apply the compression function to state h (list of 5 words) for block x (16 words).
+
+    Both lines run side by side. The five boolean functions are written out
+    per round instead of being called, and "NOT y" is written "y ^ _M":
+    a function call per step, or negative numbers, cost far more on MicroPython.
+    Left line uses f1..f5 in round order, right line f5..f1.
+    """
+    al = ar = h[0]
+    bl = br = h[1]
+    cl = cr = h[2]
+    dl = dr = h[3]
+    el = er = h[4]
+    rl = _RL
+    rr = _RR
+    sl = _SL
+    sr = _SR
+
+    # Round 1: left f1(x, y, z) = x ^ y ^ z, right f5(x, y, z) = x ^ (y | ~z).
+    kl = _KL[0]
+    kr = _KR[0]
+    for j in range(0, 16):
+        t = (al + (bl ^ cl ^ dl) + x[rl[j]] + kl) & _M
+        s = sl[j]
+        t = (((t << s) | (t >> (32 - s))) + el) & _M
+        al = el
+        el = dl
+        dl = ((cl << 10) | (cl >> 22)) & _M
+        cl = bl
+        bl = t
+        t = (ar + (br ^ (cr | (dr ^ _M))) + x[rr[j]] + kr) & _M
+        s = sr[j]
+        t = (((t << s) | (t >> (32 - s))) + er) & _M
+        ar = er
+        er = dr
+        dr = ((cr << 10) | (cr >> 22)) & _M
+        cr = br
+        br = t
+
+    # Round 2: left f2(x, y, z) = (x & y) | (~x & z), right f4(x, y, z) = (x & z) | (y & ~z).
+    kl = _KL[1]
+    kr = _KR[1]
+    for j in range(16, 32):
+        t = (al + ((bl & cl) | ((bl ^ _M) & dl)) + x[rl[j]] + kl) & _M
+        s = sl[j]
+        t = (((t << s) | (t >> (32 - s))) + el) & _M
+        al = el
+        el = dl
+        dl = ((cl << 10) | (cl >> 22)) & _M
+        cl = bl
+        bl = t
+        t = (ar + ((br & dr) | (cr & (dr ^ _M))) + x[rr[j]] + kr) & _M
+        s = sr[j]
+        t = (((t << s) | (t >> (32 - s))) + er) & _M
+        ar = er
+        er = dr
+        dr = ((cr << 10) | (cr >> 22)) & _M
+        cr = br
+        br = t
+
+    # Round 3: both lines f3(x, y, z) = (x | ~y) ^ z.
+    kl = _KL[2]
+    kr = _KR[2]
+    for j in range(32, 48):
+        t = (al + ((bl | (cl ^ _M)) ^ dl) + x[rl[j]] + kl) & _M
+        s = sl[j]
+        t = (((t << s) | (t >> (32 - s))) + el) & _M
+        al = el
+        el = dl
+        dl = ((cl << 10) | (cl >> 22)) & _M
+        cl = bl
+        bl = t
+        t = (ar + ((br | (cr ^ _M)) ^ dr) + x[rr[j]] + kr) & _M
+        s = sr[j]
+        t = (((t << s) | (t >> (32 - s))) + er) & _M
+        ar = er
+        er = dr
+        dr = ((cr << 10) | (cr >> 22)) & _M
+        cr = br
+        br = t
+
+    # Round 4: left f4, right f2.
+    kl = _KL[3]
+    kr = _KR[3]
+    for j in range(48, 64):
+        t = (al + ((bl & dl) | (cl & (dl ^ _M))) + x[rl[j]] + kl) & _M
+        s = sl[j]
+        t = (((t << s) | (t >> (32 - s))) + el) & _M
+        al = el
+        el = dl
+        dl = ((cl << 10) | (cl >> 22)) & _M
+        cl = bl
+        bl = t
+        t = (ar + ((br & cr) | ((br ^ _M) & dr)) + x[rr[j]] + kr) & _M
+        s = sr[j]
+        t = (((t << s) | (t >> (32 - s))) + er) & _M
+        ar = er
+        er = dr
+        dr = ((cr << 10) | (cr >> 22)) & _M
+        cr = br
+        br = t
+
+    # Round 5: left f5, right f1.
+    kl = _KL[4]
+    kr = _KR[4]
+    for j in range(64, 80):
+        t = (al + (bl ^ (cl | (dl ^ _M))) + x[rl[j]] + kl) & _M
+        s = sl[j]
+        t = (((t << s) | (t >> (32 - s))) + el) & _M
+        al = el
+        el = dl
+        dl = ((cl << 10) | (cl >> 22)) & _M
+        cl = bl
+        bl = t
+        t = (ar + (br ^ cr ^ dr) + x[rr[j]] + kr) & _M
+        s = sr[j]
+        t = (((t << s) | (t >> (32 - s))) + er) & _M
+        ar = er
+        er = dr
+        dr = ((cr << 10) | (cr >> 22)) & _M
+        cr = br
+        br = t
+
+    # Combine both lines into the chaining value (the paper's final step).
+    t = (h[1] + cl + dr) & _M
+    h[1] = (h[2] + dl + er) & _M
+    h[2] = (h[3] + el + ar) & _M
+    h[3] = (h[4] + al + br) & _M
+    h[4] = (h[0] + bl + cr) & _M
+    h[0] = t
+
+
+def _byte_view(data):
+    """data as an object that slices by byte; TypeError if it is not bytes-like."""
+    if isinstance(data, (bytes, bytearray)):
+        return data
+    if isinstance(data, memoryview):
+        # CPython only: these attributes do not exist on MicroPython.
+        if (
+            getattr(data, "format", "B") != "B"
+            or getattr(data, "ndim", 1) != 1
+            or not getattr(data, "c_contiguous", True)
+        ):
+            return bytes(data)
+        return data
+    raise TypeError("hashing: expected bytes, bytearray or memoryview, got %s" % type(data).__name__)
+
+
+def ripemd160_pure(data):
+    """RIPEMD-160 of data, computed by this module (no hashlib)."""
+    data = _byte_view(data)
+    n = len(data)
+    h = list(_H0)
+    full = n - (n & 63)
+    # Whole blocks are read straight from the input; only the tail is copied.
+    off = 0
+    while off < full:
+        _compress(h, unpack_from("<16I", data, off))
+        off += 64
+    # Padding: 0x80, zeros, then the bit length as 64-bit little-endian,
+    # filling one block, or two when fewer than 9 bytes are left in the first.
+    tail = bytearray(128)
+    rest = n - full
+    tail[0:rest] = data[full:n]
+    tail[rest] = 0x80
+    end = 64 if rest < 56 else 128
+    pack_into("<Q", tail, end - 8, (n << 3) & 0xFFFFFFFFFFFFFFFF)
+    _compress(h, unpack_from("<16I", tail, 0))
+    if end == 128:
+        _compress(h, unpack_from("<16I", tail, 64))
+    return pack("<5I", h[0], h[1], h[2], h[3], h[4])
+
+
+def _probe_hashlib_ripemd160():
+    """hashlib's RIPEMD-160 constructor if it exists and gives the right answer, else None."""
+    new = getattr(hashlib, "new", None)
+    if new is None:
+        return None
+    try:
+        # RIPEMD-160("abc") from the authors' test vectors.
+        if new("ripemd160", b"abc").digest() == (
+            b"\x8e\xb2\x08\xf7\xe0\x5d\x98\x7a\x9b\x04\x4a\x8e\x98\xc6\xb0\x87\xf1\x5a\x0b\xfc"
+        ):
+            return new
+    except Exception:  # ValueError without the OpenSSL legacy provider; anything else: unusable too
+        pass
+    return None
+
+
+_hashlib_new = _probe_hashlib_ripemd160()
+RIPEMD160_BACKEND = "pure" if _hashlib_new is None else "hashlib"
+
+
+def ripemd160(data):
+    """RIPEMD-160 of data: hashlib's if it works on this runtime, else ripemd160_pure."""
+    if _hashlib_new is None:
+        return ripemd160_pure(data)
+    return _hashlib_new("ripemd160", _byte_view(data)).digest()
+
+
+def sha256(data):
+    """SHA-256 of data."""
+    return hashlib.sha256(_byte_view(data)).digest()
+
+
+def hash160(data):
+    """RIPEMD-160 of the SHA-256 of data."""
+    return ripemd160(hashlib.sha256(_byte_view(data)).digest())
+
+
+_BLOCK = 64  # SHA-256 block size in bytes
+_IPAD = bytes(0x36 for _ in range(_BLOCK))
+
+
+def hmac_sha256(key, data):
+    """HMAC-SHA256 (RFC 2104): SHA256((K ^ opad) || SHA256((K ^ ipad) || data))."""
+    key = _byte_view(key)
+    data = _byte_view(data)
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    inner_key = bytearray(_IPAD)
+    for i in range(len(key)):
+        inner_key[i] ^= key[i]
+    outer_key = bytearray(_BLOCK)
+    for i in range(_BLOCK):
+        # 0x36 ^ 0x5c: turns K ^ ipad into K ^ opad
+        outer_key[i] = inner_key[i] ^ 0x6A
+    inner = hashlib.sha256(inner_key)
+    inner.update(data)
+    outer = hashlib.sha256(outer_key)
+    outer.update(inner.digest())
+    return outer.digest()

@@ -1,0 +1,396 @@
+"""Payment-link state machines (amiko_core.paylink) on CPython: the shared scenario
+vectors, constructor checks, random event sequences (hypothesis) and complete
+exchanges through encoded frames."""
+
+import hashlib
+import json
+import sys
+
+import ecdsa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from amiko_core import messages as m
+from amiko_core.errors import AmikoError, DecodeError, EncodeError, ProtocolError
+from amiko_core.frame import FrameDecoder
+from amiko_core.paylink import DEFAULT_TIMEOUTS, PayeeSession, PayerSession
+from amiko_core.token import token_matches, transaction_id
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "tests" / "mp"))
+import paylink_driver  # noqa: E402  (shared with the MicroPython runner)
+
+VECTORS = json.loads((ROOT / "tests" / "vectors" / "paylink.json").read_text())
+PID = VECTORS["defaults"]["payment_id"]
+TOKEN = bytes.fromhex(VECTORS["defaults"]["token"])
+TXID = transaction_id(TOKEN)
+BAD_TOKEN = b"\xff" * 32
+OTHER_TXID = b"\xee" * 20
+MPS = ["mp-a", "mp:b"]
+EFFECT_KINDS = ("send", "state", "ask_user", "route", "lock", "cancel_route", "timer", "done")
+
+
+# ---- the shared scenarios
+
+
+@pytest.mark.parametrize("scenario", VECTORS["scenarios"], ids=lambda s: s["name"])
+def test_scenario(scenario):
+    paylink_driver.run_scenario(VECTORS["defaults"], scenario)
+
+
+def test_vectors_cover_the_required_cases():
+    names = {s["name"] for s in VECTORS["scenarios"]}
+    for required in (
+        "success_payee_route_first",
+        "success_own_route_first",
+        "payer_declines",
+        "payee_cancels_while_routing",
+        "cancel_after_lock_refused",
+        "payer_route_failed",
+        "payee_route_failed",
+        "payer_timeout_receipt",
+        "payer_timeout_confirm",
+        "payer_timeout_routing",
+        "payee_timeout_confirm",
+        "payee_timeout_routing",
+        "payee_timeout_lock_before_payer_locks",
+        "lock_timeout_then_commit",
+        "bad_token_refused_then_good_token_commits",
+        "duplicates_ignored",
+        "out_of_order_refused",
+        "wrong_payment_id",
+        "wrong_meeting_point",
+        "settled_before_commit",
+    ):
+        assert required in names
+    # The vector txid really is the transaction id of the vector token.
+    receipt = VECTORS["scenarios"][0]["steps"][1]["effects"][0]
+    assert receipt[:2] == ["send", "Receipt"] and bytes.fromhex(receipt[2]["txid"]) == TXID
+
+
+def test_driver_reports_a_wrong_expectation():
+    scenario = json.loads(json.dumps(VECTORS["scenarios"][0]))
+    scenario["steps"][2]["effects"][0][1] += 1  # ask_user amount
+    with pytest.raises(AssertionError, match="effects"):
+        paylink_driver.run_scenario(VECTORS["defaults"], scenario)
+
+
+# ---- construction
+
+
+def test_default_timeouts_and_overrides():
+    payer = PayerSession(PID, timeouts={"receipt": 2.5})
+    assert payer.timeouts == dict(DEFAULT_TIMEOUTS, receipt=2.5)
+    assert payer.start()[-1] == ("timer", 2.5)
+
+
+@pytest.mark.parametrize("timeouts", [{"recipt": 5}, {"routing": 0}, {"locking": -1}, {"confirm": "5"}, {"receipt": True}])
+def test_bad_timeouts_refused(timeouts):
+    with pytest.raises(AmikoError, match="timeout"):
+        PayerSession(PID, timeouts=timeouts)
+    with pytest.raises(AmikoError, match="timeout"):
+        PayeeSession(PID, 1, "r", TOKEN, MPS, timeouts=timeouts)
+
+
+def test_payee_request_is_validated_at_construction():
+    with pytest.raises(DecodeError):
+        PayeeSession(PID, 1, "r", TOKEN[:31], MPS)
+    with pytest.raises(EncodeError):
+        PayeeSession(PID, 0, "r", TOKEN, MPS)
+    with pytest.raises(EncodeError):
+        PayeeSession(PID, 1, "r", TOKEN, [])
+    with pytest.raises(EncodeError):
+        PayeeSession("bad id/", 1, "r", TOKEN, MPS)
+
+
+def test_long_reason_is_cut_to_a_valid_cancel():
+    payer = PayerSession(PID)
+    payer.start()
+    effects = payer.decline("é" * 300)
+    cancel = effects[0][1]
+    assert cancel.name == "Cancel" and len(cancel.reason.encode()) <= 256
+    assert m.decode(m.CANCEL, m.encode(cancel)) == cancel
+    assert payer.reason == "é" * 300
+
+
+def test_signed_receipt_verifies_with_ecdsa_over_the_final_receipt():
+    key = ecdsa.SigningKey.from_string(hashlib.sha256(b"payee key").digest(), curve=ecdsa.SECP256k1)
+    pub = key.get_verifying_key().to_string("compressed")
+    calls = []
+
+    def signer(data):
+        calls.append(data)
+        return pub, key.sign_deterministic(data, hashfunc=hashlib.sha256)
+
+    payee = PayeeSession(PID, 500, "tea", TOKEN, MPS, signer=signer)
+    sent = payee.receive(m.Message(m.PAY, {"id": PID}))[0][1]
+    received = m.from_frame(FrameDecoder().feed(m.to_frame(sent))[0])
+    assert received.payee_key == pub and calls[-1] == m.receipt_signed_bytes(received)
+    verifying = ecdsa.VerifyingKey.from_string(received.payee_key, curve=ecdsa.SECP256k1)
+    assert verifying.verify(received.signature, m.receipt_signed_bytes(received), hashfunc=hashlib.sha256)
+
+
+def test_signer_changing_its_key_is_refused():
+    keys = iter([b"\x02" * 33, b"\x03" * 33])
+    with pytest.raises(AmikoError, match="two different keys"):
+        PayeeSession(PID, 1, "r", TOKEN, MPS, signer=lambda data: (next(keys), b"\x00" * 64))
+
+
+# ---- random event sequences
+
+PAYER_CALLS = [
+    ("start",),
+    ("confirm",),
+    ("confirm", "mp-a"),
+    ("confirm", "mp:b"),
+    ("confirm", "mp-x"),
+    ("decline",),
+    ("decline", "no thanks " * 40),
+    ("route_found",),
+    ("route_failed",),
+    ("route_failed", "no route"),
+    ("settled",),
+    ("settled", TOKEN),
+    ("settled", BAD_TOKEN),
+    ("rolled_back",),
+    ("timeout",),
+]
+PAYEE_CALLS = [("cancel",), ("cancel", "out of stock"), ("route_found",), ("route_failed",), ("locked",), ("timeout",)]
+
+
+def _messages_to_payer():
+    receipt = {"id": PID, "amount": 700, "receipt": "r", "txid": TXID, "meeting_points": MPS}
+    return [
+        m.Message(m.RECEIPT, receipt),
+        m.Message(m.RECEIPT, dict(receipt, id="other")),
+        m.Message(m.RECEIPT, dict(receipt, meeting_points=["mp-z"])),
+        m.Message(m.RECEIPT, dict(receipt, txid=OTHER_TXID)),
+        m.Message(m.CANCEL, {"id": PID}),
+        m.Message(m.CANCEL, {"id": PID, "reason": "stop"}),
+        m.Message(m.CANCEL, {"id": "other"}),
+        m.Message(m.HAVE_PAYEE_ROUTE, {"id": PID, "txid": TXID}),
+        m.Message(m.HAVE_PAYEE_ROUTE, {"id": PID, "txid": OTHER_TXID}),
+        m.Message(m.COMMIT, {"id": PID, "token": TOKEN}),
+        m.Message(m.COMMIT, {"token": TOKEN}),
+        m.Message(m.COMMIT, {"id": PID, "token": BAD_TOKEN}),
+        m.Message(m.PAY, {"id": PID}),
+        m.Message(m.LOCK, {"txid": TXID, "side": 0, "amount": 700}),
+    ]
+
+
+def _messages_to_payee():
+    return [
+        m.Message(m.PAY, {"id": PID}),
+        m.Message(m.PAY, {"id": "other"}),
+        m.Message(m.CONFIRM, {"id": PID, "meeting_point": "mp-a"}),
+        m.Message(m.CONFIRM, {"id": PID, "meeting_point": "mp:b"}),
+        m.Message(m.CONFIRM, {"id": PID, "meeting_point": "mp-x"}),
+        m.Message(m.CANCEL, {"id": PID}),
+        m.Message(m.CANCEL, {"id": PID, "reason": "changed my mind"}),
+        m.Message(m.COMMIT, {"id": PID, "token": TOKEN}),
+        m.Message(m.HAVE_PAYEE_ROUTE, {"id": PID, "txid": TXID}),
+    ]
+
+
+TO_PAYER = _messages_to_payer()
+TO_PAYEE = _messages_to_payee()
+
+INJECT_TO_PAYER = st.tuples(st.just("payer"), st.just("inject"), st.sampled_from(TO_PAYER))
+INJECT_TO_PAYEE = st.tuples(st.just("payee"), st.just("inject"), st.sampled_from(TO_PAYEE))
+EVENTS = st.one_of(
+    st.tuples(st.just("payer"), st.just("call"), st.sampled_from(PAYER_CALLS)),
+    st.tuples(st.just("payee"), st.just("call"), st.sampled_from(PAYEE_CALLS)),
+    INJECT_TO_PAYER,
+    INJECT_TO_PAYER,
+    INJECT_TO_PAYER,
+    INJECT_TO_PAYEE,
+    INJECT_TO_PAYEE,
+    st.tuples(st.sampled_from(["payer", "payee"]), st.just("deliver"), st.just(None)),
+)
+
+
+def _snapshot(s):
+    return (s.state, s.outcome, s.reason, s.token, s.txid, s.amount, s.meeting_point)
+
+
+class Checker:
+    """Applies events to a payer and a payee joined by a wire and checks every invariant."""
+
+    def __init__(self, acceptable):
+        self.sessions = {
+            "payer": PayerSession(PID, acceptable),
+            "payee": PayeeSession(PID, 700, "r", TOKEN, MPS),
+        }
+        self.inbox = {"payer": [], "payee": []}
+        self.done = {"payer": 0, "payee": 0}
+        self.locks = 0
+
+    def apply(self, side, kind, arg):
+        session = self.sessions[side]
+        if kind == "call":
+            call = lambda: getattr(session, arg[0])(*arg[1:])  # noqa: E731
+        else:
+            if kind == "deliver":
+                if not self.inbox[side]:
+                    return
+                arg = self.inbox[side].pop(0)
+            call = lambda: session.receive(arg)  # noqa: E731
+        before = _snapshot(session)
+        try:
+            effects = call()
+        except ProtocolError as e:
+            assert e.reason
+            assert _snapshot(session) == before, "a refused input changed the session"
+            return
+        self.check(side, kind, arg, before, effects)
+
+    def check(self, side, kind, arg, before, effects):
+        session = self.sessions[side]
+        other = "payee" if side == "payer" else "payer"
+        assert isinstance(effects, list)
+        states = []
+        for effect in effects:
+            assert type(effect) is tuple and effect[0] in EFFECT_KINDS
+            if effect[0] == "send":
+                self.inbox[other].append(effect[1])
+                if side == "payee" and effect[1].type == m.COMMIT:
+                    assert arg == ("locked",) and effect[1].token == TOKEN
+            elif effect[0] == "state":
+                states.append(effect[1])
+            elif effect[0] == "timer":
+                assert effect[1] is None or effect[1] > 0
+            elif effect[0] == "lock":
+                assert side == "payer"
+                self.locks += 1
+                assert self.locks == 1
+            elif effect[0] == "done":
+                self.done[side] += 1
+                assert self.done[side] == 1, "done emitted twice"
+                assert effect[1] == session.outcome and effect[2] == session.reason
+                self.check_outcome(side, kind, arg, before)
+        if states:
+            assert states[-1] == session.state
+        else:
+            assert session.state == before[0]
+
+    def check_outcome(self, side, kind, arg, before):
+        session = self.sessions[side]
+        if session.outcome == "cancelled":
+            if side == "payee":
+                assert session.token is None
+            return
+        if side == "payee":
+            assert kind == "call" and arg == ("locked",) and session.token == TOKEN
+            return
+        # A payer commits only after locking, and only with a token of its transaction id
+        # (or on the network's word, settled() without a token).
+        assert before[0] in ("locking", "lock_timeout")
+        if kind == "call" and arg == ("settled",):
+            assert session.token is None
+        else:
+            assert token_matches(session.token, session.txid) and session.txid == TXID
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    acceptable=st.sampled_from([None, ["mp-a"], ["mp:b", "mp-a"], ["mp-z"]]),
+    events=st.lists(EVENTS, max_size=40),
+)
+def test_random_event_sequences(acceptable, events):
+    checker = Checker(acceptable)
+    for side, kind, arg in events:
+        checker.apply(side, kind, arg)
+
+
+def _productive(checker):
+    """The inputs that move the payment forward from here (the I/O layer's normal calls)."""
+    payer, payee = checker.sessions["payer"], checker.sessions["payee"]
+    out = [(side, "deliver", None) for side in ("payer", "payee") if checker.inbox[side]]
+    if payer.state == "new":
+        out.append(("payer", "call", ("start",)))
+    if payer.state == "confirming":
+        out.append(("payer", "call", ("confirm",)))
+    if payer.state == "routing" and not payer._own_route:
+        out.append(("payer", "call", ("route_found",)))
+    if payee.state == "routing":
+        out.append(("payee", "call", ("route_found",)))
+    if payee.state == "waiting_lock" and payer.state in ("locking", "lock_timeout"):
+        out.append(("payee", "call", ("locked",)))
+    return out
+
+
+# Protocol-following walks with random interference (`noise` percent of the inputs are
+# random events) reach the late states (locking, lock_timeout, commit) often.
+@settings(max_examples=300, deadline=None)
+@given(
+    noise=st.integers(min_value=0, max_value=40),
+    steps=st.lists(st.tuples(st.integers(0, 99), st.integers(0, 5), EVENTS), min_size=12, max_size=50),
+)
+def test_random_mostly_valid_sequences(noise, steps):
+    checker = Checker(None)
+    for roll, pick, event in steps:
+        if roll >= noise:
+            choices = _productive(checker)
+            if not choices:
+                continue
+            event = choices[pick % len(choices)]
+        checker.apply(*event)
+
+
+def test_random_walk_reaches_commit():
+    # The happy walk above is able to commit: the checker is exercised on commits too.
+    checker = Checker(None)
+    for event in [
+        ("payer", "call", ("start",)),
+        ("payee", "deliver", None),
+        ("payer", "deliver", None),
+        ("payer", "call", ("confirm",)),
+        ("payee", "deliver", None),
+        ("payee", "call", ("route_found",)),
+        ("payer", "call", ("route_found",)),
+        ("payer", "deliver", None),
+        ("payee", "call", ("locked",)),
+        ("payer", "deliver", None),
+    ]:
+        checker.apply(*event)
+    assert checker.done == {"payer": 1, "payee": 1}
+    assert checker.sessions["payer"].outcome == "committed" and checker.sessions["payer"].token == TOKEN
+
+
+# ---- complete exchanges through encoded frames
+
+
+@settings(max_examples=30, deadline=None)
+@given(chunk=st.integers(min_value=1, max_value=300))
+def test_exchange_through_frames(chunk):
+    result = paylink_driver.exchange_through_frames(TOKEN, chunk=chunk)
+    assert result["outcomes"] == {"payer": "committed", "payee": "committed"}
+    assert result["frames"] == ["Pay", "Receipt", "Confirm", "HavePayeeRoute", "Commit"]
+    assert result["payer"].token == TOKEN and result["payee"].token == TOKEN
+    assert result["payer"].meeting_point == result["payee"].meeting_point == "mp-a"
+
+
+def test_exchange_through_frames_with_wrong_token_never_commits():
+    # A payee whose Commit carries another token: the payer refuses it and stays locked.
+    payer = PayerSession(PID)
+    payee = PayeeSession(PID, 900, "bread", TOKEN, MPS)
+    decoder = {"payer": FrameDecoder(), "payee": FrameDecoder()}
+
+    def carry(to, msg):
+        (fr,) = decoder[to].feed(m.to_frame(msg))
+        return m.from_frame(fr)
+
+    receipt = payee.receive(carry("payee", payer.start()[0][1]))[0][1]
+    payer.receive(carry("payer", receipt))
+    confirm = payer.confirm()[0][1]
+    payee.receive(carry("payee", confirm))
+    payer.receive(carry("payer", payee.route_found()[0][1]))
+    assert payer.route_found()[0] == ("lock", TXID)
+    commit = payee.locked()[0][1]
+    forged = m.Message(m.COMMIT, {"id": PID, "token": BAD_TOKEN})
+    with pytest.raises(ProtocolError, match="does not hash"):
+        payer.receive(carry("payer", forged))
+    assert payer.state == "locking" and payer.outcome is None and payer.token is None
+    assert payer.receive(carry("payer", commit))[-1] == ("done", "committed", None)

