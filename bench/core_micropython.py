@@ -46,14 +46,17 @@ def bench_hash160():
 
 
 def bench_exchange_heap():
-    import micropython  # noqa: F401  (unix port: gc.mem_alloc is the live heap)
-    import paylink_exchange
+    import micropython
 
+    import paylink_driver
+
+    token = bytes(range(1, 33))
     gc.collect()
-    base = gc.mem_alloc()
-    peak = paylink_exchange.run_exchange(track_peak=True)
-    print(json.dumps({"kind": "exchange_heap", "baseline_bytes": base, "peak_bytes": peak,
-                      "peak_above_baseline": peak - base}))
+    before = micropython.mem_peak()
+    result = paylink_driver.exchange_through_frames(token)
+    assert result["outcomes"] == {"payer": "committed", "payee": "committed"}
+    print(json.dumps({"kind": "exchange", "frames": len(result["frames"]), "wire_bytes": result["bytes"],
+                      "mem_peak_before": before, "mem_peak_after": micropython.mem_peak()}))
 
 
 bench_messages()

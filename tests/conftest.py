@@ -10,3 +10,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 @pytest.fixture(scope="session")
 def root():
     return ROOT
+
+# tests/mp/ holds MicroPython test modules run by tests/core/test_on_micropython.py
+# under the real micropython binary; pytest must not collect them itself.
+collect_ignore = ["mp"]

@@ -1,0 +1,1 @@
+"""Amiko Pay host side (CPython): the `amiko` command, the node daemon and host tools."""

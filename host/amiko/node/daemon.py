@@ -1,0 +1,430 @@
+"""`amiko node`: the node process, wiring store, engine, links, payment links and control.
+
+- One TCP listener on the node's port (node.toml `listen`). The first frame of a
+  connection decides what it is: ConnectLink -> LinkManager.handle_incoming (a node link),
+  Pay -> the payee side of a payment link (paylink_tcp). Anything else, a bad frame, or
+  no frame within FIRST_FRAME_TIMEOUT: an Error frame (when a frame was read) and close.
+  At most MAX_CONNECTIONS connections are served at once; more are closed at once.
+- The control server on HOME/control.sock (amiko.node.control) for the `amiko` commands.
+- Every state change runs in one store transaction (Node.transact); after it commits the
+  links are kicked so the messages it enqueued go out. Engine events (delivered after
+  commit) are dispatched on the next loop iteration to the payment-link sessions.
+- SIGTERM / SIGINT: stop accepting, close links and sessions, close the store, exit 0.
+- Logs go to stderr and to HOME/node.log (level from $AMIKO_LOG_LEVEL, default INFO).
+- The home's lock (home.Home.acquire) is held for the whole run: a second node on the
+  same home is refused with a one-line error.
+"""
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+
+from amiko_core import messages as m
+from amiko_core.errors import AmikoError, DecodeError, URLError
+from amiko_core.url import LINK, AmikoURL, format_pay, id_problem, parse_link
+
+from amiko.node import control as controls
+from amiko.node import paylink_tcp
+from amiko.node.control import ControlError
+
+log = logging.getLogger("amiko.node")
+
+FIRST_FRAME_TIMEOUT = 10
+MAX_CONNECTIONS = 512
+LINK_WAIT_MAX = 120
+
+
+def _modules():
+    """Import the node's modules (this registers their schemas with the store)."""
+    from amiko.node import engine, identity, links, outbox, store  # noqa: F401
+
+    return engine, identity, links, outbox, store
+
+
+def create_database(home):
+    """Create the home's database with every module's tables."""
+    store = _modules()[4]
+    store.Store(home.db_path).close()
+
+
+def setup_logging(home, stream=None):
+    level = getattr(logging, os.environ.get("AMIKO_LOG_LEVEL", "INFO").upper(), logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger("amiko")
+    root.setLevel(level)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    for handler in (logging.StreamHandler(stream or sys.stderr), logging.FileHandler(home.log_path)):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    root.propagate = False
+    return root
+
+
+def _hex(b):
+    return b.hex() if isinstance(b, (bytes, bytearray, memoryview)) else b
+
+
+def _jsonable(value):
+    """Status values as JSON: bytes as hex, tuples as lists, rows as dicts."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "keys"):  # sqlite3.Row
+        return {k: _jsonable(value[k]) for k in value.keys()}
+    return value
+
+
+def _amount(params, key="amount"):
+    value = params.get(key)
+    if type(value) is not int or not 0 < value <= m.MAX_AMOUNT:
+        raise ControlError("invalid", "%s must be a whole number in 1..%d, got %r" % (key, m.MAX_AMOUNT, value))
+    return value
+
+
+def _text(params, key, required=True):
+    value = params.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ControlError("invalid", "%s must be a non-empty string" % key)
+    return value
+
+
+class Node:
+    """The running node: its parts and the control methods."""
+
+    def __init__(self, home, config, identity):
+        self.home = home
+        self.config = config
+        self.identity = identity
+        self.loop = None
+        self.store = None
+        self.engine = None
+        self.links = None
+        self.paylinks = None
+        self.server = None
+        self.control = None
+        self.stopping = None
+        self._connections = set()
+        self.started = time.time()
+
+    # -- start / stop
+
+    async def start(self):
+        engine_mod, _, links_mod, _, store_mod = _modules()
+        self.loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        self.store = store_mod.Store(self.home.db_path)
+        self.engine = engine_mod.Engine(self.store, self.config, self.identity)
+        self.engine.subscribe(self._on_engine_event)
+        self.links = links_mod.LinkManager(self.store, self.identity, self._on_link_message, self.link_url,
+                                           loop=self.loop)
+        self.paylinks = paylink_tcp.PaymentLinks(self)
+        self.server = await asyncio.start_server(self._on_connection, self.config.host, self.config.port,
+                                                 reuse_address=True)
+        self.control = controls.ControlServer(self.home.socket_path, self.methods())
+        await self.control.start()
+        with self.store.read() as db:
+            rows = [_jsonable(r) for r in self.engine.links(db)]
+        for row in rows:
+            if row.get("remote_url"):
+                self.links.connect(row["name"], row["remote_url"])
+        self.links.kick()
+        log.info("node %s listening on %s, key %s, home %s", self.config.name, self.config.listen,
+                 self.identity.pubkey.hex(), self.home.path)
+
+    async def stop(self):
+        log.info("node %s stopping", self.config.name)
+        if self.server is not None:
+            self.server.close()
+        if self.control is not None:
+            await self.control.close()
+        if self.paylinks is not None:
+            await self.paylinks.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=3)
+        if self.links is not None:
+            try:
+                await asyncio.wait_for(self.links.close(), 5)
+            except (asyncio.TimeoutError, Exception):
+                log.exception("closing links")
+        if self.server is not None:
+            try:
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        if self.store is not None:
+            self.store.close()
+        log.info("node %s stopped", self.config.name)
+
+    # -- helpers for the parts
+
+    def transact(self, fn, *args, **kwargs):
+        """fn(db, *args) in one store transaction; after COMMIT, send what it enqueued."""
+        with self.store.transaction() as db:
+            result = fn(db, *args, **kwargs)
+        self.links.kick()
+        return result
+
+    def _on_link_message(self, db, link, msg):
+        """The LinkManager's handler (the link layer sends what it enqueued after COMMIT)."""
+        self.engine.on_link_message(db, link, msg)
+
+    def link_url(self, name):
+        """This node's amikolink:// URL for a link (pins this node's key)."""
+        return str(AmikoURL(LINK, self.config.host, self.config.port, name, {"key": self.identity.pubkey.hex()}))
+
+    def _on_engine_event(self, event):
+        self.loop.call_soon(self._dispatch_event, event)
+
+    def _dispatch_event(self, event):
+        log.debug("event %s", event[0])
+        try:
+            self.paylinks.on_event(event)
+        except Exception:
+            log.exception("handling engine event %r", event[:3])
+        self.links.kick()
+
+    def find_request(self, payment_id):
+        """This node's request for a payment id (amount, receipt, token, meeting_points, state)
+        with payment_state, the state of its payee payments row; None if there is none."""
+        from amiko.node import endpoints
+
+        with self.store.read() as db:
+            req = endpoints.get_request(db, payment_id=payment_id)
+            if req is not None:
+                row = self.engine.payment(db, req["txid"], "payee")
+                req["payment_state"] = row["state"] if row else None
+        return req
+
+    def cancel_request(self, db, payment_id):
+        from amiko.node import endpoints
+
+        endpoints.cancel_request(db, payment_id)
+
+    def payment_token(self, txid):
+        """The token the payer learned for txid (its proof of payment), or None."""
+        from amiko.node import settlement
+
+        with self.store.read() as db:
+            row = self.engine.payment(db, txid, "payer")
+            token = (row or {}).get("token") or settlement.known_token(db, txid)
+        return bytes(token) if token else None
+
+    # -- TCP listener
+
+    async def _on_connection(self, reader, writer):
+        task = asyncio.current_task()
+        if len(self._connections) >= MAX_CONNECTIONS:
+            log.warning("refusing a connection: %d connections open", len(self._connections))
+            writer.close()
+            return
+        self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        try:
+            try:
+                first = await asyncio.wait_for(paylink_tcp.read_frame(reader), FIRST_FRAME_TIMEOUT)
+            except DecodeError as e:
+                log.info("connection from %s: bad first frame: %s", peer, e.reason)
+                writer.write(paylink_tcp.error_frame(paylink_tcp.ERR_BAD_FRAME, e.reason))
+                return
+            except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+                return
+            if first.type == m.CONNECT_LINK:
+                await self.links.handle_incoming(reader, writer, first)
+            elif first.type == m.PAY:
+                await self.paylinks.serve_payee(reader, writer, first)
+            else:
+                reason = "first message must be ConnectLink or Pay, got type %d" % first.type
+                log.info("connection from %s: %s", peer, reason)
+                writer.write(paylink_tcp.error_frame(paylink_tcp.ERR_UNEXPECTED, reason, first.type))
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("connection from %s failed", peer)
+        finally:
+            self._connections.discard(task)
+            if not writer.is_closing():
+                writer.close()
+
+    # -- control methods
+
+    def methods(self):
+        return {
+            "info": self.rpc_info,
+            "status": self.rpc_status,
+            "link": self.rpc_link,
+            "deposit": self.rpc_deposit,
+            "withdraw": self.rpc_withdraw,
+            "meetingpoint": self.rpc_meetingpoint,
+            "request": self.rpc_request,
+            "pay_start": self.rpc_pay_start,
+            "pay_confirm": self.rpc_pay_confirm,
+            "pay_decline": self.rpc_pay_decline,
+        }
+
+    def rpc_info(self, params, conn):
+        return {"name": self.config.name, "listen": self.config.listen, "key": self.identity.pubkey.hex(),
+                "pid": os.getpid(), "home": self.home.path, "started": int(self.started)}
+
+    def rpc_status(self, params, conn):
+        with self.store.read() as db:
+            status = _jsonable(self.engine.status(db))
+        for row in status.get("links", []):
+            name = row.get("name")
+            info = self.links.status(name)
+            row["connected"] = bool(info.get("connected"))
+            row["unacked"] = info.get("outbox", 0)
+            row["url"] = self.link_url(name)
+            for key in ("direction", "peer", "last_error", "reconnects", "duplicates", "rejected"):
+                row[key] = info.get(key)
+        for ch in status.get("channels", []):
+            ch["reserved"] = ch.get("reserved_out", 0) + ch.get("reserved_in", 0)
+            ch["locked"] = ch.get("locked_out", 0) + ch.get("locked_in", 0)
+        status["node"] = self.rpc_info(params, conn)
+        return status
+
+    def _has_link(self, name):
+        with self.store.read() as db:
+            return any(_jsonable(r).get("name") == name for r in self.engine.links(db))
+
+    async def rpc_link(self, params, conn):
+        name = _text(params, "name")
+        remote_url = _text(params, "remote_url", required=False)
+        wait = params.get("wait", 10)
+        if type(wait) not in (int, float) or not 0 <= wait <= LINK_WAIT_MAX:
+            raise ControlError("invalid", "wait must be 0..%d seconds" % LINK_WAIT_MAX)
+        remote_key = None
+        if remote_url is not None:
+            try:
+                url = parse_link(remote_url)
+                remote_key = bytes.fromhex(url.query.get("key", ""))
+            except (URLError, ValueError) as e:
+                raise ControlError("invalid", "bad link URL %r: %s" % (remote_url, getattr(e, "reason", e))) from None
+            from amiko.node.identity import valid_pubkey
+
+            if not valid_pubkey(remote_key):
+                raise ControlError("invalid", "link URL %r: key= is not a valid compressed secp256k1 public key" % remote_url)
+            if url.host == self.config.host and url.port == self.config.port:
+                raise ControlError("invalid", "link URL %r points at this node itself: use the other node's URL" % remote_url)
+        if not self._has_link(name) or remote_url is not None:
+            self.transact(self.engine.add_link, name, remote_url, remote_key)
+        connected = self.links.is_connected(name)
+        if remote_url is not None:
+            self.links.connect(name, remote_url)
+            deadline = self.loop.time() + wait
+            while not self.links.is_connected(name) and self.loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            connected = self.links.is_connected(name)
+        return {"link": name, "url": self.link_url(name), "remote_url": remote_url, "connected": bool(connected),
+                "last_error": self.links.status(name).get("last_error")}
+
+    def rpc_deposit(self, params, conn):
+        link = _text(params, "link")
+        amount = _amount(params)
+        if not self._has_link(link):
+            raise ControlError("not_found", "no link %r: create it with `amiko link --home %s %s [REMOTE_URL]`"
+                               % (link, self.home.path, link))
+        channel = self.transact(self.engine.deposit, link, amount)
+        return {"link": link, "channel": channel, "amount": amount}
+
+    def rpc_withdraw(self, params, conn):
+        link = _text(params, "link")
+        channel = params.get("channel")
+        if type(channel) is not int or channel < 0:
+            raise ControlError("invalid", "channel must be a channel number (see `amiko status`)")
+        self.transact(self.engine.withdraw, link, channel)
+        return {"link": link, "channel": channel, "state": "closed"}
+
+    def rpc_meetingpoint(self, params, conn):
+        mp = _text(params, "id")
+        problem = id_problem(mp, ":")
+        if problem:
+            raise ControlError("invalid", "meeting point %r %s" % (mp, problem))
+        self.transact(self.engine.add_meeting_point, mp)
+        with self.store.read() as db:
+            own = self.engine.meeting_points(db)
+        return {"meeting_point": mp, "meeting_points": own}
+
+    def rpc_request(self, params, conn):
+        amount = _amount(params)
+        receipt = params.get("receipt", "")
+        if not isinstance(receipt, str) or len(receipt.encode("utf-8")) > 512:
+            raise ControlError("invalid", "receipt must be text of at most 512 bytes")
+        req = self.transact(self.engine.create_request, amount, receipt)
+        url = format_pay(self.config.host, self.config.port, req["payment_id"])
+        return {"url": url, "payment_id": req["payment_id"], "txid": _hex(req["txid"]), "amount": amount,
+                "receipt": receipt, "meeting_points": list(req["meeting_points"])}
+
+    async def rpc_pay_start(self, params, conn):
+        url = _text(params, "url")
+        try:
+            offer = await self.paylinks.start_payer(url)
+        except paylink_tcp.PayError as e:
+            raise ControlError(e.code, e.reason) from None
+        if "handle" in offer:
+            conn.on_close(lambda: self.paylinks.abandon_payer(offer["handle"]))
+        return offer
+
+    async def rpc_pay_confirm(self, params, conn):
+        handle = _text(params, "handle")
+        timeout = params.get("timeout", 60)
+        if type(timeout) not in (int, float) or not 0 < timeout <= 86400:
+            raise ControlError("invalid", "timeout must be 0..86400 seconds")
+        try:
+            return await self.paylinks.confirm_payer(handle, timeout)
+        except paylink_tcp.PayError as e:
+            raise ControlError(e.code, e.reason) from None
+
+    def rpc_pay_decline(self, params, conn):
+        handle = _text(params, "handle")
+        try:
+            return self.paylinks.decline_payer(handle, params.get("reason"))
+        except paylink_tcp.PayError as e:
+            raise ControlError(e.code, e.reason) from None
+
+
+async def _run(home, config, identity, json_ready, stdout):
+    node = Node(home, config, identity)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+    except OSError as e:
+        await node.stop()
+        raise AmikoError("cannot listen on %s: %s: pick another --listen port in %s" % (
+            config.listen, e.strerror or e, home.config_path)) from None
+    if json_ready:
+        out = stdout or sys.stdout
+        out.write(json.dumps(node.rpc_info({}, None), sort_keys=True) + "\n")
+        out.flush()
+    try:
+        await stop.wait()
+    finally:
+        await node.stop()
+    return 0
+
+
+def main(home, json_ready=False, stdout=None):
+    """Run the node in the foreground until SIGTERM/SIGINT; returns the exit status."""
+    config = home.load_config()
+    home.acquire()
+    try:
+        setup_logging(home)
+        identity_mod = _modules()[1]
+        identity = identity_mod.Identity.load(home.key_path)
+        return asyncio.run(_run(home, config, identity, json_ready, stdout))
+    finally:
+        home.release()

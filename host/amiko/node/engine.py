@@ -1,0 +1,272 @@
+"""The node's payment engine: every state change of links, channels, routes and payments.
+
+Every method takes `db`, the handle of an open store transaction (Store.transaction()),
+and does all its work in it: rows change and the link messages it causes are enqueued
+(amiko.node.outbox) in the same transaction, so either all of it commits or none of it.
+Events for the daemon are delivered only after that transaction commits.
+
+    Engine(store, node_config, identity=None, clock=time.time)
+        node_config: a dict or an object with attributes (missing ones take DEFAULTS):
+        name, meeting_points, external_meeting_points, route_timeout, lock_timeout,
+        timeout_increment, max_pending_per_link, max_outbox_per_link,
+        max_channels_per_link, max_deadline_window, auto_release
+    subscribe(fn)                   fn(event) after commit; events:
+        ("route_found", txid, side)          an endpoint's half reached the meeting point
+        ("route_failed", txid, side, reason) an endpoint's search is exhausted
+        ("locked", txid, 1)                  the lock reached the payee
+        ("settled", txid, side)              every leg of this node's (txid, side) entry settled
+        ("rolled_back", txid, side, reason)  an endpoint's half was rolled back
+        ("peer_error", link, code, reason)   the peer refused one of our messages
+    on_link_message(db, link, msg)  a message the link layer received on link (after its
+        sequencing): MakeRoute, HaveNoRoute, CancelRoute, HaveRoute, Lock, RequestCommit,
+        SettleCommit, SettleRollback, Deposit, Withdraw, Error. Peer input is hostile: the
+        message is validated again, and anything that does not fit the state (unknown
+        txid/channel, wrong link, amount mismatch, wrong token, ...) raises AmikoError with
+        the reason; the caller rolls the transaction back, so nothing changed.
+    add_link(db, name, remote_url=None, remote_key=None); links(db)
+    deposit(db, link, amount) -> channel id; withdraw(db, link, channel_id)
+    add_meeting_point(db, mp_id); meeting_points(db) -> own ids (config + added)
+    create_request(db, amount, receipt) -> dict(payment_id, txid, token, meeting_points,
+        amount, receipt)
+    start_route(db, txid, side, amount, meeting_point, payment_id=None)
+    lock(db, txid)                  payer endpoint, once both halves are routed
+    release_token(db, txid, token)  payer got Commit{token} / payee releases: commits network
+    cancel_route(db, txid, side, reason)  an endpoint drops its half before lock
+    rollback(db, txid, side, reason)      give up (txid, side) here toward the payer (issue 4)
+    record_payment(db, **fields); update_payment(db, txid, role, **fields); payment(db, txid, role)
+    due_timers(db, now=None) -> [dict(txid, side, kind, due)]  (issue 4 fires them)
+    status(db) -> dict (JSON-ready): name, balance, links, channels, pending, meeting points,
+        history
+
+Bounds: new work over a link (a MakeRoute from it, or choosing it as the next hop) is
+refused with HaveNoRoute once max_pending_per_link payments use it or max_outbox_per_link
+messages wait in its outbox; a link has at most max_channels_per_link channels. Messages
+that follow from existing work are always enqueued (their number is bounded by that work).
+"""
+
+import logging
+import os
+import time
+
+from amiko_core import messages as m
+from amiko_core.errors import AmikoError
+
+from amiko.node import channels, endpoints, outbox, routing, settlement
+
+log = logging.getLogger("amiko.engine")
+
+DEFAULTS = {
+    "name": "node",
+    "meeting_points": (),
+    "external_meeting_points": (),
+    "route_timeout": 10,
+    "lock_timeout": 10,
+    "timeout_increment": 5,
+    "max_pending_per_link": 1000,
+    "max_outbox_per_link": 10000,
+    "max_channels_per_link": 64,
+    "max_deadline_window": None,  # default: lock_timeout + 64 increments (64 hops)
+    "auto_release": True,
+}
+
+
+class Config:
+    """The engine's view of node_config, with defaults."""
+
+    def __init__(self, node_config):
+        for key, default in DEFAULTS.items():
+            if isinstance(node_config, dict):
+                value = node_config.get(key, default)
+            else:
+                value = getattr(node_config, key, default)
+            setattr(self, key, default if value is None else value)
+        self.meeting_points = tuple(self.meeting_points)
+        self.external_meeting_points = tuple(self.external_meeting_points)
+        for mp in self.meeting_points + self.external_meeting_points:
+            endpoints.check_meeting_point(mp)
+        if self.max_deadline_window is None:
+            self.max_deadline_window = self.lock_timeout + 64 * self.timeout_increment
+
+
+def _hex(value):
+    return value.hex() if isinstance(value, (bytes, bytearray)) else value
+
+
+class Engine:
+    def __init__(self, store, node_config, identity=None, clock=time.time):
+        self.store = store
+        self.cfg = Config(node_config)
+        self.identity = identity
+        self.clock = clock
+        self._subscribers = []
+        self._handlers = {
+            m.MAKE_ROUTE: routing.on_make_route,
+            m.HAVE_NO_ROUTE: routing.on_have_no_route,
+            m.CANCEL_ROUTE: routing.on_cancel_route,
+            m.HAVE_ROUTE: routing.on_have_route,
+            m.LOCK: settlement.on_lock,
+            m.REQUEST_COMMIT: settlement.on_request_commit,
+            m.SETTLE_COMMIT: settlement.on_settle_commit,
+            m.SETTLE_ROLLBACK: settlement.on_settle_rollback,
+            m.DEPOSIT: self._on_deposit,
+            m.WITHDRAW: self._on_withdraw,
+            m.ERROR: self._on_error,
+        }
+
+    # ---- plumbing used by routing/settlement ----
+
+    def now(self):
+        return int(self.clock())
+
+    def subscribe(self, fn):
+        self._subscribers.append(fn)
+
+    def emit(self, db, event):
+        db.after_commit(lambda: self._deliver(event))
+
+    def _deliver(self, event):
+        for fn in list(self._subscribers):
+            try:
+                fn(event)
+            except Exception:
+                log.exception("engine: event subscriber failed on %s", event[0])
+
+    def send(self, db, link, msg):
+        outbox.enqueue(db, link, msg, limit=None)
+
+    def own_meeting_points(self, db):
+        return set(self.cfg.meeting_points) | set(endpoints.stored_meeting_points(db))
+
+    def link_has_room(self, db, link):
+        return (routing.pending_on_link(db, link) < self.cfg.max_pending_per_link
+                and outbox.pending_count(db, link) < self.cfg.max_outbox_per_link)
+
+    def deadline_acceptable(self, deadline):
+        now = self.now()
+        return now < deadline <= now + self.cfg.max_deadline_window
+
+    # ---- link messages ----
+
+    def on_link_message(self, db, link, msg):
+        if not isinstance(msg, m.Message):
+            raise AmikoError("link %s: expected a message, got %s" % (link, type(msg).__name__))
+        handler = self._handlers.get(msg.type)
+        if handler is None:
+            raise AmikoError("link %s: %s is not a node link message" % (link, msg.name))
+        if channels.get_link(db, link) is None:
+            raise AmikoError("no link named %s" % link)
+        try:
+            # Build it again: validates every field even if msg did not come from decode().
+            msg = m.Message(msg.type, dict(msg.fields))
+        except AmikoError as e:
+            raise AmikoError("invalid %s from link %s: %s" % (msg.name, link, e.reason))
+        handler(self, db, link, msg)
+
+    def _on_deposit(self, _eng, db, link, msg):
+        self._check_channel_room(db, link)
+        channels.check_amount(msg.amount, "deposit amount")
+        channels.open_channel(db, link, msg.channel, 0, msg.amount, now=self.now())
+
+    def _on_withdraw(self, _eng, db, link, msg):
+        ch = channels.require(db, link, msg.channel)
+        if ch.state == "closed":
+            return  # both sides withdrew at once
+        # Reserved holds here can only be our MakeRoute crossing the Withdraw: the peer
+        # answers it with HaveNoRoute and the channel closes then. Locked ones: refused.
+        channels.close_channel(ch, allow_reserved=True)
+
+    def _on_error(self, _eng, db, link, msg):
+        log.warning("link %s refused our %s (seq %s): %s", link, m.name_of(msg.ref_type) if msg.ref_type else "message",
+                    msg.ref_seq, msg.reason)
+        self.emit(db, ("peer_error", link, msg.code, msg.reason))
+
+    # ---- links and channels ----
+
+    def add_link(self, db, name, remote_url=None, remote_key=None):
+        channels.add_link(db, name, remote_url, remote_key, now=self.now())
+
+    def links(self, db):
+        return channels.list_links(db)
+
+    def _check_channel_room(self, db, link):
+        if channels.get_link(db, link) is None:
+            raise AmikoError("no link named %s" % link)
+        n = db.execute("SELECT COUNT(*) FROM channels WHERE link = ? AND state != 'closed'", (link,)).fetchone()[0]
+        if n >= self.cfg.max_channels_per_link:
+            raise AmikoError("link %s has %d open channels, the most allowed" % (link, n))
+
+    def deposit(self, db, link, amount):
+        channels.check_amount(amount, "deposit amount")
+        self._check_channel_room(db, link)
+        while True:
+            cid = int.from_bytes(os.urandom(6), "big")
+            if channels.load(db, link, cid) is None:
+                break
+        channels.open_channel(db, link, cid, amount, 0, now=self.now())
+        self.send(db, link, m.Message(m.DEPOSIT, channel=cid, amount=amount))
+        return cid
+
+    def withdraw(self, db, link, channel_id):
+        ch = channels.require(db, link, channel_id)
+        channels.close_channel(ch)
+        self.send(db, link, m.Message(m.WITHDRAW, channel=channel_id))
+
+    # ---- endpoints ----
+
+    def add_meeting_point(self, db, mp_id):
+        endpoints.add_meeting_point(db, mp_id, self.now())
+
+    def meeting_points(self, db):
+        return sorted(self.own_meeting_points(db))
+
+    def create_request(self, db, amount, receipt=""):
+        offered = self.meeting_points(db) + [mp for mp in self.cfg.external_meeting_points
+                                             if mp not in self.own_meeting_points(db)]
+        return endpoints.create_request(db, amount, receipt, offered, self.now())
+
+    def start_route(self, db, txid, side, amount, meeting_point, payment_id=None):
+        routing.start(self, db, txid, side, amount, meeting_point)
+
+    def lock(self, db, txid):
+        settlement.lock_payer(self, db, txid)
+
+    def release_token(self, db, txid, token):
+        settlement.release_token(self, db, txid, token)
+
+    def cancel_route(self, db, txid, side, reason="cancelled"):
+        routing.cancel_endpoint(self, db, txid, side, reason)
+
+    def rollback(self, db, txid, side, reason):
+        settlement.rollback(self, db, txid, side, reason)
+
+    def record_payment(self, db, **fields):
+        endpoints.record_payment(db, now=self.now(), **fields)
+
+    def update_payment(self, db, txid, role, **fields):
+        endpoints.update_payment(db, txid, role, now=self.now(), **fields)
+
+    def payment(self, db, txid, role):
+        return endpoints.get_payment(db, txid, role)
+
+    def due_timers(self, db, now=None):
+        now = self.now() if now is None else now
+        rows = db.execute("SELECT txid, side, kind, due FROM timers WHERE due <= ? ORDER BY due", (now,)).fetchall()
+        return [{"txid": r[0], "side": r[1], "kind": r[2], "due": r[3]} for r in rows]
+
+    # ---- status ----
+
+    def status(self, db):
+        chans = channels.channel_rows(db)
+        pending = db.execute(
+            "SELECT %s FROM routes WHERE state IN (%s) ORDER BY created"
+            % (", ".join(routing.COLUMNS), ", ".join("?" * len(routing.ACTIVE))), routing.ACTIVE).fetchall()
+        return {
+            "name": self.cfg.name,
+            "balance": sum(c["local"] for c in chans),
+            "links": [{k: _hex(v) for k, v in link.items()} for link in self.links(db)],
+            "channels": chans,
+            "pending": [{k: _hex(v) for k, v in zip(routing.COLUMNS, row) if k != "tried"} for row in pending],
+            "meeting_points": self.meeting_points(db),
+            "external_meeting_points": list(self.cfg.external_meeting_points),
+            "history": [{k: _hex(v) for k, v in p.items()} for p in endpoints.history(db)],
+        }

@@ -1,0 +1,173 @@
+"""A node's secp256k1 identity key.
+
+Key file: the 32-byte secret exponent as 64 lower-case hex characters and a newline,
+mode 0600, written once (create refuses to overwrite). load refuses a file that is
+unreadable, not 64 hex characters, or whose number is not in 1..n-1, with an
+IdentityError that names the file and says what to do.
+
+- pubkey: the 33-byte SEC1 compressed public key (0x02/0x03 || x).
+- sign(data) -> 64 bytes r || s (big-endian, 32 bytes each) of ECDSA over sha256(data),
+  deterministic (RFC 6979) and low-S normalised (s <= n/2, as Bitcoin's BIP 62/146).
+- verify(pubkey33, data, sig64) -> bool. Accepts only a valid compressed point and a
+  64-byte low-S signature with 0 < r, s < n; returns False (never raises) on anything else.
+"""
+
+import hashlib
+import logging
+import os
+
+import ecdsa
+from ecdsa.util import sigdecode_string, sigencode_string_canonize
+
+from amiko_core.errors import AmikoError
+
+log = logging.getLogger("amiko.identity")
+
+CURVE = ecdsa.SECP256k1
+ORDER = CURVE.order
+PUBKEY_SIZE = 33
+SIGNATURE_SIZE = 64
+_SECRET_HEX = 64
+
+
+class IdentityError(AmikoError):
+    """The identity key file cannot be created or used."""
+
+
+class Identity:
+    """A loaded signing key; `pubkey` is its 33-byte compressed public key."""
+
+    def __init__(self, secret, path=None):
+        if not isinstance(secret, int) or not 0 < secret < ORDER:
+            raise IdentityError("identity: secret exponent out of range 1..n-1")
+        self.path = path
+        self._key = ecdsa.SigningKey.from_secret_exponent(secret, curve=CURVE, hashfunc=hashlib.sha256)
+        self.pubkey = self._key.get_verifying_key().to_string("compressed")
+
+    @classmethod
+    def generate(cls):
+        """A fresh in-memory identity (not saved)."""
+        while True:
+            secret = int.from_bytes(os.urandom(32), "big")
+            if 0 < secret < ORDER:
+                return cls(secret)
+
+    @classmethod
+    def create(cls, path):
+        """Generate a key, write it to path (mode 0600, must not exist) and return it."""
+        ident = cls.generate()
+        ident.path = path
+        text = ("%064x\n" % ident._key.privkey.secret_multiplier).encode("ascii")
+        tmp = "%s.tmp.%d" % (path, os.getpid())
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, text)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # link() fails if path exists: never overwrite an existing identity.
+            os.link(tmp, path)
+        except FileExistsError:
+            raise IdentityError("identity: key file %s already exists; refusing to overwrite it" % path) from None
+        except OSError as e:
+            raise IdentityError("identity: cannot create key file %s: %s" % (path, e.strerror or e)) from None
+        finally:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        _fsync_dir(os.path.dirname(os.path.abspath(path)))
+        return ident
+
+    @classmethod
+    def load(cls, path):
+        """Read the key file at path; IdentityError says what is wrong with it."""
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(_SECRET_HEX + 16)
+                mode = os.fstat(f.fileno()).st_mode
+        except FileNotFoundError:
+            raise IdentityError("identity: no key file at %s (run `amiko init` to create one)" % path) from None
+        except OSError as e:
+            raise IdentityError("identity: cannot read key file %s: %s" % (path, e.strerror or e)) from None
+        text = raw.strip()
+        if len(text) != _SECRET_HEX or any(c not in b"0123456789abcdefABCDEF" for c in text):
+            raise IdentityError(
+                "identity: key file %s is corrupt (expected 64 hex characters); restore it from a backup" % path
+            )
+        secret = int(text, 16)
+        if not 0 < secret < ORDER:
+            raise IdentityError("identity: key file %s holds an invalid secp256k1 key; restore it from a backup" % path)
+        if mode & 0o077:
+            log.warning("identity: key file %s is readable by other users (mode %o); chmod 600 it", path, mode & 0o777)
+        return cls(secret, path)
+
+    @classmethod
+    def load_or_create(cls, path):
+        """Load the key file at path, creating it first if it does not exist."""
+        if not os.path.exists(path):
+            try:
+                return cls.create(path)
+            except IdentityError:
+                if not os.path.exists(path):
+                    raise
+        return cls.load(path)
+
+    def sign(self, data):
+        """64-byte r || s, deterministic (RFC 6979), low-S, over sha256(data)."""
+        return self._key.sign_deterministic(
+            bytes(data), hashfunc=hashlib.sha256, sigencode=sigencode_string_canonize
+        )
+
+    def verify(self, data, sig):
+        return verify(self.pubkey, data, sig)
+
+    def __repr__(self):
+        return "Identity(%s)" % self.pubkey.hex()
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def valid_pubkey(pubkey):
+    """True if pubkey is a 33-byte compressed encoding of a point on secp256k1."""
+    return _verifying_key(pubkey) is not None
+
+
+def _verifying_key(pubkey):
+    if not isinstance(pubkey, (bytes, bytearray)) or len(pubkey) != PUBKEY_SIZE or pubkey[0] not in (2, 3):
+        return None
+    try:
+        return ecdsa.VerifyingKey.from_string(bytes(pubkey), curve=CURVE, hashfunc=hashlib.sha256)
+    except Exception:  # MalformedPointError, and anything else garbage may provoke
+        return None
+
+
+def verify(pubkey, data, sig):
+    """True only for a valid low-S signature sig (64 bytes r || s) by pubkey over sha256(data)."""
+    try:
+        if not isinstance(sig, (bytes, bytearray)) or len(sig) != SIGNATURE_SIZE:
+            return False
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            return False
+        r = int.from_bytes(sig[:32], "big")
+        s = int.from_bytes(sig[32:], "big")
+        if not (0 < r < ORDER and 0 < s <= ORDER // 2):
+            return False
+        vk = _verifying_key(pubkey)
+        if vk is None:
+            return False
+        return bool(vk.verify(bytes(sig), bytes(data), hashfunc=hashlib.sha256, sigdecode=sigdecode_string))
+    except Exception:  # BadSignatureError and any other failure on hostile input
+        return False

@@ -1,0 +1,531 @@
+"""The payment link (seeds/004) over TCP, driving amiko_core.paylink and the engine.
+
+Wire: frames (amiko_core.frame, at most 4096 bytes) carrying payment-link messages, one
+payment per connection. The payee side is served on the node's port: the daemon hands
+over a connection whose first frame is Pay. The payer side connects to the host:port of
+an amikopay:// URL for `amiko pay`.
+
+Effects of the paylink state machines are carried out here:
+  send -> a frame on the connection (dropped, with a log line, once it is closed)
+  route -> engine.start_route(db, txid, side, amount, meeting_point) (side 0 payer, 1 payee)
+  lock -> engine.lock(db, txid)               timer -> one asyncio timer per session
+  cancel_route -> engine.cancel_route(db, txid, side) when the engine has it (issue 4)
+  done -> the payments table row (engine.update_payment), and the waiting `amiko pay`
+Engine events for (txid, side) reach the session through PaymentLinks.on_event:
+  route_found / route_failed -> session.route_found() / route_failed(reason)
+  locked (payee side)         -> session.locked(): Commit{token} to the payer if it is still
+                                 connected. The engine itself released the token to the network
+                                 (auto_release) when the request is open, even if the payer has
+                                 gone or this node restarted: the lock is the payer's promise.
+  settled / rolled_back (payer side, after lock) -> session.settled(token) / rolled_back()
+A payee session that ends cancelled cancels its request (endpoints.cancel_request), so a lock
+arriving later never releases the token. A payer that gets Commit{token} calls
+engine.release_token (commits its own hop; the engine ignores a token it settled already).
+
+Bounds: one frame at a time of at most 4096 bytes; a first frame within FIRST_FRAME_TIMEOUT;
+at most MAX_SESSIONS payment links at once.
+"""
+
+import asyncio
+import logging
+import os
+
+from amiko_core import frame as frames
+from amiko_core import messages as m
+from amiko_core import paylink
+from amiko_core.errors import AmikoError, DecodeError, ProtocolError, URLError
+from amiko_core.url import parse_pay
+
+from amiko.node import identity as identities
+
+log = logging.getLogger("amiko.paylink")
+
+FIRST_FRAME_TIMEOUT = 10
+CONNECT_TIMEOUT = 10
+MAX_SESSIONS = 1000
+PAYER, PAYEE = 0, 1
+
+# Error{code} values this node sends on a connection it refuses.
+ERR_BAD_FRAME = 1
+ERR_UNEXPECTED = 2
+
+
+class PayError(AmikoError):
+    """`amiko pay` cannot go on; the reason says what to do."""
+
+    def __init__(self, reason, code="refused"):
+        super().__init__(reason)
+        self.code = code
+
+
+async def read_frame(reader, max_frame=frames.DEFAULT_MAX_FRAME):
+    """Read exactly one frame (no byte past it); DecodeError on a bad or oversize header.
+
+    Raises asyncio.IncompleteReadError when the peer closes mid-frame or before one.
+    """
+    header = await reader.readexactly(frames.HEADER_SIZE)
+    if header[:2] != frames.MAGIC:
+        raise DecodeError("frame: bad magic 0x%s, want 0xa54b" % header[:2].hex())
+    if frames.crc8(header, 0, 6) != header[6]:
+        raise DecodeError("frame: bad header check")
+    n = (header[4] << 8) | header[5]
+    if frames.OVERHEAD + n > max_frame:
+        raise DecodeError("frame: body length %d makes a %d-byte frame, over max frame %d" % (n, frames.OVERHEAD + n, max_frame))
+    rest = await reader.readexactly(n + frames.TRAILER_SIZE)
+    return frames.decode_one(header + rest, max_frame)
+
+
+def error_frame(code, reason, ref_type=None):
+    fields = {"code": code, "reason": reason[:200]}
+    if ref_type is not None:
+        fields["ref_type"] = ref_type
+    return m.to_frame(m.Message(m.ERROR, fields))
+
+
+def _hex(b):
+    return b.hex() if isinstance(b, (bytes, bytearray)) else b
+
+
+class _Run:
+    """One payment-link session: its connection, timer and the effects it causes."""
+
+    side = None
+
+    def __init__(self, links, session):
+        self.links = links
+        self.node = links.node
+        self.session = session
+        self.reader = None
+        self.writer = None
+        self.timer = None
+        self.done = asyncio.get_running_loop().create_future()
+        self.reader_task = None
+        self.registered = False
+
+    # -- effects
+
+    def apply(self, effects):
+        queue = list(effects)
+        while queue:
+            effect = queue.pop(0)
+            try:
+                more = self._effect(effect)
+            except AmikoError as e:
+                more = self._effect_failed(effect, e)
+            if more:
+                queue[0:0] = more
+
+    def _effect(self, effect):
+        kind = effect[0]
+        if kind == "send":
+            self.send(effect[1])
+        elif kind == "timer":
+            self._arm(effect[1])
+        elif kind == "state":
+            log.debug("%s %s: %s", self.session.ROLE, self.session.payment_id, effect[1])
+        elif kind == "route":
+            _, mp, amount, txid = effect
+            self._register(txid)
+            self.node.transact(self._start_route, txid, amount, mp)
+        elif kind == "lock":
+            self.node.transact(self.node.engine.lock, effect[1])
+        elif kind == "cancel_route":
+            self.node.transact(self.node.engine.cancel_route, effect[1], self.side,
+                               self.session.reason or "cancelled")
+        elif kind == "done":
+            self._done(effect[1], effect[2])
+        elif kind == "ask_user":
+            self.on_ask_user(effect[1], effect[2])
+        return None
+
+    def _effect_failed(self, effect, error):
+        """An engine call refused (e.g. no channel can carry the amount): cancel the payment."""
+        log.warning("%s %s: %s failed: %s", self.session.ROLE, self.session.payment_id, effect[0], error.reason)
+        if self.session.outcome is None and self.session.state == "routing":
+            return self.session.route_failed(error.reason)
+        return None
+
+    def _start_route(self, db, txid, amount, mp):
+        self.record(db, txid, amount)
+        return self.node.engine.start_route(db, txid, self.side, amount, mp, payment_id=self.session.payment_id)
+
+    def record(self, db, txid, amount):
+        pass
+
+    def _register(self, txid):
+        key = (bytes(txid), self.side)
+        self.links.by_tx[key] = self
+        self.registered = True
+
+    def _arm(self, seconds):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if seconds is not None:
+            self.timer = asyncio.get_running_loop().call_later(seconds, self._timeout)
+
+    def _timeout(self):
+        self.timer = None
+        try:
+            self.apply(self.session.timeout())
+        except ProtocolError as e:
+            log.debug("timer: %s", e)
+
+    def _done(self, outcome, reason):
+        log.info("%s %s (%s): %s%s", self.session.ROLE, self.session.payment_id,
+                 _hex(self.session.txid), outcome, ": " + reason if reason else "")
+        if self.session.txid is not None:
+            self.node.transact(self._record_outcome, outcome, reason)
+        if not self.done.done():
+            self.done.set_result((outcome, reason))
+        self.links.node.loop.call_soon(self.close)
+
+    def _record_outcome(self, db, outcome, reason):
+        fields = {"state": outcome, "reason": reason}
+        if outcome == paylink.COMMITTED and self.session.token is not None:
+            fields["token"] = bytes(self.session.token)
+        try:
+            self.node.engine.update_payment(db, self.session.txid, self.session.ROLE, **fields)
+        except AmikoError as e:
+            log.debug("update_payment: %s", e.reason)
+
+    # -- connection
+
+    def send(self, msg):
+        if self.writer is None or self.writer.is_closing():
+            log.info("%s %s: connection closed, %s not sent", self.session.ROLE, self.session.payment_id, msg.name)
+            return
+        self.writer.write(m.to_frame(msg))
+
+    async def read_loop(self):
+        try:
+            while True:
+                fr = await read_frame(self.reader)
+                msg = m.from_frame(fr)
+                if msg.type not in self.session.HANDLERS:
+                    raise DecodeError("%s is not a payment-link message" % msg.name)
+                try:
+                    self.apply(self.session.receive(msg))
+                except ProtocolError as e:
+                    if self.session.outcome is not None:
+                        continue  # late message for a finished payment (e.g. Commit after settle)
+                    log.warning("%s %s: refused %s: %s", self.session.ROLE, self.session.payment_id, msg.name, e.reason)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except DecodeError as e:
+            log.warning("%s %s: closing the payment link: %s", self.session.ROLE, self.session.payment_id, e.reason)
+        except asyncio.CancelledError:
+            raise
+        finally:
+            self.close_connection()
+            self.on_disconnect()
+
+    def close_connection(self):
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.close()
+
+    def close(self):
+        """Drop the connection; the session stays registered until it is done."""
+        self.close_connection()
+        if self.session.outcome is not None:
+            self._arm(None)
+            self.unregister()
+
+    def unregister(self):
+        if self.registered and self.session.txid is not None:
+            key = (bytes(self.session.txid), self.side)
+            if self.links.by_tx.get(key) is self:
+                del self.links.by_tx[key]
+        self.registered = False
+        self.links.sessions.discard(self)
+
+    def on_disconnect(self):
+        pass
+
+    def on_ask_user(self, amount, text):
+        pass
+
+    # -- engine events
+
+    def on_event(self, event):
+        kind = event[0]
+        s = self.session
+        if s.outcome is not None:
+            return
+        try:
+            if kind == "route_found" and s.state == "routing":
+                self.apply(s.route_found())
+            elif kind == "route_failed" and s.state == "routing":
+                self.apply(s.route_failed(event[3] if len(event) > 3 else None))
+            else:
+                self.on_other_event(event)
+        except ProtocolError as e:
+            log.debug("%s event %s: %s", s.ROLE, kind, e.reason)
+
+    def on_other_event(self, event):
+        pass
+
+
+class PayeeRun(_Run):
+    side = PAYEE
+
+    def record(self, db, txid, amount):
+        r = self.session.receipt_message
+        self.node.engine.update_payment(db, bytes(txid), "payee", state="confirmed",
+                                        meeting_point=self.session.meeting_point, payee_key=r.payee_key,
+                                        signature=r.signature)
+
+    def on_disconnect(self):
+        s = self.session
+        if s.outcome is None and s.state in ("waiting_pay", "waiting_confirm"):
+            self.apply(s.cancel("payer disconnected"))
+
+    def on_other_event(self, event):
+        # "locked" is handled by PaymentLinks (the token is released even without a session)
+        if event[0] == "rolled_back" and self.session.state in ("routing", "waiting_lock"):
+            self.apply(self.session.cancel(event[3] if len(event) > 3 else "rolled back"))
+
+    def _done(self, outcome, reason):
+        super()._done(outcome, reason)
+        self.links.active_payees.pop(self.session.payment_id, None)
+        if outcome == paylink.CANCELLED:
+            self.node.transact(self._cancel_request, reason)
+
+    def _cancel_request(self, db, reason):
+        # A cancelled request never releases its token, even if a lock arrives later.
+        self.node.cancel_request(db, self.session.payment_id)
+
+
+class PayerRun(_Run):
+    side = PAYER
+
+    def __init__(self, links, session, url):
+        super().__init__(links, session)
+        self.url = url
+        self.offer = asyncio.get_running_loop().create_future()
+        self.handle = os.urandom(8).hex()
+
+    def record(self, db, txid, amount):
+        r = self.session.receipt
+        self.node.engine.record_payment(
+            db, txid=bytes(txid), role="payer", payment_id=self.session.payment_id, amount=amount,
+            receipt=r.receipt, state="confirmed", payee_key=r.payee_key, signature=r.signature,
+            signed_receipt=m.receipt_signed_bytes(r), meeting_point=self.session.meeting_point)
+
+    def on_ask_user(self, amount, text):
+        r = self.session.receipt
+        problem = self._check_receipt(r)
+        if problem:
+            self.apply(self.session.decline(problem))
+            return
+        if not self.offer.done():
+            self.offer.set_result({
+                "handle": self.handle, "amount": amount, "receipt": text, "txid": r.txid.hex(),
+                "payment_id": self.session.payment_id, "meeting_points": list(r.meeting_points),
+                "payee_key": _hex(r.payee_key), "signed": r.signature is not None,
+            })
+
+    def _check_receipt(self, r):
+        wanted = self.url.query.get("key")
+        if r.signature is not None or r.payee_key is not None:
+            if r.signature is None or r.payee_key is None:
+                return "receipt signature incomplete"
+            if not identities.verify(r.payee_key, m.receipt_signed_bytes(r), r.signature):
+                return "receipt signature does not verify"
+        if wanted is not None and (r.payee_key is None or r.payee_key.hex() != wanted.lower()):
+            return "receipt not signed by the payee key in the URL"
+        return None
+
+    def _done(self, outcome, reason):
+        super()._done(outcome, reason)
+        self.links.payers.pop(self.handle, None)  # callers waiting hold the run itself
+        if not self.offer.done():
+            self.offer.set_result({"result": outcome, "reason": reason, "payment_id": self.session.payment_id})
+        if outcome == paylink.COMMITTED and self.session.token is not None:
+            # The payer learned the token: commit its own channel (idempotent in the engine).
+            self.node.transact(self.node.engine.release_token, self.session.txid, self.session.token)
+
+    def on_disconnect(self):
+        s = self.session
+        if s.outcome is None and s.state in ("waiting_receipt", "confirming"):
+            self.apply(s.decline("payee disconnected"))
+
+    def on_other_event(self, event):
+        s = self.session
+        kind = event[0]
+        if kind == "settled" and s.state in ("locking", "lock_timeout"):
+            self.apply(s.settled(self.node.payment_token(s.txid)))
+        elif kind == "rolled_back" and s.state in ("locking", "lock_timeout"):
+            self.apply(s.rolled_back(event[3] if len(event) > 3 else None))
+        elif kind == "rolled_back" and s.state == "routing":
+            self.apply(s.route_failed(event[3] if len(event) > 3 else None))
+
+    def result(self):
+        outcome, reason = self.done.result()
+        s = self.session
+        return {"result": outcome, "reason": reason, "payment_id": s.payment_id, "txid": _hex(s.txid),
+                "amount": s.amount, "receipt": s.receipt.receipt if s.receipt is not None else None,
+                "meeting_point": s.meeting_point, "meeting_points": s.meeting_points,
+                "token": _hex(s.token) if outcome == paylink.COMMITTED else None,
+                "payee_key": _hex(s.receipt.payee_key) if s.receipt is not None else None,
+                "signature": _hex(s.receipt.signature) if s.receipt is not None else None}
+
+
+class PaymentLinks:
+    """All payment-link sessions of a node. node: the daemon (engine, identity, config, transact)."""
+
+    def __init__(self, node):
+        self.node = node
+        self.by_tx = {}  # (txid, side) -> _Run
+        self.active_payees = {}  # payment id -> PayeeRun
+        self.payers = {}  # handle -> PayerRun (between pay_start and the outcome)
+        self.sessions = set()
+
+    def timeouts(self):
+        c = self.node.config
+        return {"receipt": CONNECT_TIMEOUT, "confirm": 120, "routing": 3 * c.route_timeout,
+                "locking": 3 * c.lock_timeout + 8 * c.timeout_increment}
+
+    # -- payee
+
+    async def serve_payee(self, reader, writer, first_frame):
+        """A connection whose first frame is Pay: run the payee session until it ends."""
+        try:
+            pay = m.from_frame(first_frame)
+        except DecodeError as e:
+            writer.write(error_frame(ERR_BAD_FRAME, e.reason, first_frame.type))
+            writer.close()
+            return
+        payment_id = pay.id
+        refusal = None
+        request = None
+        if len(self.sessions) >= MAX_SESSIONS:
+            refusal = "payee busy: too many payments at once, try again"
+        elif payment_id in self.active_payees:
+            refusal = "payment %s is already in progress" % payment_id
+        else:
+            request = self.node.find_request(payment_id)
+            if request is None:
+                refusal = "unknown payment id %s" % payment_id
+            elif request["state"] != "open":
+                refusal = "payment %s is %s" % (payment_id, request["state"])
+            elif request["payment_state"] not in (None, "requested"):
+                refusal = "payment %s is %s already" % (payment_id, request["payment_state"])
+        if refusal is not None:
+            log.info("payee: refused Pay{%s}: %s", payment_id, refusal)
+            writer.write(m.to_frame(m.Message(m.CANCEL, {"id": payment_id, "reason": refusal})))
+            await _drain_close(writer)
+            return
+        identity = self.node.identity
+        session = paylink.PayeeSession(
+            payment_id, request["amount"], request["receipt"], request["token"], request["meeting_points"],
+            timeouts=self.timeouts(), signer=lambda data: (identity.pubkey, identity.sign(data)))
+        run = PayeeRun(self, session)
+        run.request = request
+        run.reader, run.writer = reader, writer
+        self.active_payees[payment_id] = run
+        self.sessions.add(run)
+        run.apply(session.receive(pay))
+        await run.read_loop()
+
+    # -- payer
+
+    async def start_payer(self, url_text):
+        """Connect to the payee and get its receipt: an offer dict (or the cancelled outcome)."""
+        try:
+            url = parse_pay(url_text)
+        except URLError as e:
+            raise PayError("bad payment URL: %s" % e.reason, "invalid") from None
+        if len(self.sessions) >= MAX_SESSIONS:
+            raise PayError("too many payments in progress on this node: wait for some to finish", "refused")
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(url.host, url.port), CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as e:
+            raise PayError("cannot reach the payee at %s:%d (%s): check the URL and that the payee's node is running"
+                           % (url.host, url.port, getattr(e, "strerror", None) or type(e).__name__), "unreachable") from None
+        session = paylink.PayerSession(url.path, timeouts=self.timeouts())
+        run = PayerRun(self, session, url)
+        run.reader, run.writer = reader, writer
+        self.sessions.add(run)
+        self.payers[run.handle] = run
+        run.reader_task = asyncio.ensure_future(run.read_loop())
+        run.apply(session.start())
+        offer = await run.offer
+        if "result" in offer:
+            self.payers.pop(run.handle, None)
+        return offer
+
+    def _payer(self, handle):
+        run = self.payers.get(handle)
+        if run is None:
+            raise PayError("no payment waiting under handle %r: start again with `amiko pay URL`" % handle, "not_found")
+        return run
+
+    async def confirm_payer(self, handle, timeout):
+        """The user agreed: route, lock, wait for the outcome (or the timeout) -> result dict."""
+        run = self._payer(handle)
+        s = run.session
+        if s.outcome is None and s.state == "confirming":
+            run.apply(s.confirm())
+        try:
+            await asyncio.wait_for(asyncio.shield(run.done), timeout)
+        except asyncio.TimeoutError:
+            if s.outcome is None and s.state in ("waiting_receipt", "confirming", "routing"):
+                run.apply(s.decline("timed out after %s s" % timeout))
+            else:
+                raise PayError("no outcome within %s s; payment %s is locked in the network and still in progress: "
+                               "see `amiko status`" % (timeout, _hex(s.txid)), "timeout") from None
+        self.payers.pop(handle, None)
+        return run.result()
+
+    def decline_payer(self, handle, reason=None):
+        run = self._payer(handle)
+        s = run.session
+        if s.outcome is None and s.state in ("waiting_receipt", "confirming", "routing"):
+            run.apply(s.decline(reason or "declined by payer"))
+        self.payers.pop(handle, None)
+        return run.result() if run.done.done() else {"result": "cancelled", "reason": reason or "declined by payer"}
+
+    def abandon_payer(self, handle):
+        """The `amiko pay` that started this went away before confirming: cancel."""
+        run = self.payers.get(handle)
+        if run is not None and run.session.outcome is None and run.session.state in ("waiting_receipt", "confirming"):
+            run.apply(run.session.decline("payer went away"))
+        if run is not None:
+            self.payers.pop(handle, None)  # what is confirmed goes on; the outcome is in the history
+
+    # -- engine events (called by the daemon, outside any transaction)
+
+    def on_event(self, event):
+        kind, txid, side = event[0], bytes(event[1]), event[2]
+        if kind == "locked" and side == PAYEE:
+            self._payee_locked(txid)
+            return
+        run = self.by_tx.get((txid, side))
+        if run is not None:
+            run.on_event(event)
+
+    def _payee_locked(self, txid):
+        """The lock reached this payee. The engine released the token to the network already
+        (auto_release, for an open request); tell the payer with Commit{token}."""
+        run = self.by_tx.get((txid, PAYEE))
+        if run is not None and run.session.outcome is None and run.session.state == "waiting_lock":
+            run.apply(run.session.locked())
+        elif run is not None:
+            log.warning("payee: lock for %s arrived in session state %s", txid.hex(), run.session.state)
+
+    async def close(self):
+        for run in list(self.sessions):
+            run._arm(None)
+            run.close_connection()
+            if run.reader_task is not None:
+                run.reader_task.cancel()
+        self.sessions.clear()
+
+
+async def _drain_close(writer):
+    try:
+        await asyncio.wait_for(writer.drain(), 5)
+    except (ConnectionError, asyncio.TimeoutError):
+        pass
+    writer.close()

@@ -1,0 +1,264 @@
+"""Locking, committing and rolling back a routed payment at one node.
+
+Each route entry has an in leg (where money comes from: side 0 up, side 1 down) and an out
+leg (where it goes: side 0 down, side 1 up); see routing. Order of events at a node:
+
+Lock{txid, side, amount} travels payer -> payee: it arrives on the in leg of a 'routed'
+entry (or starts at the payer endpoint, Engine.lock), locks the in hold and the out hold
+and is forwarded on the out leg. At the meeting point the payer-side entry hands over to
+the payee-side entry (which has no in leg); at the payee (no out leg) the lock has
+arrived: event ("locked", txid, 1), and the payee's node releases the token itself when it
+holds the request (config auto_release, default on).
+
+The token (hash160(token) == txid, checked on every entry) commits. A node that learns it
+(endpoint release, RequestCommit on an out leg, SettleCommit on an in leg) settles every
+locked leg of the transaction it carries: on an out leg it pays (channel commit) and sends
+SettleCommit; on an in leg it sends RequestCommit once ('requested') and the peer's
+SettleCommit commits it. An entry whose legs are all settled is 'settled' (event
+("settled", txid, side)). A token is remembered (table tokens) so a leg locked later is
+settled at once. A RequestCommit for a leg settled already is a crossing, ignored.
+
+SettleRollback{txid, side, reason} is sent by the party that would be paid on a leg, giving
+up its claim: it arrives on the receiver's out leg; the receiver drops that hold, gives up
+its own in leg (drops the hold, SettleRollback on it) and so on toward the payer, whose
+endpoint ends with ("rolled_back", txid, 0, reason). A leg whose token is known (requested
+or settled) is never given up. `rollback(eng, db, txid, side, reason)` starts this at any
+node (the seam for issue 4's time-outs: a passed deadline, a payee that gives up); it also
+drops this node's own out hold on that entry without a message (the peer's deadline passes
+too). A token arriving after a rollback moves nothing (AmikoError).
+"""
+
+import logging
+
+from amiko_core import messages as m
+from amiko_core import token as tokens
+from amiko_core.errors import AmikoError
+
+from amiko.node import endpoints
+from amiko.node import routing
+from amiko.node import store as _store
+from amiko.node.routing import IN_LEG, OUT_LEG, get, leg_channel, txid_text, update
+
+log = logging.getLogger("amiko.settlement")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    txid  BLOB PRIMARY KEY,
+    token BLOB NOT NULL
+);
+"""
+
+_store.register_schema(SCHEMA)
+
+
+def short_reason(reason, limit=256):
+    """reason cut to at most limit UTF-8 bytes (the wire bound of a reason)."""
+    return reason.encode("utf-8")[:limit].decode("utf-8", "ignore")
+
+
+def known_token(db, txid):
+    row = db.execute("SELECT token FROM tokens WHERE txid = ?", (txid,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _set_leg(eng, db, r, leg, status):
+    update(eng, db, r, **{leg + "_status": status})
+
+
+def _check_token(txid, token, what):
+    if not tokens.token_matches(token, txid):
+        raise AmikoError("%s: the token does not match transaction %s" % (what, txid_text(txid)))
+
+
+def _entry_from(db, link, msg, leg_of_side, what):
+    """The route entry msg refers to, which must use link as the given leg."""
+    r = get(db, msg.txid, msg.side)
+    if r is None:
+        raise AmikoError("%s for transaction %s side %d, which this node does not carry"
+                         % (what, txid_text(msg.txid), msg.side))
+    leg = leg_of_side[msg.side]
+    if r[leg + "_link"] != link:
+        raise AmikoError("%s from link %s, but transaction %s side %d has its %s leg on %s"
+                         % (what, link, txid_text(msg.txid), msg.side,
+                            "in" if leg_of_side is IN_LEG else "out", r[leg + "_link"]))
+    return r
+
+
+# ---- lock ----
+
+def lock_payer(eng, db, txid):
+    r = get(db, txid, 0)
+    if r is None or r["up_link"] is not None:
+        raise AmikoError("this node is not the payer of transaction %s" % txid_text(txid))
+    if r["state"] != "routed":
+        raise AmikoError("transaction %s cannot be locked: its payer-side route is %s" % (txid_text(txid), r["state"]))
+    forward_lock(eng, db, r)
+
+
+def on_lock(eng, db, link, msg):
+    r = _entry_from(db, link, msg, IN_LEG, "Lock")
+    if r["state"] != "routed":
+        raise AmikoError("Lock for transaction %s side %d, which is %s (not routed)"
+                         % (txid_text(msg.txid), msg.side, r["state"]))
+    if msg.amount != r["amount"]:
+        raise AmikoError("Lock amount %d does not match the route's %d" % (msg.amount, r["amount"]))
+    leg = IN_LEG[msg.side]
+    leg_channel(db, r, leg).lock(r["txid"], r["side"])
+    _set_leg(eng, db, r, leg, "locked")
+    forward_lock(eng, db, r)
+
+
+def forward_lock(eng, db, r):
+    """The in leg of r is locked (or absent): lock the out leg and pass the Lock on."""
+    txid, side = r["txid"], r["side"]
+    out = OUT_LEG[side]
+    update(eng, db, r, state="locked")
+    routing.clear_timers(db, r, "lock")
+    if r[out + "_link"] is not None:
+        leg_channel(db, r, out).lock(txid, side)
+        _set_leg(eng, db, r, out, "locked")
+        routing.set_timer(db, r, "commit", r[out + "_deadline"] or eng.now() + eng.cfg.lock_timeout)
+        eng.send(db, r[out + "_link"], m.Message(m.LOCK, txid=txid, side=side, amount=r["amount"]))
+    elif side == 0:
+        # The meeting point: the payee half takes the lock over.
+        e1 = get(db, txid, 1)
+        if e1 is None or e1["state"] != "routed" or not e1["at_mp"]:
+            rollback_upstream(eng, db, r, "the meeting point has no payee-side route")
+            return
+        forward_lock(eng, db, e1)
+        return
+    else:
+        # The payee endpoint: the lock has arrived.
+        endpoints.payment_outcome(db, txid, "locked", eng.now(), role="payee")
+        eng.emit(db, ("locked", txid, side))
+        request = endpoints.get_request(db, txid=txid)
+        if eng.cfg.auto_release and request is not None and request["state"] == "open":
+            learn_token(eng, db, txid, request["token"])
+            return
+    token = known_token(db, txid)
+    if token is not None:
+        settle_legs(eng, db, txid, token)
+
+
+# ---- commit ----
+
+def learn_token(eng, db, txid, token):
+    """This node knows the token of txid now: commit every locked leg it carries."""
+    _check_token(txid, token, "token")
+    token = bytes(token)
+    db.execute("INSERT OR IGNORE INTO tokens (txid, token) VALUES (?, ?)", (txid, token))
+    endpoints.payment_outcome(db, txid, "committed", eng.now(), token=token)
+    settle_legs(eng, db, txid, token)
+
+
+def settle_legs(eng, db, txid, token):
+    for side in (0, 1):
+        r = get(db, txid, side)
+        if r is None or r["state"] != "locked":
+            continue
+        out, inn = OUT_LEG[side], IN_LEG[side]
+        if r[out + "_link"] is not None and r[out + "_status"] == "locked":
+            leg_channel(db, r, out).commit(txid, side)
+            _set_leg(eng, db, r, out, "settled")
+            eng.send(db, r[out + "_link"], m.Message(m.SETTLE_COMMIT, txid=txid, side=side, token=token))
+        if r[inn + "_link"] is not None and r[inn + "_status"] == "locked":
+            _set_leg(eng, db, r, inn, "requested")
+            eng.send(db, r[inn + "_link"], m.Message(m.REQUEST_COMMIT, txid=txid, side=side, token=token))
+        _check_settled(eng, db, r)
+
+
+def _check_settled(eng, db, r):
+    for leg in ("up", "down"):
+        if r[leg + "_link"] is not None and r[leg + "_status"] != "settled":
+            return
+    update(eng, db, r, state="settled")
+    routing.clear_timers(db, r)
+    eng.emit(db, ("settled", r["txid"], r["side"]))
+
+
+def release_token(eng, db, txid, token):
+    """An endpoint learned (payer: Commit{token}) or releases (payee) the token."""
+    entries = [r for r in (get(db, txid, 0), get(db, txid, 1)) if r is not None]
+    if not entries:
+        raise AmikoError("this node carries no transaction %s" % txid_text(txid))
+    if not any(r["state"] in ("locked", "settled") for r in entries):
+        raise AmikoError("transaction %s is %s here: the token moves nothing"
+                         % (txid_text(txid), "/".join(r["state"] for r in entries)))
+    learn_token(eng, db, txid, token)
+
+
+def on_request_commit(eng, db, link, msg):
+    r = _entry_from(db, link, msg, OUT_LEG, "RequestCommit")
+    _check_token(msg.txid, msg.token, "RequestCommit")
+    status = r[OUT_LEG[msg.side] + "_status"]
+    if status == "settled":
+        return  # crossed our SettleCommit
+    if status != "locked":
+        raise AmikoError("RequestCommit for transaction %s side %d, whose hold here is %s"
+                         % (txid_text(msg.txid), msg.side, status))
+    learn_token(eng, db, msg.txid, msg.token)
+
+
+def on_settle_commit(eng, db, link, msg):
+    r = _entry_from(db, link, msg, IN_LEG, "SettleCommit")
+    _check_token(msg.txid, msg.token, "SettleCommit")
+    leg = IN_LEG[msg.side]
+    status = r[leg + "_status"]
+    if status not in ("locked", "requested"):
+        raise AmikoError("SettleCommit for transaction %s side %d, whose hold here is %s"
+                         % (txid_text(msg.txid), msg.side, status))
+    leg_channel(db, r, leg).commit(msg.txid, msg.side)
+    _set_leg(eng, db, r, leg, "settled")
+    learn_token(eng, db, msg.txid, msg.token)  # also marks r settled when it is
+
+
+# ---- rollback ----
+
+def on_settle_rollback(eng, db, link, msg):
+    r = _entry_from(db, link, msg, OUT_LEG, "SettleRollback")
+    leg = OUT_LEG[msg.side]
+    status = r[leg + "_status"]
+    if status == "rolled_back":
+        return  # both ends timed out on their own
+    if status not in ("reserved", "locked"):
+        raise AmikoError("SettleRollback for transaction %s side %d, whose hold here is %s"
+                         % (txid_text(msg.txid), msg.side, status))
+    routing.release_leg(db, r, leg, "rolled_back")
+    rollback_upstream(eng, db, r, msg.reason or "rolled back by link %s" % link)
+
+
+def rollback(eng, db, txid, side, reason):
+    """Give up this node's part of (txid, side) from here toward the payer (see module doc)."""
+    r = get(db, txid, side)
+    if r is None or r["state"] in routing.ENDED:
+        raise AmikoError("transaction %s side %d is not pending here" % (txid_text(txid), side))
+    out = OUT_LEG[side]
+    if r[out + "_status"] in ("requested", "settled") or r[IN_LEG[side] + "_status"] in ("requested", "settled"):
+        raise AmikoError("transaction %s is committing: it cannot be rolled back" % txid_text(txid))
+    routing.release_leg(db, r, out, "rolled_back")
+    rollback_upstream(eng, db, r, reason)
+
+
+def rollback_upstream(eng, db, r, reason):
+    """r's out leg has ended without payment: give up the in leg, toward the payer."""
+    txid, side = r["txid"], r["side"]
+    inn = IN_LEG[side]
+    update(eng, db, r, state="rolled_back", reason=reason)
+    routing.clear_timers(db, r)
+    if side == 1 and r["up_link"] is None:
+        endpoints.payment_outcome(db, txid, "cancelled", eng.now(), reason=reason, role="payee")
+        eng.emit(db, ("rolled_back", txid, side, reason))
+    if r[inn + "_link"] is not None:
+        status = r[inn + "_status"]
+        if status in ("requested", "settled"):
+            log.warning("rollback of %s/%d: the in leg is %s, the claim stands", txid_text(txid), side, status)
+            return
+        if routing.release_leg(db, r, inn, "rolled_back"):
+            eng.send(db, r[inn + "_link"], m.Message(m.SETTLE_ROLLBACK, txid=txid, side=side, reason=short_reason(reason)))
+    elif side == 1:
+        e0 = get(db, txid, 0)
+        if e0 is not None and e0["at_mp"] and e0["state"] in ("routed", "locked"):
+            rollback_upstream(eng, db, e0, reason)
+    else:
+        endpoints.payment_outcome(db, txid, "cancelled", eng.now(), reason=reason, role="payer")
+        eng.emit(db, ("rolled_back", txid, side, reason))

@@ -1,0 +1,350 @@
+"""Hostile peers against a real node process: garbage, oversize frames, unknown messages,
+negative and huge amounts, wrong keys. Each is refused (connection closed) or rejected with
+an Error, and the node keeps serving: status answers and real payments still go through."""
+
+import asyncio
+import json
+import os
+import socket
+
+from amiko_core import cbor
+from amiko_core import frame as frames
+from amiko_core import messages as m
+
+from amiko.node import links
+from amiko.node.identity import Identity
+
+from harness import net, run_amiko  # noqa: F401
+
+LINK_MSG, ACK = links.LINK_MSG, links.ACK
+
+
+async def read_until_closed(reader, timeout=10):
+    """(frames received, closed by the node?) reading until EOF or timeout."""
+    dec = frames.FrameDecoder()
+    got = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                data = await reader.read(4096)
+                if not data:
+                    return got, True
+                got.extend(dec.feed(data))
+    except TimeoutError:
+        return got, False
+    except ConnectionError:
+        return got, True
+
+
+async def raw_exchange(port, data, timeout=10):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await read_until_closed(reader, timeout)
+    finally:
+        writer.close()
+
+
+def errors_in(got):
+    return [m.from_frame(f) for f in got if f.type == m.ERROR]
+
+
+def header(mtype, length, version=1):
+    h = bytearray(b"\xa5\x4b" + bytes([version, mtype, length >> 8, length & 0xFF]))
+    h.append(frames.crc8(h))
+    return bytes(h)
+
+
+def test_garbage_oversize_and_unknown_first_frames(net):
+    a = net.node("a", meeting_points=["mp-a"])
+    b = net.node("b")
+    net.connect(a, b)
+    net.deposit(b, a, 1000)
+
+    async def scenario():
+        # an HTTP request, random bytes: closed
+        for junk in (b"GET / HTTP/1.0\r\n\r\n", os.urandom(20000), b"\xa5\x4b" * 3000):
+            got, closed = await raw_exchange(a.port, junk)
+            assert closed
+        # a header announcing a 65 KiB body: refused at the header, with an Error
+        got, closed = await raw_exchange(a.port, header(m.CONNECT_LINK, 0xFFFF) + b"\0" * 100)
+        assert closed and errors_in(got) and "max frame" in errors_in(got)[0].reason
+        # a well-formed frame of an unknown type, and one of a known but wrong type
+        for mtype in (99, m.LOCK, m.RECEIPT, LINK_MSG):
+            got, closed = await raw_exchange(a.port, frames.encode(mtype, cbor.dumps({1: 1})))
+            assert closed and errors_in(got), (mtype, got)
+        # a bad CRC, an unsupported version
+        good = m.to_frame(m.Message(m.PAY, {"id": "x"}))
+        got, closed = await raw_exchange(a.port, good[:-1] + bytes([good[-1] ^ 1]))
+        assert closed
+        got, closed = await raw_exchange(a.port, frames.encode(m.PAY, m.encode(m.Message(m.PAY, {"id": "x"})), version=9))
+        assert closed and errors_in(got)
+        # a ConnectLink with garbage fields, with an unknown link name, with a bad key
+        bad_hello = frames.encode(m.CONNECT_LINK, cbor.dumps({1: "b", 2: b"\x02" * 33, 4: os.urandom(32)}))
+        got, closed = await raw_exchange(a.port, bad_hello)
+        assert closed and errors_in(got)
+        hello = m.to_frame(m.Message(m.CONNECT_LINK, {"link": "nosuchlink", "key": Identity.generate().pubkey,
+                                                       "nonce": os.urandom(32)}))
+        got, closed = await raw_exchange(a.port, hello)
+        assert closed and "no link" in errors_in(got)[0].reason
+    asyncio.run(scenario())
+    # 100 idle connections at once do not stop the node from serving
+    conns = [socket.create_connection(("127.0.0.1", a.port)) for _ in range(100)]
+    try:
+        assert a.status()["node"]["name"] == "a"
+        assert a.link_status("b")["connected"]
+        assert net.pay(b, a, 10).returncode == 0
+    finally:
+        for s in conns:
+            s.close()
+
+
+def test_hostile_payment_link(net):
+    a = net.node("a", meeting_points=["mp-a"])
+    b = net.node("b")
+    net.connect(a, b)
+    net.deposit(b, a, 1000)
+
+    async def scenario():
+        # Pay for an unknown payment id: a Cancel, then closed
+        got, closed = await raw_exchange(a.port, m.to_frame(m.Message(m.PAY, {"id": "unknown"})))
+        msgs = [m.from_frame(f) for f in got]
+        assert closed and msgs[0].name == "Cancel" and "unknown payment" in msgs[0].reason
+        # Pay, then garbage: closed, and that request can no longer be paid
+        url = a.cli("request", 5)["url"]
+        pid = url.rsplit("/", 1)[1]
+        got, closed = await raw_exchange(a.port, m.to_frame(m.Message(m.PAY, {"id": pid})) + os.urandom(50))
+        assert closed and m.from_frame(got[0]).name == "Receipt"
+        # Pay, Confirm with a meeting point that was not offered, oversize frame: closed
+        url2 = a.cli("request", 6)["url"]
+        pid2 = url2.rsplit("/", 1)[1]
+        data = (m.to_frame(m.Message(m.PAY, {"id": pid2}))
+                + m.to_frame(m.Message(m.CONFIRM, {"id": pid2, "meeting_point": "elsewhere"}))
+                + header(m.CONFIRM, 0xFFF0))
+        got, closed = await raw_exchange(a.port, data)
+        assert closed
+        return url, url2
+
+    url, url2 = asyncio.run(scenario())
+    for u in (url, url2):
+        r = b.run("pay", u, "--yes")
+        assert r.returncode == 1 and r.json["result"] == "cancelled", r
+    # a fresh request pays normally; nothing moved for the refused ones
+    assert net.pay(b, a, 10).returncode == 0
+    net.quiet()
+    assert a.status()["balance"] == 10 and b.status()["balance"] == 990
+
+
+class EvilPeer:
+    """A peer with a valid handshake on link `name` of the node, then sending what it likes."""
+
+    def __init__(self, port, name, node_key, identity=None):
+        self.port, self.name, self.node_key = port, name, bytes.fromhex(node_key)
+        self.identity = identity or Identity.generate()
+        self.pending = []
+
+    async def connect(self):
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.frames = await links.initiator_handshake(self.reader, self.writer, self.identity, self.name, self.node_key)
+
+    def send(self, seq, mtype, body):
+        self.writer.write(m.to_frame(m.Message(LINK_MSG, {"seq": seq, "msg_type": mtype, "body": body})))
+
+    async def next_msg(self, timeout=10):
+        async with asyncio.timeout(timeout):
+            fr = await self.frames.next()
+        return m.from_frame(fr)
+
+    async def expect(self, pred, what, timeout=10):
+        """Read messages until pred(msg) holds; returns it (ignores others)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.next_msg(timeout)
+                if pred(msg):
+                    return msg
+
+    async def expect_rejected(self, seq):
+        """The node acknowledges seq and answers it with an Error (inside a LinkMsg)."""
+        err = await self.expect(lambda x: x.type == LINK_MSG and x.msg_type == m.ERROR
+                                and m.decode(m.ERROR, x.body).ref_seq == seq, "Error for seq %d" % seq)
+        return m.decode(m.ERROR, err.body)
+
+
+def test_hostile_link_peer_messages_are_rejected(net):
+    a = net.node("a", meeting_points=["mp-a"])
+    b = net.node("b")
+    a.cli("link", "evil")
+    max_amount = m.MAX_AMOUNT
+
+    async def scenario():
+        peer = EvilPeer(a.port, "evil", a.key)
+        await peer.connect()
+        bad = [
+            (99, b"\xa0"),  # unknown message type
+            (m.DEPOSIT, cbor.dumps({1: 5, 2: -5})),  # negative amount
+            (m.DEPOSIT, cbor.dumps({1: 5, 2: 0})),  # zero
+            (m.DEPOSIT, cbor.dumps({1: 5, 2: max_amount + 1})),  # over the maximum
+            (m.DEPOSIT, cbor.dumps({1: 5, 2: 2 ** 64 - 1})),  # huge
+            (m.DEPOSIT, cbor.dumps({1: 5, 2: 10, 9: 1})),  # unknown field
+            (m.DEPOSIT, b"\xff\x00garbage"),  # not CBOR
+            (m.MAKE_ROUTE, m.encode(m.Message(m.MAKE_ROUTE, {"txid": b"\1" * 20, "side": 0, "amount": 10,
+                                                              "meeting_point": "mp-a", "channel": 77}))),  # no such channel
+            (m.LOCK, m.encode(m.Message(m.LOCK, {"txid": b"\2" * 20, "side": 0, "amount": 10}))),  # unknown tx
+            (m.SETTLE_COMMIT, m.encode(m.Message(m.SETTLE_COMMIT, {"txid": b"\3" * 20, "side": 1, "token": b"\4" * 32}))),
+            (m.WITHDRAW, m.encode(m.Message(m.WITHDRAW, {"channel": 123}))),  # no such channel
+            (m.PAY, m.encode(m.Message(m.PAY, {"id": "x"}))),  # a payment-link message on a node link
+        ]
+        for seq, (mtype, body) in enumerate(bad, 1):
+            peer.send(seq, mtype, body)
+            err = await peer.expect_rejected(seq)
+            assert err.reason, err
+        seq = len(bad)
+        # a top-level frame of an unknown type: an Error frame, the link stays up
+        peer.writer.write(frames.encode(99, b"\xa0"))
+        err = await peer.expect(lambda x: x.type == m.ERROR, "top-level Error")
+        assert err.ref_type == 99
+        # a valid deposit is applied; sent twice (a resend) it is applied once
+        seq += 1
+        deposit = m.encode(m.Message(m.DEPOSIT, {"channel": 5, "amount": 1000}))
+        peer.send(seq, m.DEPOSIT, deposit)
+        await peer.expect(lambda x: x.type == ACK and x.seq == seq, "Ack of the deposit")
+        peer.send(seq, m.DEPOSIT, deposit)
+        await peer.expect(lambda x: x.type == ACK and x.seq == seq, "Ack of the resent deposit")
+        # a deposit on the same channel number again: rejected (no double funding)
+        peer.send(seq + 1, m.DEPOSIT, m.encode(m.Message(m.DEPOSIT, {"channel": 5, "amount": 1000})))
+        await peer.expect_rejected(seq + 1)
+        # a gap in the sequence numbers: the connection is closed
+        peer.send(seq + 5, m.DEPOSIT, deposit)
+        got, closed = await read_until_closed(peer.reader)
+        assert closed
+        peer.writer.close()
+        return peer
+
+    asyncio.run(scenario())
+    s = a.status()
+    evil = [ch for ch in s["channels"] if ch["link"] == "evil"]
+    assert len(evil) == 1 and evil[0]["remote"] == 1000 and evil[0]["local"] == 0 and evil[0]["id"] == 5
+    assert s["balance"] == 0
+    # the node still serves a real link and payment
+    net.connect(a, b)
+    net.deposit(b, a, 500)
+    assert net.pay(b, a, 10).returncode == 0
+
+
+def test_wrong_keys_are_refused(net):
+    a = net.node("a", meeting_points=["mp-a"])
+    b = net.node("b")
+    net.connect(a, b)
+
+    async def impostor_initiator():
+        # someone else claims to be b on a's link "b" (whose key is pinned): refused
+        peer = EvilPeer(a.port, "b", a.key)
+        try:
+            await peer.connect()
+            got, closed = await read_until_closed(peer.reader)
+            return got, closed
+        except links.LinkError as e:
+            return e, True
+
+    got, closed = asyncio.run(impostor_initiator())
+    assert closed
+    assert a.link_status("b")["connected"]
+
+    # a node URL with the right host:port but another key: a refuses to link (and says so)
+    c = net.node("c")
+    url = c.cli("link", "a")["url"]
+    wrong = url.split("?key=")[0] + "?key=" + b.key
+    r = a.run("link", "c", wrong, "--timeout", "2")
+    assert r.returncode == 2 and "not connected" in r.json["error"]["message"]
+    net.wait(lambda: a.link_status("c")["last_error"], 10, "a's reason for refusing c")
+    assert not a.link_status("c")["connected"] and not c.link_status("a")["connected"]
+    assert "key" in a.link_status("c")["last_error"]
+
+    # a fake server at some port that signs with a key other than the one in the URL
+    async def fake_server_test():
+        fake = Identity.generate()
+        seen = []
+
+        async def serve(reader, writer):
+            fr = links.FrameReader(reader)
+            hello = m.from_frame(await fr.next())
+            seen.append(hello.link)
+            nonce = os.urandom(32)
+            t = links.transcript(hello.link, hello.key, hello.nonce, bytes.fromhex(b.key), nonce)
+            # claims b's key but can only sign with its own
+            writer.write(m.to_frame(m.Message(m.CONNECT_LINK, {"link": hello.link, "key": bytes.fromhex(b.key),
+                                                                "nonce": nonce, "signature": fake.sign(t)})))
+            await writer.drain()
+            await read_until_closed(reader, 5)
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        url = "amikolink://127.0.0.1:%d/a?key=%s" % (port, b.key)
+        proc = await asyncio.create_subprocess_exec(*run_args(a, ["link", "mallory", url, "--timeout", "2"]),
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        server.close()
+        return proc.returncode, json.loads(out), seen
+
+    rc, out, seen = asyncio.run(fake_server_test())
+    assert rc == 2 and "not connected" in out["error"]["message"]
+    assert seen  # the node did try, and refused the signature
+    assert not a.link_status("mallory")["connected"]
+    assert "signature" in a.link_status("mallory")["last_error"]
+    assert a.link_status("b")["connected"] and a.status()["node"]["name"] == "a"
+
+
+def run_args(node, args):
+    from harness import amiko_argv
+
+    return amiko_argv() + [args[0], "--home", str(node.home), "--json"] + args[1:]
+
+
+def test_hostile_control_requests(net):
+    a = net.node("a", meeting_points=["mp-a"])
+    sock_path = str(a.home / "control.sock")
+
+    def exchange(lines):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(sock_path)
+        f = s.makefile("rwb")
+        out = []
+        for line in lines:
+            f.write(line + b"\n")
+            f.flush()
+            out.append(json.loads(f.readline()))
+        s.close()
+        return out
+
+    replies = exchange([
+        b"not json",
+        b"[1, 2]",
+        b'{"id": 1}',
+        b'{"id": 2, "method": "nosuch"}',
+        b'{"id": 3, "method": "request", "params": {"amount": -5}}',
+        b'{"id": 4, "method": "request", "params": {"amount": 2100000000000001}}',
+        b'{"id": 5, "method": "request", "params": {"amount": true}}',
+        b'{"id": 6, "method": "request", "params": {"amount": 1.5}}',
+        b'{"id": 7, "method": "deposit", "params": {"link": "x", "amount": 99999999999999999999999}}',
+        b'{"id": 8, "method": "request", "params": {"amount": 5, "receipt": "' + b"x" * 600 + b'"}}',
+        b'{"id": 9, "method": "pay_confirm", "params": {"handle": "nope"}}',
+        b'{"id": 10, "method": "status", "params": []}',
+    ])
+    assert all("error" in r for r in replies), [r for r in replies if "error" not in r]
+    codes = [r["error"]["code"] for r in replies]
+    assert codes[:4] == ["bad_request", "bad_request", "bad_request", "unknown_method"]
+    assert all(c == "invalid" for c in codes[4:8]), codes
+    assert replies[10]["error"]["code"] == "not_found"
+    # an over-long request line is refused, the node keeps serving
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sock_path)
+    s.sendall(b"x" * 200000 + b"\n")
+    s.settimeout(10)
+    assert b"bad_request" in s.recv(4096)
+    s.close()
+    assert a.status()["node"]["name"] == "a"
+    r = run_amiko(["request", "--home", a.home, "5"])
+    assert r.returncode == 0 and r.stdout.startswith("amikopay://")
