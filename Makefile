@@ -13,7 +13,10 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The cashier page's browser tests drive Debian's chromium; CI runs as root on a clean clone.
 test: $(STAMP)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		|| echo "chromium missing: install it (apt-get install chromium) for tests/bridge" >&2
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 # The shared core's tests on the real MicroPython binary only.

@@ -46,6 +46,23 @@ def run_mp_tests(modules, path=None, heapsize=None):
     )
 
 
+def run_mp_tests_compiled(modules, helpers, out_dir, heapsize=None):
+    """Run tests/mp test modules with the core and the test modules themselves (modules +
+    helpers) compiled to .mpy in out_dir, nothing else on the path. run.py is copied to
+    out_dir: MicroPython puts the script's directory first on sys.path, so running
+    tests/mp/run.py would import tests/mp's sources instead of the .mpy files."""
+    out_dir = Path(out_dir)
+    compile_to_mpy(ROOT / "shared" / "amiko_core", out_dir)
+    compile_modules_to_mpy([ROOT / "tests" / "mp" / (name + ".py") for name in list(modules) + list(helpers)],
+                           out_dir)
+    shutil.copy(ROOT / "tests" / "mp" / "run.py", out_dir / "run.py")
+    return run_micropython(
+        [str(out_dir / "run.py"), "--vectors", str(ROOT / "tests" / "vectors")] + list(modules),
+        [out_dir],
+        heapsize=heapsize,
+    )
+
+
 def compile_to_mpy(src_dir, out_dir):
     """Compile every .py below src_dir to .mpy under out_dir with mpy-cross; returns the .mpy paths."""
     out = []
@@ -54,6 +71,20 @@ def compile_to_mpy(src_dir, out_dir):
         rel = py.relative_to(src_dir.parent)
         target = Path(out_dir) / rel.with_suffix(".mpy")
         target.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([mpy_cross_binary(), "-o", str(target), str(py)], check=True, capture_output=True)
+        # -s: the name tracebacks show ("amiko_core/cbor.py"), as on a device; the default,
+        # the absolute path, would sit on the heap as a qstr in every module.
+        subprocess.run([mpy_cross_binary(), "-o", str(target), "-s", rel.as_posix(), str(py)], check=True,
+                       capture_output=True)
+        out.append(target)
+    return out
+
+
+def compile_modules_to_mpy(py_files, out_dir):
+    """Compile single top-level modules (e.g. tests/mp helpers) to out_dir/<name>.mpy."""
+    out = []
+    for py in py_files:
+        target = Path(out_dir) / (Path(py).stem + ".mpy")
+        subprocess.run([mpy_cross_binary(), "-o", str(target), "-s", Path(py).name, str(py)], check=True,
+                       capture_output=True)
         out.append(target)
     return out

@@ -20,7 +20,7 @@ EXIT_CANCELLED = 1
 EXIT_ERROR = 2
 
 # Modules that contribute commands: "amiko.some_module" with commands() -> [Command].
-COMMAND_MODULES = ()
+COMMAND_MODULES = ("amiko.bridge", "amiko.wallet.cli", "amiko.emulate.cli", "amiko.flash", "amiko.demo")
 
 
 class CommandError(Exception):
@@ -315,6 +315,17 @@ def _pay_outcome(out, result):
     return EXIT_CANCELLED
 
 
+def _cancel_args(p):
+    p.add_argument("id", metavar="ID", help="payment id (of the amikopay:// URL) or transaction id")
+    p.add_argument("--reason", metavar="TEXT", help="why (told to the other endpoint)")
+
+
+def _cancel_run(args, out):
+    r = _call(args, "cancel", {"id": args.id, "reason": args.reason})
+    out.result(r, "cancelled: %s" % (r.get("reason") or "cancelled"))
+    return EXIT_OK
+
+
 # -- status
 
 def _status_args(p):
@@ -375,18 +386,6 @@ def format_status(s):
     return "\n".join(lines)
 
 
-# -- demo (placeholder until issue 6)
-
-def _demo_args(p):
-    pass
-
-
-def _demo_run(args, out):
-    message = "amiko demo: not yet — the demo arrives with the shop terminal (issue 6)"
-    out.result({"demo": "not yet", "message": message}, message)
-    return EXIT_OK
-
-
 BUILTIN_COMMANDS = [
     Command("init", "create a node home (config, key, database)", _init_args, _init_run),
     Command("node", "run the node in the foreground until SIGTERM or SIGINT", _node_args, _node_run),
@@ -396,8 +395,8 @@ BUILTIN_COMMANDS = [
     Command("meetingpoint", "make this node a meeting point", _meetingpoint_args, _meetingpoint_run),
     Command("request", "create a payment request; prints its amikopay:// URL", _request_args, _request_run),
     Command("pay", "pay an amikopay:// URL", _pay_args, _pay_run),
+    Command("cancel", "cancel a payment in progress before it is locked", _cancel_args, _cancel_run),
     Command("status", "links, channels, pending transactions, meeting points, payments", _status_args, _status_run),
-    Command("demo", "a local network, a virtual wallet, a tap payment", _demo_args, _demo_run, uses_home=False),
 ]
 
 

@@ -55,20 +55,6 @@ def _head(out, major, n):
     out.extend(n.to_bytes(size, "big"))
 
 
-def _utf8_bytes(s):
-    try:
-        return s.encode("utf-8")
-    except UnicodeError:
-        raise EncodeError("cbor: text is not encodable as UTF-8 (lone surrogate)")
-
-
-def _key_order(key):
-    if isinstance(key, bool) or not isinstance(key, (int, str)):
-        raise EncodeError("cbor: map key must be int or str, not %s" % type(key).__name__)
-    enc = dumps(key)
-    return (len(enc), enc)
-
-
 def dumps(obj):
     """Encode obj as deterministic CBOR bytes."""
     out = bytearray()
@@ -95,7 +81,10 @@ def dumps(obj):
             _head(out, 2, len(x))
             out.extend(x)
         elif isinstance(x, str):
-            b = _utf8_bytes(x)
+            try:
+                b = x.encode("utf-8")
+            except UnicodeError:
+                raise EncodeError("cbor: text is not encodable as UTF-8 (lone surrogate)")
             _head(out, 3, len(b))
             out.extend(b)
         elif isinstance(x, (list, tuple, dict)):
@@ -105,11 +94,27 @@ def dumps(obj):
             todo.append(_CLOSE)
             if isinstance(x, dict):
                 _head(out, 5, len(x))
-                # not sorted(x, key=...): MicroPython skips the key function for one item
-                order = [(_key_order(k), k) for k in x]
-                order.sort()  # encodings are unique, so keys themselves are never compared
-                for i in range(len(order) - 1, -1, -1):
-                    k = order[i][1]
+                keys = None
+                for k in x:
+                    if type(k) is not int or k < 0 or k > _UINT64_MAX:
+                        # Not all unsigned integers: sort by encoding (not sorted(x, key=...):
+                        # MicroPython skips the key function for one item). Encodings are
+                        # unique, so keys themselves are never compared.
+                        keys = []
+                        for k in x:
+                            if isinstance(k, bool) or not isinstance(k, (int, str)):
+                                raise EncodeError("cbor: map key must be int or str, not %s" % type(k).__name__)
+                            enc = dumps(k)
+                            keys.append(((len(enc), enc), k))
+                        keys.sort()
+                        keys = [pair[1] for pair in keys]
+                        break
+                if keys is None:
+                    # The messages' case: for unsigned integers the canonical order (shorter
+                    # head first, then bytewise) is numeric order; no keys encoded to sort.
+                    keys = sorted(x)
+                for i in range(len(keys) - 1, -1, -1):
+                    k = keys[i]
                     todo.append(x[k])
                     todo.append(k)
             else:

@@ -52,8 +52,6 @@ DEFAULT_MAX_FRAME = 4096
 MAX_FRAME_LIMIT = OVERHEAD + 0xFFFF
 GARBAGE_REASON = "frame: skipped bytes before magic"
 
-_MAGIC0 = 0xA5
-_MAGIC1 = 0x4B
 
 
 def _make_crc8_table():
@@ -67,6 +65,7 @@ def _make_crc8_table():
 
 
 _CRC8_TABLE = _make_crc8_table()
+del _make_crc8_table  # import-time only: frees its code on a device
 
 
 def crc8(data, start=0, end=None):
@@ -86,23 +85,19 @@ def crc8(data, start=0, end=None):
 _crc32_tables = None
 
 
-def _make_crc32_tables():
-    hi = [0] * 256
-    lo = [0] * 256
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
-        hi[i] = c >> 16
-        lo[i] = c & 0xFFFF
-    return hi, lo
-
-
 def crc32_py(data, value=0):
     """Pure-Python CRC-32 (IEEE); same result as binascii.crc32(data, value)."""
     global _crc32_tables
     if _crc32_tables is None:
-        _crc32_tables = _make_crc32_tables()
+        hi = [0] * 256
+        lo = [0] * 256
+        for i in range(256):
+            c = i
+            for _ in range(8):
+                c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+            hi[i] = c >> 16
+            lo[i] = c & 0xFFFF
+        _crc32_tables = hi, lo
     t_hi, t_lo = _crc32_tables
     value ^= 0xFFFFFFFF
     hi = value >> 16
@@ -141,9 +136,6 @@ class Frame:
             and self.body == other.body
         )
 
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
     def __repr__(self):
         return "Frame(version=%d, type=%d, body=%s)" % (self.version, self.type, hexlify(self.body).decode())
 
@@ -166,8 +158,8 @@ def encode(mtype, body, version=PROTOCOL_VERSION, max_frame=DEFAULT_MAX_FRAME):
     if total > max_frame:
         raise EncodeError("frame: %d-byte body makes a %d-byte frame, over max frame %d" % (n, total, max_frame))
     out = bytearray(total)
-    out[0] = _MAGIC0
-    out[1] = _MAGIC1
+    out[0] = 0xA5  # MAGIC
+    out[1] = 0x4B
     out[2] = version
     out[3] = mtype
     out[4] = n >> 8
@@ -207,7 +199,7 @@ def decode_one(data, max_frame=DEFAULT_MAX_FRAME):
     size = len(mv)
     if size < HEADER_SIZE:
         raise DecodeError("frame: truncated header, %d of %d bytes" % (size, HEADER_SIZE))
-    if mv[0] != _MAGIC0 or mv[1] != _MAGIC1:
+    if mv[0] != 0xA5 or mv[1] != 0x4B:
         raise DecodeError("frame: bad magic 0x%02x%02x, want 0xa54b" % (mv[0], mv[1]))
     reason = _header_error(mv, 0, max_frame)
     if reason:
@@ -273,11 +265,6 @@ class FrameDecoder:
         if self.last_error is None:
             self.last_error = GARBAGE_REASON
 
-    def _refuse(self, reason):
-        self.bad_frames += 1
-        self.dropped_bytes += 1
-        self.last_error = reason
-
     def _parse(self, frames):
         buf = self._buf
         mv = self._mv
@@ -285,9 +272,9 @@ class FrameDecoder:
         start = 0
         while True:
             i = start
-            while i < end and buf[i] != _MAGIC0:
+            while i < end and buf[i] != 0xA5:  # MAGIC[0]
                 i += 1
-            if i + 1 < end and buf[i + 1] != _MAGIC1:
+            if i + 1 < end and buf[i + 1] != 0x4B:
                 i += 1  # a lone 0xA5 is garbage too
                 self._skip_garbage(i - start)
                 start = i
@@ -309,7 +296,9 @@ class FrameDecoder:
                     frames.append(Frame(buf[start + 2], buf[start + 3], body))
                     start += total
                     continue
-            self._refuse(reason)
+            self.bad_frames += 1  # refused: drop its first byte, rescan
+            self.dropped_bytes += 1
+            self.last_error = reason
             start += 1
         if start:
             mv[0 : end - start] = mv[start:end]

@@ -28,37 +28,39 @@ _M = 0xFFFFFFFF
 
 # RIPEMD-160 message word order (r, r'), rotation amounts (s, s') per step
 # and additive constants (K, K') per round of 16 steps, from the paper.
-_RL = bytes((
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-    7, 4, 13, 1, 10, 6, 15, 3, 12, 0, 9, 5, 2, 14, 11, 8,
-    3, 10, 14, 4, 9, 15, 8, 1, 2, 7, 0, 6, 13, 11, 5, 12,
-    1, 9, 11, 10, 0, 8, 12, 4, 13, 3, 7, 15, 14, 5, 6, 2,
-    4, 0, 5, 9, 7, 12, 2, 10, 14, 1, 3, 8, 11, 6, 15, 13,
-))
-_RR = bytes((
-    5, 14, 7, 0, 9, 2, 11, 4, 13, 6, 15, 8, 1, 10, 3, 12,
-    6, 11, 3, 7, 0, 13, 5, 10, 14, 15, 8, 12, 4, 9, 1, 2,
-    15, 5, 1, 3, 7, 14, 6, 9, 11, 8, 12, 2, 10, 0, 4, 13,
-    8, 6, 4, 1, 3, 11, 15, 0, 5, 12, 2, 13, 9, 7, 10, 14,
-    12, 15, 10, 4, 1, 5, 8, 7, 6, 2, 13, 14, 0, 3, 9, 11,
-))
-_SL = bytes((
-    11, 14, 15, 12, 5, 8, 7, 9, 11, 13, 14, 15, 6, 7, 9, 8,
-    7, 6, 8, 13, 11, 9, 7, 15, 7, 12, 15, 9, 11, 7, 13, 12,
-    11, 13, 6, 7, 14, 9, 13, 15, 14, 8, 13, 6, 5, 12, 7, 5,
-    11, 12, 14, 15, 14, 15, 9, 8, 9, 14, 5, 6, 8, 6, 5, 12,
-    9, 15, 5, 11, 6, 8, 13, 12, 5, 12, 13, 14, 11, 8, 5, 6,
-))
-_SR = bytes((
-    8, 9, 9, 11, 13, 15, 15, 5, 7, 7, 8, 11, 14, 14, 12, 6,
-    9, 13, 15, 7, 12, 8, 9, 11, 7, 7, 12, 7, 6, 15, 13, 11,
-    9, 7, 15, 11, 8, 6, 6, 14, 12, 13, 5, 14, 13, 13, 7, 5,
-    15, 5, 8, 11, 14, 14, 6, 14, 6, 9, 12, 9, 12, 5, 15, 8,
-    8, 5, 12, 9, 12, 5, 14, 6, 8, 13, 6, 5, 15, 13, 11, 11,
-))
+# The step tables are bytes literals (values in decimal in the comments): a literal
+# is used in place, where bytes((...)) would also keep its 80-int tuple (672 bytes
+# on a 64-bit port) in the module's constants.
+_RL = (
+    b"\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f"  # round 1: 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15
+    b"\x07\x04\x0d\x01\x0a\x06\x0f\x03\x0c\x00\x09\x05\x02\x0e\x0b\x08"  # round 2: 7 4 13 1 10 6 15 3 12 0 9 5 2 14 11 8
+    b"\x03\x0a\x0e\x04\x09\x0f\x08\x01\x02\x07\x00\x06\x0d\x0b\x05\x0c"  # round 3: 3 10 14 4 9 15 8 1 2 7 0 6 13 11 5 12
+    b"\x01\x09\x0b\x0a\x00\x08\x0c\x04\x0d\x03\x07\x0f\x0e\x05\x06\x02"  # round 4: 1 9 11 10 0 8 12 4 13 3 7 15 14 5 6 2
+    b"\x04\x00\x05\x09\x07\x0c\x02\x0a\x0e\x01\x03\x08\x0b\x06\x0f\x0d"  # round 5: 4 0 5 9 7 12 2 10 14 1 3 8 11 6 15 13
+)
+_RR = (
+    b"\x05\x0e\x07\x00\x09\x02\x0b\x04\x0d\x06\x0f\x08\x01\x0a\x03\x0c"  # round 1: 5 14 7 0 9 2 11 4 13 6 15 8 1 10 3 12
+    b"\x06\x0b\x03\x07\x00\x0d\x05\x0a\x0e\x0f\x08\x0c\x04\x09\x01\x02"  # round 2: 6 11 3 7 0 13 5 10 14 15 8 12 4 9 1 2
+    b"\x0f\x05\x01\x03\x07\x0e\x06\x09\x0b\x08\x0c\x02\x0a\x00\x04\x0d"  # round 3: 15 5 1 3 7 14 6 9 11 8 12 2 10 0 4 13
+    b"\x08\x06\x04\x01\x03\x0b\x0f\x00\x05\x0c\x02\x0d\x09\x07\x0a\x0e"  # round 4: 8 6 4 1 3 11 15 0 5 12 2 13 9 7 10 14
+    b"\x0c\x0f\x0a\x04\x01\x05\x08\x07\x06\x02\x0d\x0e\x00\x03\x09\x0b"  # round 5: 12 15 10 4 1 5 8 7 6 2 13 14 0 3 9 11
+)
+_SL = (
+    b"\x0b\x0e\x0f\x0c\x05\x08\x07\x09\x0b\x0d\x0e\x0f\x06\x07\x09\x08"  # round 1: 11 14 15 12 5 8 7 9 11 13 14 15 6 7 9 8
+    b"\x07\x06\x08\x0d\x0b\x09\x07\x0f\x07\x0c\x0f\x09\x0b\x07\x0d\x0c"  # round 2: 7 6 8 13 11 9 7 15 7 12 15 9 11 7 13 12
+    b"\x0b\x0d\x06\x07\x0e\x09\x0d\x0f\x0e\x08\x0d\x06\x05\x0c\x07\x05"  # round 3: 11 13 6 7 14 9 13 15 14 8 13 6 5 12 7 5
+    b"\x0b\x0c\x0e\x0f\x0e\x0f\x09\x08\x09\x0e\x05\x06\x08\x06\x05\x0c"  # round 4: 11 12 14 15 14 15 9 8 9 14 5 6 8 6 5 12
+    b"\x09\x0f\x05\x0b\x06\x08\x0d\x0c\x05\x0c\x0d\x0e\x0b\x08\x05\x06"  # round 5: 9 15 5 11 6 8 13 12 5 12 13 14 11 8 5 6
+)
+_SR = (
+    b"\x08\x09\x09\x0b\x0d\x0f\x0f\x05\x07\x07\x08\x0b\x0e\x0e\x0c\x06"  # round 1: 8 9 9 11 13 15 15 5 7 7 8 11 14 14 12 6
+    b"\x09\x0d\x0f\x07\x0c\x08\x09\x0b\x07\x07\x0c\x07\x06\x0f\x0d\x0b"  # round 2: 9 13 15 7 12 8 9 11 7 7 12 7 6 15 13 11
+    b"\x09\x07\x0f\x0b\x08\x06\x06\x0e\x0c\x0d\x05\x0e\x0d\x0d\x07\x05"  # round 3: 9 7 15 11 8 6 6 14 12 13 5 14 13 13 7 5
+    b"\x0f\x05\x08\x0b\x0e\x0e\x06\x0e\x06\x09\x0c\x09\x0c\x05\x0f\x08"  # round 4: 15 5 8 11 14 14 6 14 6 9 12 9 12 5 15 8
+    b"\x08\x05\x0c\x09\x0c\x05\x0e\x06\x08\x0d\x06\x05\x0f\x0d\x0b\x0b"  # round 5: 8 5 12 9 12 5 14 6 8 13 6 5 15 13 11 11
+)
 _KL = (0x00000000, 0x5A827999, 0x6ED9EBA1, 0x8F1BBCDC, 0xA953FD4E)
 _KR = (0x50A28BE6, 0x5C4DD124, 0x6D703EF3, 0x7A6D76E9, 0x00000000)
-_H0 = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
 
 
 def _compress(h, x):
@@ -213,7 +215,7 @@ def ripemd160_pure(data):
     """RIPEMD-160 of data, computed by this module (no hashlib)."""
     data = _byte_view(data)
     n = len(data)
-    h = list(_H0)
+    h = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0]  # initial chaining value
     full = n - (n & 63)
     # Whole blocks are read straight from the input; only the tail is copied.
     off = 0
@@ -234,23 +236,16 @@ def ripemd160_pure(data):
     return pack("<5I", h[0], h[1], h[2], h[3], h[4])
 
 
-def _probe_hashlib_ripemd160():
-    """hashlib's RIPEMD-160 constructor if it exists and gives the right answer, else None."""
-    new = getattr(hashlib, "new", None)
-    if new is None:
-        return None
-    try:
-        # RIPEMD-160("abc") from the authors' test vectors.
-        if new("ripemd160", b"abc").digest() == (
-            b"\x8e\xb2\x08\xf7\xe0\x5d\x98\x7a\x9b\x04\x4a\x8e\x98\xc6\xb0\x87\xf1\x5a\x0b\xfc"
-        ):
-            return new
-    except Exception:  # ValueError without the OpenSSL legacy provider; anything else: unusable too
-        pass
-    return None
-
-
-_hashlib_new = _probe_hashlib_ripemd160()
+# hashlib's RIPEMD-160 constructor if it exists and gives the right answer, else None.
+_hashlib_new = getattr(hashlib, "new", None)
+try:
+    # RIPEMD-160("abc") from the authors' test vectors.
+    if _hashlib_new is not None and _hashlib_new("ripemd160", b"abc").digest() != (
+        b"\x8e\xb2\x08\xf7\xe0\x5d\x98\x7a\x9b\x04\x4a\x8e\x98\xc6\xb0\x87\xf1\x5a\x0b\xfc"
+    ):
+        _hashlib_new = None
+except Exception:  # ValueError without the OpenSSL legacy provider; anything else: unusable too
+    _hashlib_new = None
 RIPEMD160_BACKEND = "pure" if _hashlib_new is None else "hashlib"
 
 
@@ -271,21 +266,17 @@ def hash160(data):
     return ripemd160(hashlib.sha256(_byte_view(data)).digest())
 
 
-_BLOCK = 64  # SHA-256 block size in bytes
-_IPAD = bytes(0x36 for _ in range(_BLOCK))
-
-
 def hmac_sha256(key, data):
     """HMAC-SHA256 (RFC 2104): SHA256((K ^ opad) || SHA256((K ^ ipad) || data))."""
     key = _byte_view(key)
     data = _byte_view(data)
-    if len(key) > _BLOCK:
+    if len(key) > 64:  # longer than SHA-256's 64-byte block
         key = hashlib.sha256(key).digest()
-    inner_key = bytearray(_IPAD)
+    inner_key = bytearray(b"\x36" * 64)  # ipad
     for i in range(len(key)):
         inner_key[i] ^= key[i]
-    outer_key = bytearray(_BLOCK)
-    for i in range(_BLOCK):
+    outer_key = bytearray(64)
+    for i in range(64):
         # 0x36 ^ 0x5c: turns K ^ ipad into K ^ opad
         outer_key[i] = inner_key[i] ^ 0x6A
     inner = hashlib.sha256(inner_key)

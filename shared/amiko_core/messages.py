@@ -53,7 +53,7 @@ Kinds (a Python bool is never an integer):
 - uint: int, 0 <= n <= max (default UINT_MAX = 2**64-1).
 - bool: true or false.
 - text: str of at most max UTF-8 bytes, no control characters except tab and newline.
-- payment id / link name: 1..64 of [A-Za-z0-9._~-], not "." or ".." (url.id_problem);
+- payment id / link name: 1..64 of [A-Za-z0-9._~-], not "." or ".." (ids.id_problem);
   meeting point: the same plus ":".
 - bytes[n] / bytes[lo..hi]: a byte string of exactly n (or lo..hi) bytes.
 - list: 1..max items of one scalar kind, no duplicates.
@@ -65,7 +65,16 @@ every value of its kind. Every rejection is errors.DecodeError naming the messag
 field; building a Message with bad fields raises errors.EncodeError with the same rules.
 
 Adding a message is one register(code, name, fields) call, fields being
-(key, python name, kind, required) tuples with kinds made by the helpers below.
+(key, python name, kind, required) tuples with kinds made by the helpers uint, text,
+ident, nbytes, listof and url (and the constants AMOUNT, BOOL, PAYMENT_ID, ...).
+
+Only what a payment-link endpoint needs lives in this module: the payment-link types
+(1..6), Message, encode/decode and the field checks. The node-link types (16..31),
+register, name_of, SCHEMA, the kind helpers and the node-link type constants
+(CONNECT_LINK ... ERROR) live in amiko_core.linkschema, which is
+imported the first time one of them is used (messages.register, messages.SCHEMA, a
+node-link type code...), so a wallet never loads it. They read as attributes of this
+module all the same.
 
 The payee signs receipt_signed_bytes(receipt): cbor.dumps([RECEIPT_SIGNING_TAG, map]) where
 map is the receipt's body without the signature field (key 7).
@@ -73,7 +82,7 @@ map is the receipt's body without the signature field (key 7).
 
 from amiko_core import cbor, frame
 from amiko_core.errors import DecodeError, EncodeError
-from amiko_core.url import LINK, id_problem, parse
+from amiko_core.ids import id_problem
 
 MAX_AMOUNT = 2100000000000000
 UINT_MAX = 0xFFFFFFFFFFFFFFFF
@@ -86,54 +95,59 @@ BODY_MAX_DEPTH = 2
 BODY_MAX_ITEMS = 64
 BODY_MAX_STR = 1024
 
+PAY = 1
+RECEIPT = 2
+CONFIRM = 3
+CANCEL = 4
+HAVE_PAYEE_ROUTE = 5
+COMMIT = 6
+# The node-link type constants (CONNECT_LINK = 16 ... ERROR = 31) are in linkschema.
 
-# ---- field kinds ----
-
-AMOUNT = ("amount",)
-BOOL = ("bool",)
-
-
-def uint(max=UINT_MAX):
-    return ("uint", max)
-
-
-def text(max_bytes):
-    return ("text", max_bytes)
-
-
-def ident(extra=""):
-    """An id of URL-safe characters, plus the characters in extra."""
-    return ("id", extra)
-
-
-def nbytes(n, upto=None):
-    """A byte string of exactly n bytes, or n..upto bytes."""
-    return ("bytes", n, n if upto is None else upto)
-
-
-def listof(item, max):
-    return ("list", item, max)
-
-
-def url(scheme):
-    return ("url", scheme)
-
-
-PAYMENT_ID = ident()
-LINK_NAME = ident()
-MEETING_POINT = ident(":")
-TXID = nbytes(20)
-TOKEN = nbytes(32)
-PUBKEY = nbytes(33)
-SIGNATURE = nbytes(64)
-SIDE = uint(1)
-REASON = text(256)
-
-_KINDS = ("amount", "bool", "uint", "text", "id", "bytes", "list", "url")
+# code -> (name, fields); field = (key, python name, kind, required); kind = (kind name,
+# parameters...) as the linkschema helpers make them: ("amount",), ("uint", max),
+# ("bool",), ("text", max bytes), ("id", extra characters), ("bytes", min, max),
+# ("list", item kind, max items), ("url", scheme). Fields are found by a linear scan (at
+# most a handful per message): cheaper in RAM than two dicts per type. The payment-link
+# types are written out here; linkschema adds the node-link types and registered ones.
+_ID = (1, "id", ("id", ""), True)
+_MP = ("id", ":")
+_TXID = ("bytes", 20, 20)
+_SCHEMA = {
+    PAY: ("Pay", (_ID,)),
+    RECEIPT: ("Receipt", (
+        _ID,
+        (2, "amount", ("amount",), True),
+        (3, "receipt", ("text", 512), True),
+        (4, "txid", _TXID, True),
+        (5, "meeting_points", ("list", _MP, 8), True),
+        (6, "payee_key", ("bytes", 33, 33), False),
+        (7, "signature", ("bytes", 64, 64), False),
+        (8, "expires", ("uint", UINT_MAX), False))),
+    CONFIRM: ("Confirm", (_ID, (2, "meeting_point", _MP, True))),
+    CANCEL: ("Cancel", (_ID, (2, "reason", ("text", 256), False))),
+    HAVE_PAYEE_ROUTE: ("HavePayeeRoute", (_ID, (2, "txid", _TXID, True))),
+    COMMIT: ("Commit", ((1, "id", _ID[2], False), (2, "token", ("bytes", 32, 32), True))),
+}
+del _ID, _MP, _TXID
 
 
-def _type_name(v):
-    return type(v).__name__
+def __getattr__(name):
+    # register, name_of, SCHEMA, the kind helpers: see the module docstring.
+    from amiko_core import linkschema
+
+    try:
+        return getattr(linkschema, name)
+    except AttributeError:
+        raise AttributeError("module amiko_core.messages has no attribute %r" % (name,))
+
+
+def _entry(code):
+    """(name, fields) of a known type code, else None; loads the node-link types on first use."""
+    if type(code) is not int:
+        return None
+    if 16 <= code <= 31 and code not in _SCHEMA:
+        from amiko_core import linkschema  # noqa: F401 (adds the node-link types to _SCHEMA)
+    return _SCHEMA.get(code)
 
 
 def _short(v):
@@ -143,16 +157,20 @@ def _short(v):
 
 def _text_problem(v, max_bytes):
     if type(v) is not str:
-        return "must be text, got %s" % _type_name(v)
+        return "must be text, got %s" % type(v).__name__
     try:
-        n = len(v.encode("utf-8"))
+        b = v.encode("utf-8")
     except UnicodeError:
         return "is not encodable as UTF-8"
+    n = len(b)
     if n > max_bytes:
         return "is %d bytes long, at most %d allowed" % (n, max_bytes)
-    for c in v:
-        if (c < " " and c != "\n" and c != "\t") or "\x7f" <= c <= "\x9f":
-            return "contains control character %r" % c
+    # Over the UTF-8 bytes, not the characters: see ids.safe_problem. C0 controls and DEL
+    # are one byte, the C1 controls U+0080..U+009F are C2 80..C2 9F.
+    for i in range(n):
+        c = b[i]
+        if (c < 0x20 and c != 0x0A and c != 0x09) or c == 0x7F or (c == 0xC2 and b[i + 1] <= 0x9F):
+            return "contains control character %r" % b[i : i + 1 + (c == 0xC2)].decode()
     return None
 
 
@@ -161,27 +179,27 @@ def _problem(kind, v):
     k = kind[0]
     if k == "amount" or k == "uint":
         if type(v) is not int:
-            return "must be an integer, got %s" % _type_name(v)
+            return "must be an integer, got %s" % type(v).__name__
         lo, hi = (1, MAX_AMOUNT) if k == "amount" else (0, kind[1])
         if v < lo or v > hi:
             return "must be %d..%d, got %d" % (lo, hi, v)
         return None
     if k == "bool":
-        return None if type(v) is bool else "must be a bool, got %s" % _type_name(v)
+        return None if type(v) is bool else "must be a bool, got %s" % type(v).__name__
     if k == "text":
         return _text_problem(v, kind[1])
     if k == "id":
         return id_problem(v, kind[1])
     if k == "bytes":
         if type(v) is not bytes:
-            return "must be bytes, got %s" % _type_name(v)
+            return "must be bytes, got %s" % type(v).__name__
         if not kind[1] <= len(v) <= kind[2]:
             want = "%d" % kind[1] if kind[1] == kind[2] else "%d..%d" % (kind[1], kind[2])
             return "must be %s bytes, got %d" % (want, len(v))
         return None
     if k == "list":
         if type(v) is not list:
-            return "must be a list, got %s" % _type_name(v)
+            return "must be a list, got %s" % type(v).__name__
         if not 1 <= len(v) <= kind[2]:
             return "must have 1..%d items, got %d" % (kind[2], len(v))
         for i in range(len(v)):
@@ -191,17 +209,13 @@ def _problem(kind, v):
             if v[i] in v[:i]:
                 return "item %d repeats %s" % (i, _short(v[i]))
         return None
-    # "url"
+    # "url": only the node link has one (ConnectLink's callback)
     p = _text_problem(v, 512)
     if p:
         return p
-    try:
-        u = parse(v)
-    except ValueError as e:
-        return "is not a valid URL (%s)" % e
-    if u.scheme != kind[1]:
-        return "must be an %s:// URL" % kind[1]
-    return None
+    from amiko_core import linkschema
+
+    return linkschema.url_problem(v, kind[1])
 
 
 def _normalize(kind, v):
@@ -211,25 +225,11 @@ def _normalize(kind, v):
     if kind[0] == "list" and isinstance(v, tuple):
         v = list(v)
     if kind[0] == "list" and type(v) is list:
-        return [_normalize(kind[1], x) for x in v]
+        out = []
+        for x in v:
+            out.append(_normalize(kind[1], x))
+        return out
     return v
-
-
-# ---- the schema ----
-
-# code -> (name, fields); field = (key, python name, kind, required). Fields are found by a
-# linear scan (at most a handful per message): cheaper in RAM than two dicts per type.
-SCHEMA = {}
-_RESERVED = ("type", "name", "fields")
-
-
-def _check_kind(kind, in_list=False):
-    if type(kind) is not tuple or not kind or kind[0] not in _KINDS:
-        raise ValueError("messages: unknown field kind %r" % (kind,))
-    if kind[0] == "list":
-        if in_list:
-            raise ValueError("messages: lists of lists are not supported")
-        _check_kind(kind[1], True)
 
 
 def _find(fields, index, value):
@@ -240,114 +240,15 @@ def _find(fields, index, value):
     return None
 
 
-def register(code, name, fields):
-    """Add a message type: fields is a sequence of (key, python name, kind, required)."""
-    if type(code) is not int or not 1 <= code <= 255:
-        raise ValueError("messages: type code must be 1..255, got %r" % (code,))
-    if code in SCHEMA:
-        raise ValueError("messages: type code %d is already %s" % (code, SCHEMA[code][0]))
-    for c in SCHEMA:
-        if SCHEMA[c][0] == name:
-            raise ValueError("messages: name %s already has type code %d" % (name, c))
-    fields = tuple(fields)
-    for i in range(len(fields)):
-        key, fname, kind, required = fields[i]
-        if type(key) is not int or not 1 <= key <= 255 or _find(fields[:i], 0, key):
-            raise ValueError("messages: %s: bad or repeated key %r" % (name, key))
-        if type(fname) is not str or _find(fields[:i], 1, fname) or fname in _RESERVED or fname[:1] == "_":
-            raise ValueError("messages: %s: bad or repeated field name %r" % (name, fname))
-        if type(required) is not bool:
-            raise ValueError("messages: %s.%s: required must be a bool" % (name, fname))
-        _check_kind(kind)
-    SCHEMA[code] = (name, fields)
-
-
-PAY = 1
-RECEIPT = 2
-CONFIRM = 3
-CANCEL = 4
-HAVE_PAYEE_ROUTE = 5
-COMMIT = 6
-CONNECT_LINK = 16
-MAKE_ROUTE = 17
-HAVE_NO_ROUTE = 18
-CANCEL_ROUTE = 19
-HAVE_ROUTE = 20
-LOCK = 21
-REQUEST_COMMIT = 22
-SETTLE_COMMIT = 23
-SETTLE_ROLLBACK = 24
-DEPOSIT = 25
-WITHDRAW = 26
-ERROR = 31
-
-_TXID_SIDE = ((1, "txid", TXID, True), (2, "side", SIDE, True))
-
-for _code, _name, _fields in (
-    (PAY, "Pay", ((1, "id", PAYMENT_ID, True),)),
-    (RECEIPT, "Receipt", (
-        (1, "id", PAYMENT_ID, True),
-        (2, "amount", AMOUNT, True),
-        (3, "receipt", text(512), True),
-        (4, "txid", TXID, True),
-        (5, "meeting_points", listof(MEETING_POINT, 8), True),
-        (6, "payee_key", PUBKEY, False),
-        (7, "signature", SIGNATURE, False),
-        (8, "expires", uint(), False))),
-    (CONFIRM, "Confirm", ((1, "id", PAYMENT_ID, True), (2, "meeting_point", MEETING_POINT, True))),
-    (CANCEL, "Cancel", ((1, "id", PAYMENT_ID, True), (2, "reason", REASON, False))),
-    (HAVE_PAYEE_ROUTE, "HavePayeeRoute", ((1, "id", PAYMENT_ID, True), (2, "txid", TXID, True))),
-    (COMMIT, "Commit", ((1, "id", PAYMENT_ID, False), (2, "token", TOKEN, True))),
-    (CONNECT_LINK, "ConnectLink", (
-        (1, "link", LINK_NAME, True),
-        (2, "key", PUBKEY, True),
-        (3, "callback", url(LINK), False),
-        (4, "nonce", nbytes(16, 32), False),
-        (5, "signature", SIGNATURE, False))),
-    (MAKE_ROUTE, "MakeRoute", _TXID_SIDE + (
-        (3, "amount", AMOUNT, True),
-        (4, "meeting_point", MEETING_POINT, True),
-        (5, "channel", uint(), True),
-        (6, "deadline", uint(), False))),
-    (HAVE_NO_ROUTE, "HaveNoRoute", _TXID_SIDE),
-    (CANCEL_ROUTE, "CancelRoute", _TXID_SIDE),
-    (HAVE_ROUTE, "HaveRoute", _TXID_SIDE + ((3, "deadline", uint(), False),)),
-    (LOCK, "Lock", _TXID_SIDE + ((3, "amount", AMOUNT, True),)),
-    (REQUEST_COMMIT, "RequestCommit", _TXID_SIDE + ((3, "token", TOKEN, True),)),
-    (SETTLE_COMMIT, "SettleCommit", _TXID_SIDE + ((3, "token", TOKEN, True),)),
-    (SETTLE_ROLLBACK, "SettleRollback", _TXID_SIDE + ((3, "reason", REASON, False),)),
-    (DEPOSIT, "Deposit", ((1, "channel", uint(), True), (2, "amount", AMOUNT, True))),
-    (WITHDRAW, "Withdraw", ((1, "channel", uint(), True),)),
-    (ERROR, "Error", (
-        (1, "code", uint(), True),
-        (2, "reason", REASON, True),
-        (3, "ref_type", uint(255), False),
-        (4, "ref_seq", uint(), False))),
-):
-    register(_code, _name, _fields)
-
-
-def name_of(code):
-    """The message name of a type code, or None if the code is unknown."""
-    entry = SCHEMA.get(code)
-    return entry[0] if entry else None
-
-
-def _field_error(err, name, f, problem):
-    return err("message %s field %s (key %d) %s" % (name, f[1], f[0], problem))
-
-
-def _validate(code, named, err):
-    """Check a {python name: value} dict against the schema of code; raise err on a problem."""
-    entry = SCHEMA[code]
-    name = entry[0]
+def _validate(entry, named, err):
+    """Check a {python name: value} dict against a schema entry; raise err on a problem."""
     for f in entry[1]:
         if f[1] in named:
             p = _problem(f[2], named[f[1]])
-            if p:
-                raise _field_error(err, name, f, p)
-        elif f[3]:
-            raise _field_error(err, name, f, "is required but missing")
+        else:
+            p = "is required but missing" if f[3] else None
+        if p:
+            raise err("message %s field %s (key %d) %s" % (entry[0], f[1], f[0], p))
 
 
 _TRUSTED = object()
@@ -358,18 +259,18 @@ class Message:
     A field reads as an attribute; an absent optional field reads as None."""
 
     def __init__(self, mtype, fields=None, _trusted=None, **kw):
+        entry = _entry(mtype)
         if _trusted is _TRUSTED:  # decode() has validated the fields already
             self.type = mtype
-            self.name = SCHEMA[mtype][0]
+            self.name = entry[0]
             self.fields = fields
             return
-        if type(mtype) is not int or mtype not in SCHEMA:
+        if entry is None:
             raise EncodeError("message type %s is unknown" % _short(mtype))
-        entry = SCHEMA[mtype]
         if fields is None:
             fields = {}
         elif type(fields) is not dict:
-            raise EncodeError("message %s: fields must be a dict, got %s" % (entry[0], _type_name(fields)))
+            raise EncodeError("message %s: fields must be a dict, got %s" % (entry[0], type(fields).__name__))
         named = {}
         for src in (fields, kw):
             for k in src:
@@ -379,15 +280,15 @@ class Message:
                 v = src[k]
                 if v is not None:
                     named[k] = _normalize(f[2], v)
-        _validate(mtype, named, EncodeError)
+        _validate(entry, named, EncodeError)
         self.type = mtype
         self.name = entry[0]
         self.fields = named
 
     def __getattr__(self, attr):
-        if attr in _RESERVED or attr[:1] == "_":
+        if attr in ("type", "name", "fields") or attr[:1] == "_":
             raise AttributeError(attr)
-        entry = SCHEMA.get(self.type)
+        entry = _entry(self.type)
         if entry is None or _find(entry[1], 1, attr) is None:
             raise AttributeError("message %s has no field %r" % (self.name, attr))
         return self.fields.get(attr)
@@ -395,12 +296,9 @@ class Message:
     def __eq__(self, other):
         return isinstance(other, Message) and self.type == other.type and self.fields == other.fields
 
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
     def __repr__(self):
         parts = []
-        for f in SCHEMA[self.type][1]:
+        for f in _entry(self.type)[1]:
             if f[1] in self.fields:
                 parts.append("%s=%r" % (f[1], self.fields[f[1]]))
         return "%s(%s)" % (self.name, ", ".join(parts))
@@ -408,7 +306,7 @@ class Message:
 
 def _body_map(msg, skip=None):
     out = {}
-    for f in SCHEMA[msg.type][1]:
+    for f in _entry(msg.type)[1]:
         if f[1] in msg.fields and f[1] != skip:
             out[f[0]] = msg.fields[f[1]]
     return out
@@ -417,29 +315,29 @@ def _body_map(msg, skip=None):
 def encode(msg):
     """The deterministic CBOR body of msg."""
     if not isinstance(msg, Message):
-        raise EncodeError("messages: can only encode a Message, got %s" % _type_name(msg))
+        raise EncodeError("messages: can only encode a Message, got %s" % type(msg).__name__)
     return cbor.dumps(_body_map(msg))
 
 
 def decode(code, body):
     """Strictly decode the body of a message of type code; raises DecodeError."""
-    if type(code) is not int or code not in SCHEMA:
+    entry = _entry(code)
+    if entry is None:
         raise DecodeError("message type %s is unknown" % _short(code))
-    entry = SCHEMA[code]
     name = entry[0]
     try:
         value = cbor.loads(body, BODY_MAX_SIZE, BODY_MAX_DEPTH, BODY_MAX_ITEMS, BODY_MAX_STR)
     except DecodeError as e:
         raise DecodeError("message %s body: %s" % (name, e.reason))
     if type(value) is not dict:
-        raise DecodeError("message %s body must be a CBOR map, got %s" % (name, _type_name(value)))
+        raise DecodeError("message %s body must be a CBOR map, got %s" % (name, type(value).__name__))
     named = {}
     for key in value:
         f = _find(entry[1], 0, key) if type(key) is int else None
         if f is None:
             raise DecodeError("message %s has unknown field key %s" % (name, _short(key)))
         named[f[1]] = value[key]
-    _validate(code, named, DecodeError)
+    _validate(entry, named, DecodeError)
     return Message(code, named, _TRUSTED)
 
 

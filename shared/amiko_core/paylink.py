@@ -52,48 +52,37 @@ DEFAULT_TIMEOUTS = {"receipt": 10, "confirm": 60, "routing": 20, "locking": 20}
 
 COMMITTED = "committed"
 CANCELLED = "cancelled"
-_MAX_REASON_BYTES = 256
-
-
-def _timeouts(overrides):
-    result = dict(DEFAULT_TIMEOUTS)
-    for phase in overrides or ():
-        value = overrides[phase]
-        if phase not in result:
-            raise AmikoError("paylink: unknown timeout phase %r" % phase)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise AmikoError("paylink: timeout for %s must be a positive number, got %r" % (phase, value))
-        result[phase] = value
-    return result
-
-
-def _short(reason):
-    """Cut a reason text to what a Cancel message may carry (256 UTF-8 bytes)."""
-    reason = reason[:_MAX_REASON_BYTES]
-    while len(reason.encode()) > _MAX_REASON_BYTES:
-        reason = reason[:-1]
-    return reason
 
 
 class _Session:
-    """What both endpoints share: duplicate and id checks, phase timer, finishing."""
+    """What both endpoints share: duplicate and id checks, phase timer, finishing.
 
-    ROLE = ""
-    HANDLERS = {}  # message type code -> name of the handler method
-    TIMEOUT_REASONS = {}  # timer phase -> reason of the cancel it causes
+    HANDLERS: the message types the endpoint accepts (_on handles them all).
+    _WAITING: timer phase -> what a timeout in it was waiting for (the cancel reason is
+    "timeout waiting for " + that)."""
+
+    # Until set, these read as the class's defaults: an instance only holds what has been
+    # set, which keeps its attribute table small (one contiguous block on a device heap).
+    txid = None
+    amount = None
+    meeting_point = None
+    outcome = None
+    reason = None
+    _last = None  # last accepted message, for duplicate detection
+    _timer = None  # phase the armed timer guards, None when disarmed
 
     def __init__(self, payment_id, timeouts, state):
         self.payment_id = payment_id
-        self.timeouts = _timeouts(timeouts)
+        t = dict(DEFAULT_TIMEOUTS)
+        for phase in timeouts or ():
+            value = timeouts[phase]
+            if phase not in t:
+                raise AmikoError("paylink: unknown timeout phase %r" % phase)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise AmikoError("paylink: timeout for %s must be a positive number, got %r" % (phase, value))
+            t[phase] = value
+        self.timeouts = t
         self.state = state
-        self.txid = None
-        self.amount = None
-        self.meeting_point = None
-        self.outcome = None
-        self.reason = None
-        self.token = None
-        self._last = None  # last accepted message, for duplicate detection
-        self._timer = None  # phase the armed timer guards, None when disarmed
 
     # -- inputs common to both sides
 
@@ -101,9 +90,8 @@ class _Session:
         """A message from the other endpoint arrived."""
         if self._last is not None and msg == self._last:
             return []
-        self._check_open(msg.name)
-        handler = self.HANDLERS.get(msg.type)
-        if handler is None:
+        self._expect(msg)
+        if msg.type not in self.HANDLERS:
             raise ProtocolError("%s: unexpected %s message" % (self.ROLE, msg.name))
         msg_id = msg.fields.get("id")
         if msg_id is not None and msg_id != self.payment_id:
@@ -111,29 +99,37 @@ class _Session:
                 "%s: %s is for payment %r, this session is payment %r"
                 % (self.ROLE, msg.name, msg_id, self.payment_id)
             )
-        effects = getattr(self, handler)(msg)
+        effects = self._on(msg)
         self._last = msg
         return effects
 
     def timeout(self):
         """The phase timer (last armed by a ("timer", seconds) effect) fired."""
-        self._check_open("timeout()")
-        if self._timer is None:
+        self._expect("timeout")
+        phase = self._timer
+        if phase is None:
             raise ProtocolError("%s: timeout() in state %s but no timer is armed" % (self.ROLE, self.state))
-        return self._on_timeout(self._timer)
+        if phase == "locking" and self.ROLE == "payer":
+            # Funds are locked: no cancel is possible, the network decides.
+            self.state = "lock_timeout"
+            self._timer = None
+            return [("state", "lock_timeout"), ("timer", None)]
+        return self._cancel("timeout waiting for " + self._WAITING[phase], True)
 
-    def _on_timeout(self, phase):
-        return self._cancel(self.TIMEOUT_REASONS[phase], True)
+    def route_failed(self, reason=None):
+        """This side's half cannot be routed."""
+        self._expect("route_failed", ("routing",))
+        return self._cancel(reason or self.ROLE + " route failed", True)
 
     # -- helpers
 
-    def _check_open(self, what):
+    def _expect(self, what, states=None):
+        """Refuse an input once the session is done, or in a state not in states; what is
+        the message received or the name of the method called."""
+        what = what.name if isinstance(what, m.Message) else what + "()"
         if self.outcome is not None:
             raise ProtocolError("%s: %s after the payment was %s" % (self.ROLE, what, self.outcome))
-
-    def _expect(self, what, states):
-        self._check_open(what)
-        if self.state not in states:
+        if states is not None and self.state not in states:
             raise ProtocolError("%s: unexpected %s in state %s" % (self.ROLE, what, self.state))
 
     def _enter(self, state, phase):
@@ -142,13 +138,14 @@ class _Session:
         return [("state", state), ("timer", self.timeouts[phase])]
 
     def _finish(self, effects, outcome, reason):
+        if outcome == CANCELLED:
+            self.token = None  # a cancelled payee must never release its token
         self.state = outcome
         self.outcome = outcome
-        self.reason = reason
+        if reason is not None:  # (set once: a session finishes once; None is the class default)
+            self.reason = reason
         self._timer = None
-        effects.append(("state", outcome))
-        effects.append(("timer", None))
-        effects.append(("done", outcome, reason))
+        effects += [("state", outcome), ("timer", None), ("done", outcome, reason)]
         return effects
 
     def _cancel(self, reason, send):
@@ -157,7 +154,11 @@ class _Session:
         if send:
             fields = {"id": self.payment_id}
             if reason:
-                fields["reason"] = _short(reason)
+                # cut to what a Cancel may carry: 256 UTF-8 bytes
+                short = reason[:256]
+                while len(short.encode()) > 256:
+                    short = short[:-1]
+                fields["reason"] = short
             effects.append(("send", m.Message(m.CANCEL, fields)))
         if self.state in ("routing", "waiting_lock"):
             effects.append(("cancel_route", self.txid))
@@ -168,45 +169,41 @@ class PayerSession(_Session):
     """The payer endpoint: opens the link with Pay and locks once both halves are routed."""
 
     ROLE = "payer"
-    HANDLERS = {
-        m.RECEIPT: "_on_receipt",
-        m.CANCEL: "_on_cancel",
-        m.HAVE_PAYEE_ROUTE: "_on_have_payee_route",
-        m.COMMIT: "_on_commit",
-    }
-    TIMEOUT_REASONS = {
-        "receipt": "timeout waiting for receipt",
-        "confirm": "timeout waiting for user confirmation",
-        "routing": "timeout waiting for routes",
-    }
-    _BEFORE_LOCK = ("waiting_receipt", "confirming", "routing")
-    _LOCKED = ("locking", "lock_timeout")
+    HANDLERS = (m.RECEIPT, m.CANCEL, m.HAVE_PAYEE_ROUTE, m.COMMIT)
+    _WAITING = {"receipt": "receipt", "confirm": "user confirmation", "routing": "routes"}
 
     def __init__(self, payment_id, acceptable_meeting_points=None, timeouts=None):
         super().__init__(payment_id, timeouts, "new")
-        self._pay = m.Message(m.PAY, {"id": payment_id})  # validates the payment id now
+        m.Message(m.PAY, {"id": payment_id})  # validates the payment id now
         self.acceptable_meeting_points = acceptable_meeting_points
         self.meeting_points = None  # offered by the payee's Receipt
         self.receipt = None  # the Receipt message (e.g. to check its signature)
+        self.token = None  # the commit token, once received
         self._own_route = False
         self._payee_route = False
 
-    def _acceptable(self, meeting_point):
-        return self.acceptable_meeting_points is None or meeting_point in self.acceptable_meeting_points
+    def _usable(self):
+        """The offered meeting points the payer accepts, in the payee's order."""
+        ok = self.acceptable_meeting_points
+        out = []
+        for mp in self.meeting_points:
+            if ok is None or mp in ok:
+                out.append(mp)
+        return out
 
     # -- user and routing inputs
 
     def start(self):
         """Open the session: sends Pay."""
-        self._expect("start()", ("new",))
-        return [("send", self._pay)] + self._enter("waiting_receipt", "receipt")
+        self._expect("start", ("new",))
+        return [("send", m.Message(m.PAY, {"id": self.payment_id}))] + self._enter("waiting_receipt", "receipt")
 
     def confirm(self, meeting_point=None):
         """The user agrees; None picks the first offered meeting point the payer accepts."""
-        self._expect("confirm()", ("confirming",))
+        self._expect("confirm", ("confirming",))
         if meeting_point is None:
-            meeting_point = [mp for mp in self.meeting_points if self._acceptable(mp)][0]
-        elif meeting_point not in self.meeting_points or not self._acceptable(meeting_point):
+            meeting_point = self._usable()[0]
+        elif meeting_point not in self._usable():
             raise ProtocolError("payer: meeting point %r was not offered or is not acceptable" % meeting_point)
         msg = m.Message(m.CONFIRM, {"id": self.payment_id, "meeting_point": meeting_point})
         self.meeting_point = meeting_point
@@ -215,60 +212,58 @@ class PayerSession(_Session):
 
     def decline(self, reason=None):
         """The user refuses (normally when asked; allowed in any state before lock)."""
-        self._expect("decline()", self._BEFORE_LOCK)
+        self._expect("decline", ("waiting_receipt", "confirming", "routing"))
         return self._cancel(reason or "declined by payer", True)
 
     def route_found(self):
         """The payer's own half reached the meeting point."""
-        self._expect("route_found()", ("routing",))
+        self._expect("route_found", ("routing",))
         if self._own_route:
             raise ProtocolError("payer: route_found() twice")
         self._own_route = True
         return self._maybe_lock()
 
-    def route_failed(self, reason=None):
-        """The payer's own half cannot be routed."""
-        self._expect("route_failed()", ("routing",))
-        return self._cancel(reason or "payer route failed", True)
-
     def settled(self, token=None):
         """The network commit reached the payer (possibly before Commit)."""
-        self._expect("settled()", self._LOCKED)
+        self._expect("settled", ("locking", "lock_timeout"))
         if token is not None:
-            self._check_token(token)
-            self.token = token
+            self._commit(token)
         return self._finish([], COMMITTED, None)
 
     def rolled_back(self, reason=None):
         """The network returned the locked funds: the payment failed after lock."""
-        self._expect("rolled_back()", self._LOCKED)
+        self._expect("rolled_back", ("locking", "lock_timeout"))
         return self._finish([], CANCELLED, reason or "lock rolled back by the network")
 
     # -- messages from the payee
 
-    def _on_receipt(self, msg):
-        self._expect("Receipt", ("waiting_receipt",))
-        amount = msg.amount
-        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-            raise ProtocolError("payer: Receipt amount must be a positive integer, got %r" % amount)
-        if not msg.meeting_points:
-            raise ProtocolError("payer: Receipt offers no meeting point")
-        self.receipt = msg
-        self.amount = amount
-        self.txid = msg.txid
-        self.meeting_points = list(msg.meeting_points)
-        if not [mp for mp in self.meeting_points if self._acceptable(mp)]:
-            return self._cancel("no acceptable meeting point", True)
-        return [("ask_user", amount, msg.receipt)] + self._enter("confirming", "confirm")
-
-    def _on_cancel(self, msg):
-        if self.state in self._LOCKED:
-            raise ProtocolError("payer: cannot cancel after lock")
-        self._expect("Cancel", self._BEFORE_LOCK)
-        return self._cancel(msg.reason or "cancelled by payee", False)
-
-    def _on_have_payee_route(self, msg):
-        self._expect("HavePayeeRoute", ("routing",))
+    def _on(self, msg):
+        t = msg.type
+        if t == m.RECEIPT:
+            self._expect(msg, ("waiting_receipt",))
+            amount = msg.amount
+            if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+                raise ProtocolError("payer: Receipt amount must be a positive integer, got %r" % amount)
+            if not msg.meeting_points:
+                raise ProtocolError("payer: Receipt offers no meeting point")
+            self.receipt = msg
+            self.amount = amount
+            self.txid = msg.txid
+            self.meeting_points = list(msg.meeting_points)
+            if not self._usable():
+                return self._cancel("no acceptable meeting point", True)
+            return [("ask_user", amount, msg.receipt)] + self._enter("confirming", "confirm")
+        if t == m.CANCEL:
+            if self.state in ("locking", "lock_timeout"):
+                raise ProtocolError("payer: cannot cancel after lock")
+            self._expect(msg, ("waiting_receipt", "confirming", "routing"))
+            return self._cancel(msg.reason or "cancelled by payee", False)
+        if t == m.COMMIT:
+            self._expect(msg, ("locking", "lock_timeout"))
+            self._commit(msg.token)
+            return self._finish([], COMMITTED, None)
+        # HavePayeeRoute
+        self._expect(msg, ("routing",))
         if msg.txid != self.txid:
             raise ProtocolError("payer: HavePayeeRoute for another transaction id")
         if self._payee_route:
@@ -276,48 +271,34 @@ class PayerSession(_Session):
         self._payee_route = True
         return self._maybe_lock()
 
-    def _on_commit(self, msg):
-        self._expect("Commit", self._LOCKED)
-        self._check_token(msg.token)
-        self.token = msg.token
-        return self._finish([], COMMITTED, None)
-
     # -- helpers
 
-    def _check_token(self, token):
+    def _commit(self, token):
         if not token_matches(token, self.txid):
             raise ProtocolError("payer: commit token does not hash to the transaction id")
+        self.token = token
 
     def _maybe_lock(self):
         if not (self._own_route and self._payee_route):
             return []
         return [("lock", self.txid)] + self._enter("locking", "locking")
 
-    def _on_timeout(self, phase):
-        if phase == "locking":
-            # Funds are locked: no cancel is possible, the network decides.
-            self.state = "lock_timeout"
-            self._timer = None
-            return [("state", "lock_timeout"), ("timer", None)]
-        return self._cancel(self.TIMEOUT_REASONS[phase], True)
-
 
 class PayeeSession(_Session):
     """The payee endpoint: holds the commit token and releases it once the lock arrives."""
 
     ROLE = "payee"
-    HANDLERS = {m.PAY: "_on_pay", m.CONFIRM: "_on_confirm", m.CANCEL: "_on_cancel"}
-    TIMEOUT_REASONS = {
-        "confirm": "timeout waiting for confirm",
-        "routing": "timeout waiting for payee route",
-        "locking": "timeout waiting for lock",
-    }
-    _OPEN = ("waiting_pay", "waiting_confirm", "routing", "waiting_lock")
+    HANDLERS = (m.PAY, m.CONFIRM, m.CANCEL)
+    _WAITING = {"confirm": "confirm", "routing": "payee route", "locking": "lock"}
 
-    def __init__(self, payment_id, amount, receipt, token, meeting_points, timeouts=None, signer=None):
-        """signer: optional callable(receipt_signed_bytes) -> (payee_key, signature),
-        called twice with the same key (see _signed)."""
+    def __init__(self, payment_id, amount, receipt, token, meeting_points, timeouts=None, payee_key=None,
+                 sign=None):
+        """payee_key (33 bytes) and sign, given together, make a signed Receipt: sign(data)
+        returns the 64-byte signature of data = messages.receipt_signed_bytes(receipt), the
+        receipt carrying payee_key; it is called exactly once, here."""
         super().__init__(payment_id, timeouts, "waiting_pay")
+        if (payee_key is None) != (sign is None):
+            raise AmikoError("paylink: payee_key and sign must be given together")
         self.amount = amount
         self.token = token
         self.txid = transaction_id(token)
@@ -328,66 +309,46 @@ class PayeeSession(_Session):
             "receipt": receipt,
             "txid": self.txid,
             "meeting_points": self.meeting_points,
+            "payee_key": payee_key,
         }
         msg = m.Message(m.RECEIPT, fields)  # validates the request before any Pay arrives
-        if signer is not None:
-            msg = self._signed(msg, fields, signer)
+        if sign is not None:
+            fields["signature"] = sign(m.receipt_signed_bytes(msg))
+            msg = m.Message(m.RECEIPT, fields)
         self.receipt_message = msg
-
-    @staticmethod
-    def _signed(msg, fields, signer):
-        # The signed bytes cover payee_key, but the signer only reveals its key
-        # with a signature: the first call learns the key (its signature is
-        # discarded), the second signs the final content.
-        fields["payee_key"] = signer(m.receipt_signed_bytes(msg))[0]
-        payee_key, signature = signer(m.receipt_signed_bytes(m.Message(m.RECEIPT, fields)))
-        if payee_key != fields["payee_key"]:
-            raise AmikoError("paylink: the receipt signer returned two different keys")
-        fields["signature"] = signature
-        return m.Message(m.RECEIPT, fields)
 
     # -- user and routing inputs
 
     def cancel(self, reason=None):
         """The payee's user (or the shop) cancels; before Pay nothing is sent."""
-        self._expect("cancel()", self._OPEN)
+        self._expect("cancel", ("waiting_pay", "waiting_confirm", "routing", "waiting_lock"))
         return self._cancel(reason or "cancelled by payee", self.state != "waiting_pay")
 
     def route_found(self):
         """The payee's half reached the meeting point: tell the payer."""
-        self._expect("route_found()", ("routing",))
+        self._expect("route_found", ("routing",))
         msg = m.Message(m.HAVE_PAYEE_ROUTE, {"id": self.payment_id, "txid": self.txid})
         return [("send", msg)] + self._enter("waiting_lock", "locking")
 
-    def route_failed(self, reason=None):
-        """The payee's half cannot be routed."""
-        self._expect("route_failed()", ("routing",))
-        return self._cancel(reason or "payee route failed", True)
-
     def locked(self):
         """The lock reached the payee: release the token to the payer."""
-        self._expect("locked()", ("waiting_lock",))
+        self._expect("locked", ("waiting_lock",))
         msg = m.Message(m.COMMIT, {"id": self.payment_id, "token": self.token})
         return self._finish([("send", msg)], COMMITTED, None)
 
     # -- messages from the payer
 
-    def _on_pay(self, msg):
-        self._expect("Pay", ("waiting_pay",))
-        return [("send", self.receipt_message)] + self._enter("waiting_confirm", "confirm")
-
-    def _on_confirm(self, msg):
-        self._expect("Confirm", ("waiting_confirm",))
-        if msg.meeting_point not in self.meeting_points:
-            raise ProtocolError("payee: meeting point %r was not offered" % msg.meeting_point)
-        self.meeting_point = msg.meeting_point
-        return [("route", self.meeting_point, self.amount, self.txid)] + self._enter("routing", "routing")
-
-    def _on_cancel(self, msg):
-        self._expect("Cancel", ("waiting_confirm", "routing", "waiting_lock"))
+    def _on(self, msg):
+        t = msg.type
+        if t == m.PAY:
+            self._expect(msg, ("waiting_pay",))
+            return [("send", self.receipt_message)] + self._enter("waiting_confirm", "confirm")
+        if t == m.CONFIRM:
+            self._expect(msg, ("waiting_confirm",))
+            if msg.meeting_point not in self.meeting_points:
+                raise ProtocolError("payee: meeting point %r was not offered" % msg.meeting_point)
+            self.meeting_point = msg.meeting_point
+            return [("route", self.meeting_point, self.amount, self.txid)] + self._enter("routing", "routing")
+        # Cancel
+        self._expect(msg, ("waiting_confirm", "routing", "waiting_lock"))
         return self._cancel(msg.reason or "cancelled by payer", False)
-
-    def _finish(self, effects, outcome, reason):
-        if outcome == CANCELLED:
-            self.token = None  # a cancelled payment must never release its token
-        return super()._finish(effects, outcome, reason)

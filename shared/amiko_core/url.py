@@ -6,7 +6,7 @@ Grammar (ASCII only, at most 512 characters, no whitespace or control characters
     scheme  = "amikopay" | "amikolink"          (case-insensitive; canonical lower case)
     host    = dns-name | ipv4 | "[" ipv6 "]"
     port    = 1..65535, decimal digits without leading zero; default 4321
-    id      = 1..64 of [A-Za-z0-9._~-], not "." or ".."
+    id      = 1..64 of [A-Za-z0-9._~-], not "." or ".."   (amiko_core.ids)
     query   = pair *("&" pair), at most 8 pairs, keys unique
     pair    = 1..16 of [A-Za-z0-9._~-] "=" 1..128 of [A-Za-z0-9._~-]
 
@@ -27,10 +27,11 @@ Every rejection is errors.URLError whose reason says what was wrong.
 """
 
 from amiko_core.errors import URLError
+from amiko_core.ids import ID_CHARS, MAX_ID, id_problem  # noqa: F401 (re-exported: url.id_problem)
+from amiko_core.ids import safe_problem as _safe_problem
 
 DEFAULT_PORT = 4321
 MAX_URL = 512
-MAX_ID = 64
 MAX_QUERY_PAIRS = 8
 MAX_QUERY_KEY = 16
 MAX_QUERY_VALUE = 128
@@ -39,36 +40,9 @@ PAY = "amikopay"
 LINK = "amikolink"
 SCHEMES = (PAY, LINK)
 
-# RFC 3986 "unreserved": safe in a URL path segment without percent-encoding.
-ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-"
 _DIGITS = "0123456789"
 _HEX = "0123456789abcdef"
 _LABEL_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-"
-
-
-def id_problem(text, extra=""):
-    """Why text is not an id (1..64 URL-safe characters plus those in extra, not a
-    dot-segment), or None if it is one."""
-    problem = _safe_problem(text, extra, MAX_ID)
-    if problem is None and (text == "." or text == ".."):
-        return "must not be %r (a URL dot-segment)" % text
-    return problem
-
-
-def _safe_problem(text, extra, max_len):
-    if type(text) is not str:
-        return "must be text, got %s" % type(text).__name__
-    if not text:
-        return "is empty"
-    if len(text) > max_len:
-        return "is %d characters long, at most %d allowed" % (len(text), max_len)
-    for c in text:
-        if c not in ID_CHARS and c not in extra:
-            return "contains illegal character %r (allowed: A-Z a-z 0-9 . _ ~ -%s)" % (
-                c,
-                (" " + " ".join(extra)) if extra else "",
-            )
-    return None
 
 
 def _fail(what, problem):

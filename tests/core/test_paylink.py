@@ -17,7 +17,7 @@ from amiko_core.frame import FrameDecoder
 from amiko_core.paylink import DEFAULT_TIMEOUTS, PayeeSession, PayerSession
 from amiko_core.token import token_matches, transaction_id
 
-from conftest import ROOT
+from micropython_runner import ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "mp"))
 import paylink_driver  # noqa: E402  (shared with the MicroPython runner)
@@ -120,22 +120,31 @@ def test_signed_receipt_verifies_with_ecdsa_over_the_final_receipt():
     pub = key.get_verifying_key().to_string("compressed")
     calls = []
 
-    def signer(data):
+    def sign(data):
         calls.append(data)
-        return pub, key.sign_deterministic(data, hashfunc=hashlib.sha256)
+        return key.sign_deterministic(data, hashfunc=hashlib.sha256)
 
-    payee = PayeeSession(PID, 500, "tea", TOKEN, MPS, signer=signer)
+    payee = PayeeSession(PID, 500, "tea", TOKEN, MPS, payee_key=pub, sign=sign)
     sent = payee.receive(m.Message(m.PAY, {"id": PID}))[0][1]
     received = m.from_frame(FrameDecoder().feed(m.to_frame(sent))[0])
-    assert received.payee_key == pub and calls[-1] == m.receipt_signed_bytes(received)
+    # signed once, over the bytes of the receipt as received (payee_key included)
+    assert received.payee_key == pub and calls == [m.receipt_signed_bytes(received)]
     verifying = ecdsa.VerifyingKey.from_string(received.payee_key, curve=ecdsa.SECP256k1)
     assert verifying.verify(received.signature, m.receipt_signed_bytes(received), hashfunc=hashlib.sha256)
 
 
-def test_signer_changing_its_key_is_refused():
-    keys = iter([b"\x02" * 33, b"\x03" * 33])
-    with pytest.raises(AmikoError, match="two different keys"):
-        PayeeSession(PID, 1, "r", TOKEN, MPS, signer=lambda data: (next(keys), b"\x00" * 64))
+def test_payee_key_and_sign_come_together():
+    with pytest.raises(AmikoError, match="together"):
+        PayeeSession(PID, 1, "r", TOKEN, MPS, payee_key=b"\x02" * 33)
+    with pytest.raises(AmikoError, match="together"):
+        PayeeSession(PID, 1, "r", TOKEN, MPS, sign=lambda data: b"\x00" * 64)
+
+
+def test_bad_payee_key_or_signature_is_refused():
+    with pytest.raises(EncodeError, match="payee_key"):
+        PayeeSession(PID, 1, "r", TOKEN, MPS, payee_key=b"\x02" * 32, sign=lambda data: b"\x00" * 64)
+    with pytest.raises(EncodeError, match="signature"):
+        PayeeSession(PID, 1, "r", TOKEN, MPS, payee_key=b"\x02" * 33, sign=lambda data: b"\x00" * 63)
 
 
 # ---- random event sequences

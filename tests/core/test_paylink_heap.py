@@ -1,27 +1,47 @@
 """A complete payer+payee exchange through encoded frames in a small MicroPython heap.
 
-The core is compiled with mpy-cross, as it would be loaded on a device. HEAPSIZE is not
-64k: after gc, the imported core alone (cbor, url, frame, messages, hashing, token,
-paylink) keeps about 75 KiB of bytecode and tables on the heap even from .mpy files, so
-no exchange can run in 64k on the unix port. On a device the modules are frozen into
-flash and that part does not count. The exchange itself must stay under EXCHANGE_BUDGET
-bytes above the heap in use after the imports.
+Two runs of tests/mp/test_paylink_heap.py, which imports only the core and
+tests/mp/paylink_exchange.py:
+
+- from .mpy, the deployed form: the core and the test's own modules are compiled with
+  mpy-cross (micropython_runner.run_mp_tests_compiled), so the heap holds what a device
+  loads, not the on-device compiler's work. HEAPSIZE_MPY = 64k, the issue's target, on
+  the 64-bit unix port (32-byte GC blocks, 8-byte pointers); the smallest heap it passes
+  in is 58k (bench/core.py measures it). The modules the exchange imports keep about
+  44 KiB (per-module budgets in tests/core/test_import_footprint.py); the test, as a
+  device's start-up would, allocates the link's frame buffers first and collects after
+  each core import, so that the heap is not left in pieces too small for the exchange.
+- from source (the core compiled on the device at import): HEAPSIZE_SOURCE = 112k,
+  smallest passing 100k (the compiler's own work needs the room, not the exchange).
+
+The exchange itself must stay under EXCHANGE_BUDGET bytes above the heap in use after the
+imports (gc.mem_alloc high-water per step, garbage included).
 """
 
 import re
 
-from micropython_runner import compile_to_mpy, run_mp_tests, ROOT
+from micropython_runner import run_mp_tests, run_mp_tests_compiled
 
-HEAPSIZE = "128k"
-EXCHANGE_BUDGET = 32 * 1024
+HEAPSIZE_MPY = "64k"
+HEAPSIZE_SOURCE = "112k"
+EXCHANGE_BUDGET = 24 * 1024
 
 
-def test_exchange_in_small_heap(tmp_path):
-    assert compile_to_mpy(ROOT / "shared" / "amiko_core", tmp_path)
-    result = run_mp_tests(["test_paylink_heap"], path=[tmp_path], heapsize=HEAPSIZE)
+def _check(result):
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1] == "1 passed, 0 failed", result.stdout
     peak = re.search(r"paylink peak heap: (\d+) bytes", result.stdout)
     assert peak, result.stdout
     assert 0 < int(peak.group(1)) <= EXCHANGE_BUDGET, result.stdout
+
+
+def test_exchange_in_small_heap_from_mpy(tmp_path):
+    result = run_mp_tests_compiled(["test_paylink_heap"], ["mptest", "paylink_exchange"], tmp_path,
+                                   heapsize=HEAPSIZE_MPY)
+    assert sorted(p.name for p in tmp_path.glob("*.py")) == ["run.py"]  # everything else is .mpy
+    _check(result)
+
+
+def test_exchange_in_small_heap_from_source():
+    _check(run_mp_tests(["test_paylink_heap"], heapsize=HEAPSIZE_SOURCE))

@@ -7,7 +7,7 @@ Vector format: {"defaults": {...}, "scenarios": [scenario, ...]}.
 A scenario has "name", optional "payer"/"payee" settings that override the
 defaults, and "steps". Settings: payment_id, amount, receipt, token (hex),
 meeting_points, acceptable (list or null), timeouts (dict or null), signer_key
-(hex: the payee signs with a fake signer returning (key, sha256(data) * 2)).
+(hex: the payee's key; it signs with a fake sign(data) returning sha256(data) * 2).
 
 A step: {"at": "payer"|"payee", "do": ACTION, ...} with ACTION one of
   deliver            the oldest message the other endpoint sent and not yet delivered
@@ -27,6 +27,7 @@ from amiko_core import messages as m
 from amiko_core.errors import ProtocolError
 from amiko_core.hashing import sha256
 from amiko_core.paylink import PayeeSession, PayerSession
+from paylink_exchange import exchange_through_frames  # noqa: F401 (kept here for callers)
 
 TYPES = {
     "Pay": m.PAY,
@@ -69,12 +70,9 @@ def effect_to_json(effect):
     return out
 
 
-def fake_signer(key):
-    def sign(data):
-        digest = sha256(data)
-        return key, digest + digest
-
-    return sign
+def fake_sign(data):
+    digest = sha256(data)
+    return digest + digest
 
 
 def make_sessions(defaults, scenario):
@@ -83,9 +81,9 @@ def make_sessions(defaults, scenario):
     payee_cfg = dict(defaults)
     payee_cfg.update(scenario.get("payee", {}))
     payer = PayerSession(payer_cfg["payment_id"], payer_cfg.get("acceptable"), payer_cfg.get("timeouts"))
-    signer = None
+    payee_key = sign = None
     if payee_cfg.get("signer_key"):
-        signer = fake_signer(unhexlify(payee_cfg["signer_key"]))
+        payee_key, sign = unhexlify(payee_cfg["signer_key"]), fake_sign
     payee = PayeeSession(
         payee_cfg["payment_id"],
         payee_cfg["amount"],
@@ -93,7 +91,8 @@ def make_sessions(defaults, scenario):
         unhexlify(payee_cfg["token"]),
         payee_cfg["meeting_points"],
         payee_cfg.get("timeouts"),
-        signer,
+        payee_key,
+        sign,
     )
     return payer, payee
 
@@ -191,51 +190,3 @@ def run_all(vectors):
         except Exception as e:  # collect every failing scenario, not just the first
             failures.append("%s: %s: %s" % (scenario["name"], type(e).__name__, e))
     return failures
-
-
-def exchange_through_frames(token, payment_id="shop-42", amount=125000, receipt="1x espresso",
-                            meeting_points=("mp-a", "mp:b"), chunk=5, max_frame=512, on_step=None):
-    """A complete payment: every message goes through m.to_frame, is fed to the other
-    side's FrameDecoder in `chunk`-byte pieces and decoded with m.from_frame. The
-    "network" answers at once: every ("route", ...) is found, ("lock", ...) reaches the
-    payee. on_step() is called after each input. Returns a dict with both sessions,
-    the outcomes, the frames sent and the bytes sent."""
-    from amiko_core.frame import FrameDecoder
-
-    payer = PayerSession(payment_id)
-    payee = PayeeSession(payment_id, amount, receipt, token, list(meeting_points))
-    sessions = {"payer": payer, "payee": payee}
-    decoders = {"payer": FrameDecoder(max_frame), "payee": FrameDecoder(max_frame)}
-    result = {"payer": payer, "payee": payee, "outcomes": {}, "frames": [], "bytes": 0}
-    queue = []  # (side, zero-argument input)
-
-    def handle(side, effects):
-        other = "payee" if side == "payer" else "payer"
-        for effect in effects:
-            kind = effect[0]
-            if kind == "send":
-                data = m.to_frame(effect[1])
-                result["frames"].append(effect[1].name)
-                result["bytes"] += len(data)
-                for i in range(0, len(data), chunk):
-                    for fr in decoders[other].feed(data[i : i + chunk]):
-                        msg = m.from_frame(fr)
-                        queue.append((other, lambda s=sessions[other], msg=msg: s.receive(msg)))
-            elif kind == "ask_user":
-                queue.append(("payer", payer.confirm))
-            elif kind == "route":
-                queue.append((side, sessions[side].route_found))
-            elif kind == "lock":
-                queue.append(("payee", payee.locked))
-            elif kind == "done":
-                if side in result["outcomes"]:
-                    raise AssertionError("%s: done emitted twice" % side)
-                result["outcomes"][side] = effect[1]
-
-    handle("payer", payer.start())
-    while queue:
-        side, fn = queue.pop(0)
-        handle(side, fn())
-        if on_step is not None:
-            on_step()
-    return result

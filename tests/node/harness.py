@@ -97,6 +97,7 @@ class Node:
         self.stderr_path = self.home.parent / (name + ".stderr")
         self._stderr = None
         self.links = {}  # peer Node name -> this side's link name
+        self.env = {}  # extra environment of `amiko node` (e.g. the TEST-ONLY knobs), kept across restarts
 
     # -- commands
 
@@ -121,6 +122,13 @@ class Node:
     def status(self):
         return self.cli("status")
 
+    def rpc(self, method, params=None, timeout=30.0):
+        """One control-socket call (what the `amiko` commands send), without starting a process."""
+        from amiko.node.control import ControlClient
+
+        with ControlClient(str(self.home), str(self.home / "control.sock"), timeout=timeout) as c:
+            return c.call(method, params or {}, timeout=timeout)
+
     # -- process
 
     def init(self, meeting_points=(), external=(), extra=()):
@@ -134,11 +142,13 @@ class Node:
         self.key = r.json["key"]
         return r.json
 
-    def start(self, wait=True):
+    def start(self, wait=True, env=None):
         assert not self.running(), "node %s already running" % self.name
+        if env is not None:
+            self.env = dict(env)
         self._stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(amiko_argv() + ["node", "--home", str(self.home)], stdin=subprocess.DEVNULL,
-                                     stdout=self._stderr, stderr=self._stderr, env=amiko_env())
+                                     stdout=self._stderr, stderr=self._stderr, env=amiko_env(self.env))
         if wait:
             self.wait_ready()
         return self
@@ -150,6 +160,10 @@ class Node:
             r = self.run("status", timeout=10)
             return r.returncode == 0
         self.net.wait(ready, timeout, "node %s to answer status" % self.name)
+
+    def signal(self, sig):
+        """Send a signal (SIGSTOP / SIGCONT: a node that stops answering, and resumes)."""
+        self.proc.send_signal(sig)
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None

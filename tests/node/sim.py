@@ -20,6 +20,12 @@ that can happen next: deliver the next message of any link that has one (per-lin
 kept: only the lowest undelivered seq of a link can be delivered), acknowledge a link,
 redeliver an already consumed message (it must be ignored), or run a queued endpoint
 action. So a seed fixes the whole interleaving.
+
+Time is a fake clock (Sim.time, seconds; every step adds 1 ms): Sim.advance(seconds) moves
+it on and fires every timer that fell due at every node, each in its own transaction, as
+the daemon's timer loop does. Sim.block(a, b) holds back delivery on the link a -> b (a
+node that stopped answering) until unblock(a, b). auto_lock=False keeps the payer from
+locking when both halves are routed (call Sim.lock_now(p) yourself).
 """
 
 import random
@@ -38,6 +44,8 @@ class SimNode:
     def __init__(self, sim, name, path, config):
         self.sim = sim
         self.name = name
+        self.path = path
+        self.config = config
         self.store = Store(str(path), synchronous=sim.synchronous)
         self.engine = Engine(self.store, dict(config, name=name), clock=sim.clock)
         self.events = []
@@ -85,13 +93,16 @@ class Payment:
 
 class Sim:
     def __init__(self, tmp_path, seed=0, synchronous="OFF", redeliver=0.05, ack_delay=True, auto_cancel=True,
-                 **config):
+                 auto_lock=True, **config):
         self.dir = tmp_path
         self.rng = random.Random(seed)
         self.synchronous = synchronous
         self.redeliver = redeliver
         self.ack_delay = ack_delay
         self.auto_cancel = auto_cancel
+        self.auto_lock = auto_lock
+        self.blocked = set()       # (sender name, receiver name) whose delivery is held back
+        self.fired = []            # (node name, kind, side) of every timer fired
         self.config = config
         self.time = 1_700_000_000.0
         self.nodes = {}
@@ -106,6 +117,45 @@ class Sim:
 
     def clock(self):
         return self.time
+
+    def advance(self, seconds):
+        """Move the fake clock on and fire every timer due at any node; returns how many fired."""
+        self.time += seconds
+        return self.fire_due()
+
+    def fire_due(self):
+        count = 0
+        for n in self.nodes.values():
+            with n.store.read() as db:
+                due = n.engine.due_timers(db, now=self.time)
+            for t in due:
+                with n.tx() as db:
+                    if n.engine.fire_timer(db, t["txid"], t["side"], t["kind"], now=self.time):
+                        self.fired.append((n.name, t["kind"], t["side"]))
+                        count += 1
+        return count
+
+    def restart(self, node):
+        """A crash (between transactions, as SIGKILL leaves it) and restart: the node's engine
+        is rebuilt from its database alone. Returns the new SimNode (references are updated)."""
+        node.store.close()
+        new = SimNode(self, node.name, node.path, node.config)
+        self.nodes[node.name] = new
+        self.pairs = [(new if a is node else a, new if b is node else b) for a, b in self.pairs]
+        for p in self.payments.values():
+            if p.payer is node:
+                p.payer = new
+            if p.payee is node:
+                p.payee = new
+        self._cache.clear()
+        return new
+
+    def block(self, a, b):
+        self.blocked.add((a.name, b.name))
+
+    def unblock(self, a, b):
+        self.blocked.discard((a.name, b.name))
+        self._dirty.update((a.name, b.name))
 
     # ---- building ----
 
@@ -190,6 +240,8 @@ class Sim:
         states = [(a, b) + self._link_state(a, b) for a, b in self.all_links()]
         self._dirty.clear()
         for a, b, row, done in states:
+            if (a.name, b.name) in self.blocked:
+                continue
             if row is not None:
                 out.append(("deliver", a, b, row))
             if done:
@@ -246,6 +298,7 @@ class Sim:
         return p
 
     def _start(self, node, p, side):
+        node = (p.payer, p.payee)[side]  # the current object, should the node have restarted
         if p.cancelled:
             return  # the payment link told this endpoint before it started
         with node.tx() as db:
@@ -272,6 +325,8 @@ class Sim:
             self.later(lambda: self._commit_at_payer(p))  # Commit{token} over the payment link
         elif kind == "settled":
             p.settled.add((node.name, ev[2]))
+        elif kind == "rolled_back":
+            p.failed.append((node.name, ev[2], ev[3]))
 
     def _cancel_other_half(self, p, failed_side, reason):
         self.cancel(p, "payment cancelled: " + reason, sides=(1 - failed_side,))
@@ -292,18 +347,28 @@ class Sim:
 
     def _routed(self, p, side):
         p.routed.add(side)
-        if p.routed == {0, 1} and not p.locked and not p.cancelled:
+        if p.routed == {0, 1} and not p.locked and not p.cancelled and self.auto_lock:
             p.locked = True
             self.later(lambda: self._lock(p))
 
+    def lock_now(self, p):
+        p.locked = True
+        self._lock(p)
+
     def _lock(self, p):
-        with p.payer.tx() as db:
-            p.payer.engine.lock(db, p.txid)
+        try:
+            with p.payer.tx() as db:
+                p.payer.engine.lock(db, p.txid)
+        except AmikoError as e:  # the payer's half ended meanwhile (e.g. its lock timer fired)
+            p.failed.append((p.payer.name, 0, e.reason))
 
     def _commit_at_payer(self, p):
         p.token_sent = True
-        with p.payer.tx() as db:
-            p.payer.engine.release_token(db, p.txid, p.token)
+        try:
+            with p.payer.tx() as db:
+                p.payer.engine.release_token(db, p.txid, p.token)
+        except AmikoError as e:  # the payer's half was rolled back before Commit arrived
+            p.failed.append((p.payer.name, 0, e.reason))
 
     # ---- checks ----
 

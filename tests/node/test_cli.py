@@ -120,13 +120,6 @@ def test_bad_amounts_and_urls_are_refused_before_the_node(tmp_path):
     one_line_error(run_amiko(["link", "--home", home, "bad name!"]), "link name")
 
 
-def test_demo_placeholder():
-    r = run_amiko(["demo"])
-    assert r.returncode == 0
-    assert r.stdout.strip() == "amiko demo: not yet — the demo arrives with the shop terminal (issue 6)"
-    assert run_amiko(["demo", "--json"]).json["demo"] == "not yet"
-
-
 def test_help_lists_every_command():
     r = run_amiko(["--help"])
     assert r.returncode == 0

@@ -31,6 +31,8 @@ Channel interface (one class per kind; KINDS maps kind -> class; load(db, link, 
     commit(txid, side)                 apply a 'locked' hold and drop it:
                                        out: local -= a, remote += a; in: remote -= a, local += a
     rollback(txid, side)               drop a hold in any state (the money stays where it was)
+    revert_commit(direction, amount)   undo a commit this node applied that the peer refused
+                                       (its SettleRollback crossed our SettleCommit)
 Every refusal is an AmikoError naming the channel and what was wrong; nothing is changed then.
 Invariants: local + remote is constant per channel (set by the deposit); out holds <= local;
 confirmed in holds <= remote; amounts are ints (not bool) with 0 < a <= MAX_AMOUNT.
@@ -253,6 +255,10 @@ class Channel:
     def rollback(self, txid, side):
         self._need_hold(txid, side, ("proposed", "reserved", "locked"))
         self._drop(txid, side)
+
+    def revert_commit(self, direction, amount):
+        check_amount(amount)
+        self._transfer("in" if direction == "out" else "out", amount)
 
     def _drop(self, txid, side):
         self.db.execute(

@@ -2,13 +2,16 @@
 
 - One TCP listener on the node's port (node.toml `listen`). The first frame of a
   connection decides what it is: ConnectLink -> LinkManager.handle_incoming (a node link),
-  Pay -> the payee side of a payment link (paylink_tcp). Anything else, a bad frame, or
+  Pay -> the payee side of a payment link (paylink_tcp), Auth -> the provider of wallet
+  accounts (amiko.node.provider, issue 5). Anything else, a bad frame, or
   no frame within FIRST_FRAME_TIMEOUT: an Error frame (when a frame was read) and close.
   At most MAX_CONNECTIONS connections are served at once; more are closed at once.
 - The control server on HOME/control.sock (amiko.node.control) for the `amiko` commands.
 - Every state change runs in one store transaction (Node.transact); after it commits the
   links are kicked so the messages it enqueued go out. Engine events (delivered after
   commit) are dispatched on the next loop iteration to the payment-link sessions.
+- Timers (route, lock and commit time-outs, stored in the database) are fired by
+  amiko.node.timer_loop.TimerLoop, each in its own transaction; it also purges old tombstones.
 - SIGTERM / SIGINT: stop accepting, close links and sessions, close the store, exit 0.
 - Logs go to stderr and to HOME/node.log (level from $AMIKO_LOG_LEVEL, default INFO).
 - The home's lock (home.Home.acquire) is held for the whole run: a second node on the
@@ -24,6 +27,7 @@ import sys
 import time
 
 from amiko_core import messages as m
+from amiko_core import walletlink as wl
 from amiko_core.errors import AmikoError, DecodeError, URLError
 from amiko_core.url import LINK, AmikoURL, format_pay, id_problem, parse_link
 
@@ -40,7 +44,7 @@ LINK_WAIT_MAX = 120
 
 def _modules():
     """Import the node's modules (this registers their schemas with the store)."""
-    from amiko.node import engine, identity, links, outbox, store  # noqa: F401
+    from amiko.node import engine, identity, links, outbox, provider, store  # noqa: F401
 
     return engine, identity, links, outbox, store
 
@@ -110,8 +114,10 @@ class Node:
         self.engine = None
         self.links = None
         self.paylinks = None
+        self.provider = None
         self.server = None
         self.control = None
+        self.timers = None  # amiko.node.timer_loop.TimerLoop (issue 4)
         self.stopping = None
         self._connections = set()
         self.started = time.time()
@@ -128,6 +134,10 @@ class Node:
         self.links = links_mod.LinkManager(self.store, self.identity, self._on_link_message, self.link_url,
                                            loop=self.loop)
         self.paylinks = paylink_tcp.PaymentLinks(self)
+        from amiko.node import provider as provider_mod  # wallet accounts (issue 5)
+
+        self.provider = provider_mod.Provider(self)
+        self.transact(self.provider.reconcile)
         self.server = await asyncio.start_server(self._on_connection, self.config.host, self.config.port,
                                                  reuse_address=True)
         self.control = controls.ControlServer(self.home.socket_path, self.methods())
@@ -138,11 +148,18 @@ class Node:
             if row.get("remote_url"):
                 self.links.connect(row["name"], row["remote_url"])
         self.links.kick()
+        from amiko.node.timer_loop import TimerLoop  # fires stored timers (issue 4)
+
+        self.timers = TimerLoop(self).start()
+        self.control.methods.update(paylink_tcp.test_methods(self))  # TEST-ONLY, empty unless enabled
+        self.control.methods["cancel"] = self.rpc_cancel  # issue 4
         log.info("node %s listening on %s, key %s, home %s", self.config.name, self.config.listen,
                  self.identity.pubkey.hex(), self.home.path)
 
     async def stop(self):
         log.info("node %s stopping", self.config.name)
+        if self.timers is not None:
+            await self.timers.close()
         if self.server is not None:
             self.server.close()
         if self.control is not None:
@@ -193,6 +210,10 @@ class Node:
             self.paylinks.on_event(event)
         except Exception:
             log.exception("handling engine event %r", event[:3])
+        try:
+            self.provider.on_event(event)
+        except Exception:
+            log.exception("provider: handling engine event %r", event[:3])
         self.links.kick()
 
     def find_request(self, payment_id):
@@ -244,6 +265,8 @@ class Node:
                 await self.links.handle_incoming(reader, writer, first)
             elif first.type == m.PAY:
                 await self.paylinks.serve_payee(reader, writer, first)
+            elif first.type == wl.AUTH:
+                await self.provider.serve(reader, writer, first)
             else:
                 reason = "first message must be ConnectLink or Pay, got type %d" % first.type
                 log.info("connection from %s: %s", peer, reason)
@@ -260,7 +283,7 @@ class Node:
     # -- control methods
 
     def methods(self):
-        return {
+        return dict(self.provider.methods() if self.provider is not None else {}, **{
             "info": self.rpc_info,
             "status": self.rpc_status,
             "link": self.rpc_link,
@@ -271,7 +294,7 @@ class Node:
             "pay_start": self.rpc_pay_start,
             "pay_confirm": self.rpc_pay_confirm,
             "pay_decline": self.rpc_pay_decline,
-        }
+        })
 
     def rpc_info(self, params, conn):
         return {"name": self.config.name, "listen": self.config.listen, "key": self.identity.pubkey.hex(),
@@ -383,6 +406,13 @@ class Node:
             raise ControlError("invalid", "timeout must be 0..86400 seconds")
         try:
             return await self.paylinks.confirm_payer(handle, timeout)
+        except paylink_tcp.PayError as e:
+            raise ControlError(e.code, e.reason) from None
+
+    def rpc_cancel(self, params, conn):
+        """Cancel a payment of this endpoint before lock: {id: payment id or txid hex, reason?}."""
+        try:
+            return self.paylinks.cancel(params.get("id"), params.get("reason"))
         except paylink_tcp.PayError as e:
             raise ControlError(e.code, e.reason) from None
 

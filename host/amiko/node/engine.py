@@ -34,9 +34,14 @@ Events for the daemon are delivered only after that transaction commits.
     cancel_route(db, txid, side, reason)  an endpoint drops its half before lock
     rollback(db, txid, side, reason)      give up (txid, side) here toward the payer (issue 4)
     record_payment(db, **fields); update_payment(db, txid, role, **fields); payment(db, txid, role)
-    due_timers(db, now=None) -> [dict(txid, side, kind, due)]  (issue 4 fires them)
+    due_timers(db, now=None) -> [dict(txid, side, kind, due)]; next_timer(db) -> due or None
+    fire_timer(db, txid, side, kind, now=None) -> bool   fire one due timer (amiko.node.timeouts)
+    purge(db, now=None) -> int      delete tombstones older than tombstone_retention
+    All times are from clock() (float seconds; tests pass a fake clock): route/lock timers
+    are local and sub-second, deadlines on the wire whole seconds (rounded up).
     status(db) -> dict (JSON-ready): name, balance, links, channels, pending, meeting points,
-        history
+        history (payments at this endpoint, with state and reason), routes (the last 200 route
+        entries that ended here: txid, side, state, reason, updated)
 
 Bounds: new work over a link (a MakeRoute from it, or choosing it as the next hop) is
 refused with HaveNoRoute once max_pending_per_link payments use it or max_outbox_per_link
@@ -45,13 +50,14 @@ that follow from existing work are always enqueued (their number is bounded by t
 """
 
 import logging
+import math
 import os
 import time
 
 from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 
-from amiko.node import channels, endpoints, outbox, routing, settlement
+from amiko.node import channels, endpoints, outbox, routing, settlement, timeouts
 
 log = logging.getLogger("amiko.engine")
 
@@ -65,8 +71,9 @@ DEFAULTS = {
     "max_pending_per_link": 1000,
     "max_outbox_per_link": 10000,
     "max_channels_per_link": 64,
-    "max_deadline_window": None,  # default: lock_timeout + 64 increments (64 hops)
+    "max_deadline_window": None,  # default: route_timeout + lock_timeout + 64 increments (64 hops)
     "auto_release": True,
+    "tombstone_retention": None,  # default: max(3600, 2 * max_deadline_window) seconds
 }
 
 
@@ -85,7 +92,9 @@ class Config:
         for mp in self.meeting_points + self.external_meeting_points:
             endpoints.check_meeting_point(mp)
         if self.max_deadline_window is None:
-            self.max_deadline_window = self.lock_timeout + 64 * self.timeout_increment
+            self.max_deadline_window = self.route_timeout + self.lock_timeout + 64 * self.timeout_increment
+        if self.tombstone_retention is None:
+            self.tombstone_retention = max(3600, 2 * self.max_deadline_window)
 
 
 def _hex(value):
@@ -118,6 +127,13 @@ class Engine:
     def now(self):
         return int(self.clock())
 
+    def deadline_in(self, seconds):
+        """A wire deadline (whole unix seconds) at least `seconds` from now."""
+        return int(math.ceil(self.clock() + seconds))
+
+    def increment(self):
+        return int(math.ceil(self.cfg.timeout_increment))
+
     def subscribe(self, fn):
         self._subscribers.append(fn)
 
@@ -132,7 +148,7 @@ class Engine:
                 log.exception("engine: event subscriber failed on %s", event[0])
 
     def send(self, db, link, msg):
-        outbox.enqueue(db, link, msg, limit=None)
+        return outbox.enqueue(db, link, msg, limit=None)
 
     def own_meeting_points(self, db):
         return set(self.cfg.meeting_points) | set(endpoints.stored_meeting_points(db))
@@ -176,6 +192,8 @@ class Engine:
         channels.close_channel(ch, allow_reserved=True)
 
     def _on_error(self, _eng, db, link, msg):
+        if msg.ref_type == m.REQUEST_COMMIT and msg.ref_seq is not None:
+            settlement.claim_refused(self, db, link, msg.ref_seq, msg.reason)
         log.warning("link %s refused our %s (seq %s): %s", link, m.name_of(msg.ref_type) if msg.ref_type else "message",
                     msg.ref_seq, msg.reason)
         self.emit(db, ("peer_error", link, msg.code, msg.reason))
@@ -248,10 +266,17 @@ class Engine:
     def payment(self, db, txid, role):
         return endpoints.get_payment(db, txid, role)
 
-    def due_timers(self, db, now=None):
-        now = self.now() if now is None else now
-        rows = db.execute("SELECT txid, side, kind, due FROM timers WHERE due <= ? ORDER BY due", (now,)).fetchall()
-        return [{"txid": r[0], "side": r[1], "kind": r[2], "due": r[3]} for r in rows]
+    def due_timers(self, db, now=None, limit=None):
+        return timeouts.due(db, self.clock() if now is None else now, limit)
+
+    def next_timer(self, db):
+        return timeouts.next_due(db)
+
+    def fire_timer(self, db, txid, side, kind, now=None):
+        return timeouts.fire(self, db, txid, side, kind, self.clock() if now is None else now)
+
+    def purge(self, db, now=None):
+        return timeouts.purge(self, db, self.clock() if now is None else now, self.cfg.tombstone_retention)
 
     # ---- status ----
 
@@ -269,4 +294,8 @@ class Engine:
             "meeting_points": self.meeting_points(db),
             "external_meeting_points": list(self.cfg.external_meeting_points),
             "history": [{k: _hex(v) for k, v in p.items()} for p in endpoints.history(db)],
+            "routes": [{"txid": _hex(r[0]), "side": r[1], "state": r[2], "reason": r[3], "updated": r[4]}
+                       for r in db.execute("SELECT txid, side, state, reason, updated FROM routes WHERE state IN (%s) "
+                                           "ORDER BY updated DESC LIMIT 200" % ", ".join("?" * len(routing.ENDED)),
+                                           routing.ENDED).fetchall()],
         }

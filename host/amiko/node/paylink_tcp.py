@@ -22,6 +22,19 @@ A payee session that ends cancelled cancels its request (endpoints.cancel_reques
 arriving later never releases the token. A payer that gets Commit{token} calls
 engine.release_token (commits its own hop; the engine ignores a token it settled already).
 
+Outcome reasons (issue 4): a payer whose payee sent Cancel reports "payee cancelled: REASON";
+a lock the engine refuses (the payer's half ended meanwhile, e.g. its lock timer fired) ends
+the payer's session as rolled back with the reason stored for the payment.
+
+TEST-ONLY knobs (environment of `amiko node`, read once at start; never set them in
+production, they make the node misbehave on purpose for the failure scenario tests):
+  AMIKO_TEST_WITHHOLD_TOKEN=1   as payee, never release the token (neither to the network
+                                nor to the payer): the commit deadlines pass, rollback follows
+  AMIKO_TEST_LOCK_DELAY=S       as payer, lock S seconds after both halves are routed
+                                ("never": do not lock at all)
+  AMIKO_TEST_CONTROL=1          adds the control method debug_drop_link {link}: drops the
+                                link's connection as a network failure would (test_methods)
+
 Bounds: one frame at a time of at most 4096 bytes; a first frame within FIRST_FRAME_TIMEOUT;
 at most MAX_SESSIONS payment links at once.
 """
@@ -44,6 +57,35 @@ FIRST_FRAME_TIMEOUT = 10
 CONNECT_TIMEOUT = 10
 MAX_SESSIONS = 1000
 PAYER, PAYEE = 0, 1
+
+
+def test_knobs(environ):
+    """The TEST-ONLY knobs (see the module doc) from an environment mapping."""
+    knobs = {}
+    if environ.get("AMIKO_TEST_WITHHOLD_TOKEN", "") not in ("", "0"):
+        knobs["withhold_token"] = True
+    delay = environ.get("AMIKO_TEST_LOCK_DELAY", "")
+    if delay == "never":
+        knobs["lock_delay"] = "never"
+    elif delay:
+        knobs["lock_delay"] = float(delay)
+    return knobs
+
+
+def test_methods(node, environ=os.environ):
+    """TEST-ONLY control methods (see the module doc); {} unless AMIKO_TEST_CONTROL=1."""
+    if environ.get("AMIKO_TEST_CONTROL", "") in ("", "0"):
+        return {}
+
+    def drop_link(params, conn):
+        link = params.get("link")
+        log.warning("TEST KNOB: dropping the connection of link %s", link)
+        connected = node.links.is_connected(link)
+        node.links.disconnect(link)
+        return {"link": link, "was_connected": connected}
+
+    return {"debug_drop_link": drop_link}
+
 
 # Error{code} values this node sends on a connection it refuses.
 ERR_BAD_FRAME = 1
@@ -128,10 +170,10 @@ class _Run:
             self._register(txid)
             self.node.transact(self._start_route, txid, amount, mp)
         elif kind == "lock":
-            self.node.transact(self.node.engine.lock, effect[1])
+            self._lock(effect[1])
         elif kind == "cancel_route":
             self.node.transact(self.node.engine.cancel_route, effect[1], self.side,
-                               self.session.reason or "cancelled")
+                               self._reason(self.session.reason) or "cancelled")
         elif kind == "done":
             self._done(effect[1], effect[2])
         elif kind == "ask_user":
@@ -143,7 +185,36 @@ class _Run:
         log.warning("%s %s: %s failed: %s", self.session.ROLE, self.session.payment_id, effect[0], error.reason)
         if self.session.outcome is None and self.session.state == "routing":
             return self.session.route_failed(error.reason)
+        if effect[0] == "lock" and self.session.outcome is None and self.session.state in ("locking", "lock_timeout"):
+            return self.session.rolled_back(self._stored_reason() or error.reason)
         return None
+
+    def _stored_reason(self):
+        """The reason the engine stored when it ended this payment, if it did."""
+        with self.node.store.read() as db:
+            row = self.node.engine.payment(db, self.session.txid, self.session.ROLE)
+        return row["reason"] if row and row["state"] == "cancelled" else None
+
+    def _reason(self, reason):
+        return reason
+
+    def _lock(self, txid):
+        delay = self.links.knobs.get("lock_delay")
+        if delay is None:
+            self.node.transact(self.node.engine.lock, txid)
+        elif delay == "never":
+            log.warning("TEST KNOB AMIKO_TEST_LOCK_DELAY=never: payer does not lock %s", _hex(txid))
+        else:
+            log.warning("TEST KNOB AMIKO_TEST_LOCK_DELAY: payer locks %s in %s s", _hex(txid), delay)
+            self.node.loop.call_later(delay, self._late_lock, txid)
+
+    def _late_lock(self, txid):
+        if self.session.outcome is not None:
+            return
+        try:
+            self.node.transact(self.node.engine.lock, txid)
+        except AmikoError as e:
+            self.apply(self._effect_failed(("lock", txid), e) or [])
 
     def _start_route(self, db, txid, amount, mp):
         self.record(db, txid, amount)
@@ -172,6 +243,7 @@ class _Run:
             log.debug("timer: %s", e)
 
     def _done(self, outcome, reason):
+        reason = self._reason(reason)
         log.info("%s %s (%s): %s%s", self.session.ROLE, self.session.payment_id,
                  _hex(self.session.txid), outcome, ": " + reason if reason else "")
         if self.session.txid is not None:
@@ -312,6 +384,12 @@ class PayerRun(_Run):
             receipt=r.receipt, state="confirmed", payee_key=r.payee_key, signature=r.signature,
             signed_receipt=m.receipt_signed_bytes(r), meeting_point=self.session.meeting_point)
 
+    def _reason(self, reason):
+        last = self.session._last  # the message being handled, when a Cancel from the payee ends it
+        if reason and last is not None and last.type == m.CANCEL and not reason.startswith("payee cancelled"):
+            return "payee cancelled: " + reason
+        return reason
+
     def on_ask_user(self, amount, text):
         r = self.session.receipt
         problem = self._check_receipt(r)
@@ -380,6 +458,11 @@ class PaymentLinks:
         self.active_payees = {}  # payment id -> PayeeRun
         self.payers = {}  # handle -> PayerRun (between pay_start and the outcome)
         self.sessions = set()
+        self.knobs = test_knobs(os.environ)
+        if self.knobs:
+            log.warning("TEST-ONLY knobs active: %s", self.knobs)
+        if self.knobs.get("withhold_token"):
+            node.engine.cfg.auto_release = False
 
     def timeouts(self):
         c = self.node.config
@@ -419,7 +502,7 @@ class PaymentLinks:
         identity = self.node.identity
         session = paylink.PayeeSession(
             payment_id, request["amount"], request["receipt"], request["token"], request["meeting_points"],
-            timeouts=self.timeouts(), signer=lambda data: (identity.pubkey, identity.sign(data)))
+            timeouts=self.timeouts(), payee_key=identity.pubkey, sign=identity.sign)
         run = PayeeRun(self, session)
         run.request = request
         run.reader, run.writer = reader, writer
@@ -486,6 +569,66 @@ class PaymentLinks:
         self.payers.pop(handle, None)
         return run.result() if run.done.done() else {"result": "cancelled", "reason": reason or "declined by payer"}
 
+    def cancel(self, ident, reason=None):
+        """A user cancels a payment of this endpoint, by payment id or transaction id (hex):
+        allowed until the payer locks; refused after lock (the network decides then: committed,
+        or rolled back when a commit deadline passes) and after the payment ended."""
+        if not isinstance(ident, str) or not ident:
+            raise PayError("give the payment id or transaction id to cancel", "invalid")
+        runs = [r for r in list(self.sessions)
+                if ident in (r.session.payment_id, _hex(r.session.txid) if r.session.txid is not None else None)]
+        if not runs:
+            return self._cancel_stored(ident, reason)
+        results = []
+        for run in runs:
+            s = run.session
+            if s.outcome is not None:
+                raise PayError("payment %s has ended already: %s" % (ident, s.outcome), "refused")
+            if (run.side == PAYER and s.state in ("locking", "lock_timeout")) or (
+                    run.side == PAYEE and self._stored_state(s.txid) == "locked"):
+                raise PayError("payment %s is locked: it can no longer be cancelled; the network decides "
+                               "(committed, or rolled back when its commit deadline passes)" % ident, "refused")
+            if run.side == PAYER:
+                run.apply(s.decline(reason or "cancelled by payer"))
+            else:
+                run.apply(s.cancel(reason or "cancelled by payee"))
+            results.append({"role": s.ROLE, "result": s.outcome, "reason": s.reason})
+        return results[0] if len(results) == 1 else {"result": "cancelled", "sessions": results}
+
+    def _stored_state(self, txid):
+        with self.node.store.read() as db:
+            row = self.node.engine.payment(db, txid, "payee")
+        return row["state"] if row else None
+
+    def _cancel_stored(self, ident, reason):
+        """No session: an open request nobody is paying yet can still be cancelled."""
+        from amiko.node import endpoints
+
+        with self.node.store.read() as db:
+            req = endpoints.get_request(db, payment_id=ident)
+            if req is None and len(ident) == 40:
+                try:
+                    req = endpoints.get_request(db, txid=bytes.fromhex(ident))
+                except ValueError:
+                    req = None
+            row = self.node.engine.payment(db, req["txid"], "payee") if req is not None else None
+        if req is None:
+            raise PayError("no payment %s in progress at this node (see `amiko status`)" % ident, "not_found")
+        if req["state"] != "open" or (row is not None and row["state"] != "requested"):
+            state = row["state"] if row is not None and row["state"] != "requested" else req["state"]
+            if state == "locked":
+                raise PayError("payment %s is locked: it can no longer be cancelled; the network decides "
+                               "(committed, or rolled back when its commit deadline passes)" % ident, "refused")
+            raise PayError("payment %s is %s: nothing to cancel" % (ident, state), "refused")
+        why = reason or "cancelled by payee"
+
+        def cancel(db):
+            endpoints.cancel_request(db, req["payment_id"])
+            self.node.engine.update_payment(db, req["txid"], "payee", state="cancelled", reason=why)
+
+        self.node.transact(cancel)
+        return {"role": "payee", "result": "cancelled", "reason": why}
+
     def abandon_payer(self, handle):
         """The `amiko pay` that started this went away before confirming: cancel."""
         run = self.payers.get(handle)
@@ -497,6 +640,8 @@ class PaymentLinks:
     # -- engine events (called by the daemon, outside any transaction)
 
     def on_event(self, event):
+        if not isinstance(event[1], (bytes, bytearray)):
+            return  # not about a payment (peer_error)
         kind, txid, side = event[0], bytes(event[1]), event[2]
         if kind == "locked" and side == PAYEE:
             self._payee_locked(txid)
@@ -509,6 +654,9 @@ class PaymentLinks:
         """The lock reached this payee. The engine released the token to the network already
         (auto_release, for an open request); tell the payer with Commit{token}."""
         run = self.by_tx.get((txid, PAYEE))
+        if self.knobs.get("withhold_token"):
+            log.warning("TEST KNOB AMIKO_TEST_WITHHOLD_TOKEN: payee withholds the token of %s", txid.hex())
+            return
         if run is not None and run.session.outcome is None and run.session.state == "waiting_lock":
             run.apply(run.session.locked())
         elif run is not None:

@@ -27,7 +27,8 @@ tried as down), reason, created, updated.
     leg status: 'proposed' | 'reserved' | 'locked' | 'requested' (in leg: RequestCommit sent) | 'settled' |
     'rolled_back' | 'released' (hold dropped while routing or by CancelRoute)
 
-Deadlines (unix seconds): the payee endpoint's MakeRoute carries now + lock_timeout, each
+Deadlines (unix seconds): the payee endpoint's MakeRoute carries now + route_timeout +
+lock_timeout (rounded up; the lock may follow a whole routing phase of the payer's half), each
 payee-side hop forwards its up deadline + timeout_increment; the meeting point answers the
 payer side with HaveRoute{deadline = payee-side deadline + increment} and each payer-side
 hop adds the increment going up. A leg's deadline is the commit deadline on that channel.
@@ -35,8 +36,15 @@ Peer deadlines above now + max_deadline_window are refused (MakeRoute: HaveNoRou
 HaveRoute: AmikoError).
 
 Timers (table timers(txid, side, kind, due)): 'route' while routing (route_timeout),
-'lock' once routed (lock_timeout), 'commit' once locked (the out leg's deadline). They are
-recorded and cleared here; firing them is issue 4 (Engine.due_timers lists them).
+'lock' once routed (lock_timeout; at the payer endpoint route_timeout + lock_timeout, since
+it also waits for the payee's half), 'commit' once locked (the out leg's deadline). They are
+recorded and cleared here and in settlement; amiko.node.timeouts fires them. `due` of route
+and lock timers is a float (local clock, sub-second); deadlines on the wire are whole seconds
+(rounded up).
+
+Crossings tolerated (a message meeting an entry that has ended here is ignored, nothing
+changes): HaveNoRoute, HaveRoute and CancelRoute for an ended entry (the CancelRoute this
+node sent when it gave up follows on the same link and cleans the peer up).
 """
 
 import json
@@ -135,8 +143,9 @@ def leg_channel(db, r, leg):
 
 
 def set_timer(db, r, kind, due):
+    due = round(float(due), 3)
     db.execute("INSERT OR REPLACE INTO timers (txid, side, kind, due) VALUES (?, ?, ?, ?)",
-               (r["txid"], r["side"], kind, int(due)))
+               (r["txid"], r["side"], kind, int(due) if due == int(due) else due))
 
 
 def clear_timers(db, r, *kinds):
@@ -178,7 +187,7 @@ def start(eng, db, txid, side, amount, meeting_point):
     if get(db, txid, side) is not None:
         raise AmikoError("transaction %s side %d is routed by this node already" % (txid_text(txid), side))
     r = insert(eng, db, txid=txid, side=side, amount=amount, meeting_point=meeting_point, state="routing")
-    set_timer(db, r, "route", eng.now() + eng.cfg.route_timeout)
+    set_timer(db, r, "route", eng.clock() + eng.cfg.route_timeout)
     if meeting_point in eng.own_meeting_points(db):
         reach_meeting_point(eng, db, r)
     else:
@@ -216,7 +225,7 @@ def on_make_route(eng, db, link, msg):
     r = insert(eng, db, txid=txid, side=side, amount=amount, meeting_point=msg.meeting_point, state="routing",
                up_link=link, up_channel=ch.id, up_status="reserved",
                up_deadline=msg.deadline if side == 1 else None)
-    set_timer(db, r, "route", eng.now() + eng.cfg.route_timeout)
+    set_timer(db, r, "route", eng.clock() + eng.cfg.route_timeout)
     if msg.meeting_point in eng.own_meeting_points(db):
         reach_meeting_point(eng, db, r)
     else:
@@ -249,8 +258,10 @@ def advance(eng, db, r):
         tried = json.loads(r["tried"]) + ["%s/%d" % (ch.link, ch.id)]
         deadline = None
         if side == 1:
-            deadline = (r["up_deadline"] + eng.cfg.timeout_increment if r["up_link"] is not None
-                        else eng.now() + eng.cfg.lock_timeout)
+            # At the payee the lock may come a whole routing phase (the payer's half) plus a
+            # lock phase from now.
+            deadline = (r["up_deadline"] + eng.increment() if r["up_link"] is not None
+                        else eng.deadline_in(eng.cfg.route_timeout + eng.cfg.lock_timeout))
         update(eng, db, r, state="routing", down_link=ch.link, down_channel=ch.id,
                down_status="reserved" if side == 0 else "proposed",
                down_deadline=deadline, tried=json.dumps(tried))
@@ -278,11 +289,11 @@ def on_have_no_route(eng, db, link, msg):
     if r is None:
         raise AmikoError("HaveNoRoute for transaction %s side %d, which this node never routed"
                          % (txid_text(msg.txid), msg.side))
+    if r["state"] in ENDED:
+        return  # crossed our CancelRoute (or this node gave up): the hold is released already
     if r["down_link"] != link:
         raise AmikoError("HaveNoRoute from link %s, but transaction %s side %d was routed to %s"
                          % (link, txid_text(msg.txid), msg.side, r["down_link"]))
-    if r["state"] == "cancelled":
-        return  # crossed our CancelRoute; the hold is released already
     if r["state"] != "routing":
         raise AmikoError("HaveNoRoute for transaction %s side %d, which is %s"
                          % (txid_text(msg.txid), msg.side, r["state"]))
@@ -306,11 +317,10 @@ def join(eng, db, newcomer, other):
         fail(eng, db, newcomer, "the halves disagree on the amount (%d, %d) at the meeting point"
              % (e0["amount"], e1["amount"]))
         return
-    now = eng.now()
-    base = e1["up_deadline"] if e1["up_link"] is not None else now + eng.cfg.lock_timeout
+    base = e1["up_deadline"] if e1["up_link"] is not None else eng.deadline_in(eng.cfg.lock_timeout)
     update(eng, db, e1, state="routed")
     update(eng, db, e0, state="routed",
-           up_deadline=base + eng.cfg.timeout_increment if e0["up_link"] is not None else None)
+           up_deadline=base + eng.increment() if e0["up_link"] is not None else None)
     for r in (e0, e1):
         route_found(eng, db, r)
 
@@ -318,7 +328,12 @@ def join(eng, db, newcomer, other):
 def route_found(eng, db, r):
     """r is routed: tell upstream, or the endpoint."""
     clear_timers(db, r, "route")
-    set_timer(db, r, "lock", eng.now() + eng.cfg.lock_timeout)
+    wait = eng.cfg.lock_timeout
+    if r["side"] == 0 and r["up_link"] is None:
+        # The payer locks once the payee's half is routed too, which may take the payee's
+        # route time-out: the payee's failure (cancelled over the payment link) comes first.
+        wait += eng.cfg.route_timeout
+    set_timer(db, r, "lock", eng.clock() + wait)
     if r["up_link"] is not None:
         eng.send(db, r["up_link"], m.Message(m.HAVE_ROUTE, txid=r["txid"], side=r["side"],
                                              deadline=r["up_deadline"] if r["side"] == 0 else None))
@@ -331,11 +346,11 @@ def on_have_route(eng, db, link, msg):
     if r is None:
         raise AmikoError("HaveRoute for transaction %s side %d, which this node never routed"
                          % (txid_text(msg.txid), msg.side))
+    if r["state"] in ENDED:
+        return  # crossed our CancelRoute (sent when this node gave up), which releases the peer's part
     if r["down_link"] != link:
         raise AmikoError("HaveRoute from link %s, but transaction %s side %d was routed to %s"
                          % (link, txid_text(msg.txid), msg.side, r["down_link"]))
-    if r["state"] == "cancelled":
-        return  # crossed our CancelRoute, which releases the peer's part too
     if r["state"] != "routing":
         raise AmikoError("HaveRoute for transaction %s side %d, which is %s"
                          % (txid_text(msg.txid), msg.side, r["state"]))
@@ -351,7 +366,7 @@ def on_have_route(eng, db, link, msg):
                              % (msg.deadline, eng.now() + eng.cfg.max_deadline_window))
         changes["down_deadline"] = msg.deadline
         if r["up_link"] is not None:
-            changes["up_deadline"] = msg.deadline + eng.cfg.timeout_increment
+            changes["up_deadline"] = msg.deadline + eng.increment()
     update(eng, db, r, **changes)
     route_found(eng, db, r)
 

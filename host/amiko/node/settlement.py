@@ -26,6 +26,24 @@ or settled) is never given up. `rollback(eng, db, txid, side, reason)` starts th
 node (the seam for issue 4's time-outs: a passed deadline, a payee that gives up); it also
 drops this node's own out hold on that entry without a message (the peer's deadline passes
 too). A token arriving after a rollback moves nothing (AmikoError).
+
+Time-outs (amiko.node.timeouts fires the 'commit' timer set when a leg locks): a node whose
+out leg's deadline passes without the token rolls back (rollback above). The payee endpoint
+has no out leg: its commit timer is its in leg's deadline, and it releases the token only
+while that deadline is at least CLAIM_MARGIN seconds away (its RequestCommit must reach the
+peer before the peer's own timer fires); a lock that arrives later, or for a request the
+payee cancelled, is rolled back at once. A payee that rolls back also cancels its request,
+so the token is never released afterwards.
+
+A Lock for a transaction this node has forgotten (its lock timer fired, or the entry ended
+otherwise; its tombstone is still there) is answered with SettleRollback on the link it came from: the
+sender gives up its locked out leg and the rollback travels on toward the payer. A
+SettleRollback for a leg that has ended here already (crossing) is ignored.
+
+Late claims: a RequestCommit is remembered (table claims: link, seq -> txid, side); if the
+peer refuses it with Error (it rolled back before the token arrived), claim_refused drops
+the in hold and marks the entry 'rolled_back': nothing stays locked, and the loss falls on
+the late claimant, as with an HTLC claimed after its expiry.
 """
 
 import logging
@@ -46,9 +64,18 @@ CREATE TABLE IF NOT EXISTS tokens (
     txid  BLOB PRIMARY KEY,
     token BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS claims (
+    link TEXT NOT NULL,
+    seq  INTEGER NOT NULL,
+    txid BLOB NOT NULL,
+    side INTEGER NOT NULL,
+    PRIMARY KEY (link, seq)
+);
 """
 
 _store.register_schema(SCHEMA)
+
+CLAIM_MARGIN = 0.5
 
 
 def short_reason(reason, limit=256):
@@ -96,6 +123,14 @@ def lock_payer(eng, db, txid):
 
 
 def on_lock(eng, db, link, msg):
+    r = get(db, msg.txid, msg.side)
+    if r is not None and r["state"] in routing.ENDED and r[IN_LEG[msg.side] + "_link"] == link:
+        # This node forgot the transaction (lock time-out, cancel): the lock is late.
+        why = "%s (%s)" % (r["state"], r["reason"] or "no reason")
+        reason = short_reason("late lock rolled back: node %s had forgotten the transaction: %s" % (eng.cfg.name, why))
+        log.info("Lock from %s for %s/%d: %s", link, txid_text(msg.txid), msg.side, reason)
+        eng.send(db, link, m.Message(m.SETTLE_ROLLBACK, txid=msg.txid, side=msg.side, reason=reason))
+        return
     r = _entry_from(db, link, msg, IN_LEG, "Lock")
     if r["state"] != "routed":
         raise AmikoError("Lock for transaction %s side %d, which is %s (not routed)"
@@ -117,7 +152,7 @@ def forward_lock(eng, db, r):
     if r[out + "_link"] is not None:
         leg_channel(db, r, out).lock(txid, side)
         _set_leg(eng, db, r, out, "locked")
-        routing.set_timer(db, r, "commit", r[out + "_deadline"] or eng.now() + eng.cfg.lock_timeout)
+        routing.set_timer(db, r, "commit", r[out + "_deadline"] or eng.deadline_in(eng.cfg.lock_timeout))
         eng.send(db, r[out + "_link"], m.Message(m.LOCK, txid=txid, side=side, amount=r["amount"]))
     elif side == 0:
         # The meeting point: the payee half takes the lock over.
@@ -129,15 +164,35 @@ def forward_lock(eng, db, r):
         return
     else:
         # The payee endpoint: the lock has arrived.
+        deadline = payee_deadline(eng, db, r)
+        request = endpoints.get_request(db, txid=txid)
+        if request is not None and request["state"] != "open":
+            rollback_upstream(eng, db, r, "the payee cancelled the payment before the lock arrived")
+            return
+        if deadline is not None and eng.clock() > deadline - CLAIM_MARGIN:
+            rollback_upstream(eng, db, r, "the lock reached the payee too late (after its commit deadline)")
+            return
         endpoints.payment_outcome(db, txid, "locked", eng.now(), role="payee")
         eng.emit(db, ("locked", txid, side))
-        request = endpoints.get_request(db, txid=txid)
+        if deadline is not None:
+            routing.set_timer(db, r, "commit", deadline)
         if eng.cfg.auto_release and request is not None and request["state"] == "open":
             learn_token(eng, db, txid, request["token"])
             return
     token = known_token(db, txid)
     if token is not None:
         settle_legs(eng, db, txid, token)
+
+
+def payee_deadline(eng, db, r):
+    """The commit deadline of the payee endpoint's entry r (side 1): its in leg's, or at a
+    payee that is its own meeting point, the payer-side in leg's minus one increment."""
+    if r["down_link"] is not None:
+        return r["down_deadline"]
+    e0 = get(db, r["txid"], 0)
+    if e0 is not None and e0["up_deadline"] is not None:
+        return e0["up_deadline"] - eng.increment()
+    return None
 
 
 # ---- commit ----
@@ -163,7 +218,9 @@ def settle_legs(eng, db, txid, token):
             eng.send(db, r[out + "_link"], m.Message(m.SETTLE_COMMIT, txid=txid, side=side, token=token))
         if r[inn + "_link"] is not None and r[inn + "_status"] == "locked":
             _set_leg(eng, db, r, inn, "requested")
-            eng.send(db, r[inn + "_link"], m.Message(m.REQUEST_COMMIT, txid=txid, side=side, token=token))
+            seq = eng.send(db, r[inn + "_link"], m.Message(m.REQUEST_COMMIT, txid=txid, side=side, token=token))
+            db.execute("INSERT OR REPLACE INTO claims (link, seq, txid, side) VALUES (?, ?, ?, ?)",
+                       (r[inn + "_link"], seq, txid, side))
         _check_settled(eng, db, r)
 
 
@@ -212,14 +269,45 @@ def on_settle_commit(eng, db, link, msg):
     learn_token(eng, db, msg.txid, msg.token)  # also marks r settled when it is
 
 
+def claim_refused(eng, db, link, seq, reason):
+    """The peer refused our RequestCommit (seq on link): it had rolled back its out leg, our
+    token came after its deadline. The claim is lost; the in hold is dropped so nothing stays
+    locked (this node paid downstream and is not paid: the HTLC risk of a late claim)."""
+    row = db.execute("SELECT txid, side FROM claims WHERE link = ? AND seq = ?", (link, seq)).fetchone()
+    if row is None:
+        return
+    txid, side = row[0], row[1]
+    db.execute("DELETE FROM claims WHERE link = ? AND seq = ?", (link, seq))
+    r = get(db, txid, side)
+    inn = IN_LEG[side]
+    if r is None or r[inn + "_link"] != link or r[inn + "_status"] != "requested":
+        return
+    log.error("claim for %s/%d refused by link %s: %s", txid_text(txid), side, link, reason)
+    leg_channel(db, r, inn).rollback(txid, side)  # the hold is locked; its leg is 'requested'
+    update(eng, db, r, **{inn + "_status": "rolled_back"})
+    update(eng, db, r, state="rolled_back", reason=short_reason("claim refused by link %s (token too late): %s"
+                                                                   % (link, reason or "")))
+    routing.clear_timers(db, r)
+    eng.emit(db, ("claim_refused", txid, side, r["reason"]))
+
+
 # ---- rollback ----
 
 def on_settle_rollback(eng, db, link, msg):
     r = _entry_from(db, link, msg, OUT_LEG, "SettleRollback")
     leg = OUT_LEG[msg.side]
     status = r[leg + "_status"]
-    if status == "rolled_back":
-        return  # both ends timed out on their own
+    if status in ("rolled_back", "released", None):
+        return  # both ends timed out on their own, or crossed our own giving up
+    if status == "settled":
+        # Our SettleCommit crossed the peer's giving up: it refuses the SettleCommit (its leg
+        # is rolled back), so undo our side of the commit and both ends agree again.
+        leg_channel(db, r, leg).revert_commit("out", r["amount"])
+        reason = short_reason("commit reverted on link %s: the peer had rolled back (%s)" % (link, msg.reason or ""))
+        log.error("%s/%d: %s", txid_text(msg.txid), msg.side, reason)
+        update(eng, db, r, **{leg + "_status": "rolled_back", "state": "rolled_back", "reason": reason})
+        routing.clear_timers(db, r)
+        return
     if status not in ("reserved", "locked"):
         raise AmikoError("SettleRollback for transaction %s side %d, whose hold here is %s"
                          % (txid_text(msg.txid), msg.side, status))
@@ -246,6 +334,8 @@ def rollback_upstream(eng, db, r, reason):
     update(eng, db, r, state="rolled_back", reason=reason)
     routing.clear_timers(db, r)
     if side == 1 and r["up_link"] is None:
+        # The token must never be released after this: the claim is given up.
+        db.execute("UPDATE requests SET state = 'cancelled' WHERE txid = ? AND state = 'open'", (txid,))
         endpoints.payment_outcome(db, txid, "cancelled", eng.now(), reason=reason, role="payee")
         eng.emit(db, ("rolled_back", txid, side, reason))
     if r[inn + "_link"] is not None:

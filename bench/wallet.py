@@ -1,0 +1,318 @@
+"""Wallet benchmark (issue 5): heap, time per payment, flash bytes. Writes its section of bench/RESULTS.md.
+
+    .venv/bin/python bench/wallet.py [--no-write] [--payments N]
+
+1. Flash bytes: what `amiko flash` deploys for each board of boards.json (amiko.flash.build: .mpy
+   files + source main.py; config.json and the manifest come on top).
+2. A virtual board is flashed with the real CLI (`amiko flash --board VIRTUAL --port PTY`, real
+   mpremote); its flash directory is "the flashed .mpy set" used below.
+3. Peak heap during a payment: that set with bench/wallet_heap_main.py as /main.py (a test-only
+   wrapper around the same App loop that samples gc.mem_alloc), provisioned with a real provider
+   node (`amiko wallet provision`), topped up, paying a real payee node through amiko.relay.
+4. Smallest -X heapsize: bisection (1 KiB steps) over fresh virtual boards with the unchanged
+   flashed set and main.py: pass = provision + top-up + payment committed + proof in history.
+5. Time per payment: bench/wallet_micropython.py (same .mpy set, in-process scripted world),
+   split into crypto / CBOR+messages / storage / other; projected to a 240 MHz ESP32 with the
+   pystone ratio (pystone 1.2 run here under the same unix port, against a published ESP32 figure).
+"""
+
+import argparse
+import asyncio
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "node"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from harness import Net, run_amiko  # noqa: E402
+
+from amiko.emulate import VirtualBoard  # noqa: E402
+from amiko.flash import boards as boards_mod  # noqa: E402
+from amiko.flash import build  # noqa: E402
+from amiko.relay.core import Relay  # noqa: E402
+from amiko.transports import open_transport  # noqa: E402
+
+BIN = Path(sys.executable).parent
+MARGIN = 1.25
+RUNS = 2
+# Published: MicroPython v1.12 (2019-12-20) on an ESP32 at 240 MHz, pystone_lowmem (pystone 1.2):
+# "This machine benchmarks at 1661 pystones/second" (github.com/micropython/micropython/issues/5673).
+ESP32_PYSTONES = 1661
+ESP32_SOURCE = "https://github.com/micropython/micropython/issues/5673"
+
+
+def flash_bytes():
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for entry in boards_mod.load()["boards"]:
+            files = build(entry, Path(tmp) / entry["id"])
+            mpy = sum(src.stat().st_size for p, src in files if p.endswith(".mpy"))
+            main = sum(src.stat().st_size for p, src in files if not p.endswith(".mpy"))
+            rows.append((entry["id"], len(files), mpy, main))
+    return rows
+
+
+def relay(pty, url, timeout=60):
+    async def go():
+        t = open_transport("serial:" + pty)
+        try:
+            return await Relay(t).run(url, timeout=timeout)
+        finally:
+            t.close()
+
+    return asyncio.run(go())
+
+
+def wallet_cli(*args):
+    return run_amiko(["wallet"] + [str(a) for a in args], timeout=60)
+
+
+def copy_flash(src, dst):
+    shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("data"))
+
+
+def pay_once(net, prov, shop, board, amount=300):
+    """provision, top up, pay; returns (ok, detail)."""
+    r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", "1000", "--json")
+    if r.returncode != 0:
+        return False, "provision: %s" % (r.stderr.strip()[-200:],)
+    r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, "1000", "--json")
+    if r.returncode != 0:
+        return False, "topup: %s" % (r.stderr.strip()[-200:],)
+    url = net.request(shop, amount, "bench")
+    out = relay(board.pty, url, timeout=30)
+    if out.get("result") != "committed":
+        return False, "payment: %s" % (out.get("result"),)
+    h = wallet_cli("history", "--port", board.pty, "--json")
+    if h.returncode != 0 or not h.json["history"] or not h.json["history"][0]["proof_ok"]:
+        return False, "history: %s" % (h.stderr.strip()[-200:],)
+    return True, "committed"
+
+
+def trial(net, prov, shop, ref_flash, home, heap_kib):
+    board = VirtualBoard(home, heapsize="%dk" % heap_kib)
+    copy_flash(ref_flash, board.flash)
+    board.start()
+    try:
+        try:
+            board.wait_for_screen("ready", timeout=5)
+        except Exception:
+            return False, "did not boot"
+        return pay_once(net, prov, shop, board)
+    finally:
+        board.stop()
+
+
+def micropython_times(ref_flash, payments):
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, MICROPYPATH="%s:%s" % (ref_flash, ROOT / "tests" / "mp"))
+        r = subprocess.run([str(BIN / "micropython"), str(ROOT / "bench" / "wallet_micropython.py"),
+                            tmp + "/root", str(payments)], capture_output=True, text=True, env=env, timeout=300)
+    if r.returncode:
+        raise SystemExit("bench/wallet_micropython.py failed: %s %s" % (r.stdout[-2000:], r.stderr[-2000:]))
+    return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+
+
+def pystones_here():
+    """pystone 1.2 (CPython's Lib/test/pystone.py, any local copy) under the unix port: pystones/s."""
+    found = sorted(glob.glob("/root/.pyenv/versions/*/lib/python3*/test/pystone.py") +
+                   glob.glob("/usr/lib/python3*/test/pystone.py"))
+    if not found:
+        return None, None
+    runner = ("import sys\nsrc = open(sys.argv[1]).read().replace(\"if __name__ == '__main__':\", 'if False:')\n"
+              "g = {'__name__': 'pystone'}\nexec(src, g)\nbest = 0\nfor _ in range(5):\n"
+              "    best = max(best, g['pystones'](20000)[1])\nprint(int(best))\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(runner)
+    try:
+        r = subprocess.run([str(BIN / "micropython"), f.name, found[0]], capture_output=True, text=True, timeout=120)
+    finally:
+        os.unlink(f.name)
+    return int(r.stdout.strip().splitlines()[-1]), found[0]
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--payments", type=int, default=21)
+    args = ap.parse_args()
+
+    sizes = flash_bytes()
+    pystones, pystone_path = pystones_here()
+
+    tmp = Path(tempfile.mkdtemp(prefix="amiko-bench-wallet-"))
+    net = Net(tmp)
+    try:
+        ref = VirtualBoard(tmp / "ref").start()
+        try:
+            r = subprocess.run([str(BIN / "amiko"), "flash", "--board", "VIRTUAL", "--port", ref.pty, "--json"],
+                               capture_output=True, text=True, timeout=120)
+            if r.returncode:
+                raise SystemExit("amiko flash failed: %s" % r.stderr)
+            flashed = json.loads(r.stdout.strip().splitlines()[-1])
+        finally:
+            ref.stop()
+        ref_flash = Path(ref.flash)
+        for p in ("data", ".amiko_manifest.json"):
+            target = ref_flash / p
+            if target.is_dir():
+                shutil.rmtree(target)
+        rows = micropython_times(ref_flash, args.payments)
+
+        prov = net.node("prov")
+        shop = net.node("shop", meeting_points=["mp-shop"])
+        net.connect(prov, shop)
+        net.deposit(prov, shop, 100000)
+
+        # peak heap, sampled by the wrapper main
+        probe = VirtualBoard(tmp / "probe")
+        copy_flash(ref_flash, probe.flash)
+        shutil.copy(ROOT / "bench" / "wallet_heap_main.py", Path(probe.flash) / "main.py")
+        probe.start()
+        try:
+            probe.wait_for_screen("ready", timeout=10)
+            ok, detail = pay_once(net, prov, shop, probe)
+            assert ok, detail
+            heap = [e["heap"] for e in probe.events() if "heap" in e][-1]
+        finally:
+            probe.stop()
+
+        # bisection: smallest heap (KiB) in which the unchanged flashed set pays. The outcome near the
+        # limit depends on how the serial bytes arrive in chunks (when the GC runs), so a size passes
+        # only if RUNS fresh boards in a row pay; the result is then confirmed by RUNS more (else +1 KiB).
+        count = [0]
+
+        def passes(kib, runs=RUNS):
+            for _ in range(runs):
+                count[0] += 1
+                ok, detail = trial(net, prov, shop, ref_flash, tmp / ("t%d" % count[0]), kib)
+                if not ok:
+                    break
+            attempts.append((kib, ok, detail))
+            print("heap %d KiB: %s" % (kib, detail), file=sys.stderr)
+            return ok
+
+        attempts = []
+        lo, hi = 8, 256
+        assert passes(hi), "no payment even at %d KiB" % hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if passes(mid):
+                hi = mid
+            else:
+                lo = mid
+        while not passes(hi):
+            hi += 1
+    finally:
+        net.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    min_kib = hi
+    test_kib = int(min_kib * MARGIN + 0.999)
+    body = render(sizes, flashed, heap, min_kib, test_kib, attempts, rows, pystones, pystone_path)
+    print(body)
+    if not args.no_write:
+        from results_file import write_section
+
+        write_section("Wallet firmware (issue 5)", "python bench/wallet.py", body)
+
+
+def render(sizes, flashed, heap, min_kib, test_kib, attempts, rows, pystones, pystone_path):
+    out = []
+    out.append("### Flash bytes of the deployed set\n")
+    out.append("What `amiko flash --board ID` copies (amiko.flash.build: firmware/ and shared/amiko_core/ as "
+               ".mpy from mpy-cross, main.py as source; board modules the board does not use are left out). "
+               "/config.json and /.amiko_manifest.json come on top.\n")
+    out.append("| board | files | .mpy bytes | main.py bytes | total |")
+    out.append("|---|---:|---:|---:|---:|")
+    for board_id, n, mpy, main in sizes:
+        out.append("| %s | %d | %d | %d | %d |" % (board_id, n, mpy, main, mpy + main))
+    out.append("\nThe virtual board flashed by `amiko flash` over its pty (real mpremote): %d files, %d bytes "
+               "(MicroPython %s)." % (len(flashed["copied"]), flashed["bytes_total"], flashed["micropython"]))
+    out.append("\n### Heap during a payment (virtual board, unix port, 64-bit)\n")
+    out.append("One payment (provision with a real provider node, top-up, Tap, payment relayed by amiko.relay to "
+               "the provider and a real payee node, committed, history read back), firmware = the flashed .mpy set; "
+               "bench/wallet_heap_main.py replaces main.py only to sample `gc.mem_alloc()` after every step that "
+               "received bytes. The emulator ROM holds `_vboard.rom_alloc` = %d bytes (subtracted below)." % heap["rom"])
+    out.append("")
+    out.append("| figure | bytes |")
+    out.append("|---|---:|")
+    out.append("| after boot (modules imported, App built), live | %d |" % (heap["boot"] - heap["rom"]))
+    out.append("| peak live during the payment (after gc.collect) | %d |" % (heap["live"] - heap["rom"]))
+    out.append("| peak of one step without collecting (live + that step's garbage) | %d |" % (heap["step"] - heap["rom"]))
+    out.append("")
+    out.append("Sampled at step boundaries (%d steps); the bisection below is the figure that counts." % heap["steps"])
+    out.append("\nSmallest `-X heapsize` in which that full payment passes with the unchanged flashed set and "
+               "main.py (bisection in 1 KiB steps; a size counts as passing when %d fresh boards in a row pay, "
+               "and the result passed %d more): "
+               "**%d KiB** (ROM included; the firmware's own share is about %d KiB)." % (
+                   RUNS, RUNS, min_kib, min_kib - heap["rom"] // 1024))
+    out.append("Tried, in order: " + ", ".join("%d KiB %s" % (k, "ok" if ok else "fails (%s)" % d)
+                                               for k, ok, d in attempts) + ". Near the limit the outcome varies "
+               "from run to run (allocation order follows how the serial bytes arrive); the tests' margin covers it.")
+    out.append("The wallet tests (tests/wallet) run the virtual board at %d KiB = %d KiB + 25%% "
+               "(tests/wallet/wallet_harness.py WALLET_HEAP_KIB, asserted by "
+               "tests/wallet/test_flash_provision_pay.py)." % (test_kib, min_kib))
+    out.append("These are 64-bit figures (8-byte words and object headers); a 32-bit board (ESP32, RP2040) needs "
+               "less for the same objects. Not measured on a 32-bit build here: check `gc.mem_free()` on the board.")
+    rows = rows[1:]  # the first payment warms up (first file creation)
+    keys = ("total_us", "crypto_us", "cbor_us", "storage_us")
+    med = {k: median([r[k] for r in rows]) for k in keys}
+    other = med["total_us"] - med["crypto_us"] - med["cbor_us"] - med["storage_us"]
+    writes = rows[-1]["file_writes"]
+    out.append("\n### MicroPython time per payment in the wallet\n")
+    out.append("bench/wallet_micropython.py: the flashed .mpy set pays %d times (median shown) in one unix-port "
+               "process against the scripted payee and provider of tests/mp/wallet_world.py; only the time "
+               "inside the wallet's App.step() is counted, split by exclusive time of wrapped functions." % len(rows))
+    out.append("")
+    ratio = pystones / ESP32_PYSTONES if pystones else None
+    out.append("| part | unix port (µs) | calls (nested included) | projected ESP32 240 MHz (ms) |")
+    out.append("|---|---:|---:|---:|")
+
+    def proj(us):
+        return "%.1f" % (us * ratio / 1000.0) if ratio else "n/a"
+
+    last = rows[-1]
+    out.append("| crypto (HMAC-SHA256 of every Auth/Status, hash160 of the token, storage checksums) | %d | %d | %s |"
+               % (med["crypto_us"], last["crypto_calls"], proj(med["crypto_us"])))
+    out.append("| CBOR + messages + frames | %d | %d | %s |" % (med["cbor_us"], last["cbor_calls"], proj(med["cbor_us"])))
+    out.append("| storage (file I/O incl. os.sync; %d writes a payment) | %d | %d | see below |"
+               % (writes, med["storage_us"], last["storage_calls"]))
+    out.append("| other (wallet logic, payer state machine, frame loop) | %d | | %s |" % (other, proj(other)))
+    out.append("| **total** | %d | | |" % med["total_us"])
+    if ratio:
+        cpu = med["crypto_us"] + med["cbor_us"] + other
+        out.append("\nProjection (an estimate, not a measurement): pystone 1.2 (%s) runs at %d pystones/s under "
+                   "this unix port (best of 5, measured right before the wallet timings, same machine load); the published figure for MicroPython on an ESP32 at 240 MHz is %d pystones/s "
+                   "(v1.12, %s), so interpreted code is taken to run %.0fx slower there. That assumes the wallet's "
+                   "code mix scales like pystone (interpreter-bound: the pure-Python RIPEMD-160 and CBOR do; "
+                   "SHA-256 is C on both, so crypto is over-estimated), the same MicroPython build options, and "
+                   "code in flash cache as in that measurement (the same issue shows a build at 499 pystones/s: "
+                   "a slow build would triple it). CPU work per payment on the ESP32: about %.0f ms."
+                   % (pystone_path, pystones, ESP32_PYSTONES, ESP32_SOURCE, ratio, cpu * ratio / 1000.0))
+        out.append("Storage on the ESP32 is bound by the SPI flash, not the CPU: each of the %d writes is a "
+                   "new small file + remove + rename on LittleFS, at least one 4 KiB sector erase (typically "
+                   "~45 ms on common SPI NOR, datasheet figure) plus page programs and metadata updates; "
+                   "assume 50-150 ms a write, so %d-%d ms a payment, more than the CPU work. The unix-port "
+                   "storage figure is dominated by os.sync() of the host and does not project."
+                   % (writes, writes * 50, writes * 150))
+    else:
+        out.append("\nNo pystone.py found on this machine: no ESP32 projection.")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Board layer: select(cfg) builds the Board for the board this firmware runs on.
+
+cfg is /config.json as `amiko flash` writes it:
+    {"board": <the board's entry from boards.json>, "settings": {...}, "flashed": {...}}
+
+The Board (duck-typed; the wallet only uses these names):
+    serial        USB serial transport: read_into(buf) -> n (non-blocking, 0 if nothing), write(data)
+    transports    [serial] (+ ble: board/ble.py when the entry lists "ble" and `bluetooth` exists;
+                  NFC later; same read_into/write API)
+    display       None or show(lines): up to 4 short str (longer lines are clipped to the width)
+    buttons       poll() -> "confirm" | "cancel" | None (non-blocking, one event per press);
+                  a board without buttons has one whose poll() is always None
+    led           set(state), state in LED_STATES (a board without LED ignores it)
+    storage_root  directory for wallet state files (created if missing)
+    info          {"id": board id, "port": MicroPython port, "transports": [names]}
+    ticks_ms(), sleep_ms(ms), random(n) -> n bytes from os.urandom
+
+One module per kind of hardware, chosen by the entry's "ui" and "transports":
+usb_serial (every board), ssd1306 / buttons / led (real boards: need `machine`),
+virtual (port "unix": the emulator's simulated hardware, module `_vboard`).
+"""
+
+import os
+import time
+
+LED_STATES = ("idle", "busy", "ok", "error")
+DEFAULT_STORAGE_ROOT = "/data"
+
+
+class NoButtons:
+    def poll(self):
+        return None
+
+
+class NoLed:
+    def set(self, state):
+        if state not in LED_STATES:
+            raise ValueError("led: unknown state %r" % (state,))
+
+
+class Board:
+    def __init__(self, info, serial, display, buttons, led, storage_root):
+        self.info = info
+        self.serial = serial
+        self.transports = [serial]
+        self.display = display
+        self.buttons = buttons
+        self.led = led
+        self.storage_root = storage_root
+
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def sleep_ms(self, ms):
+        time.sleep_ms(ms)
+
+    def random(self, n):
+        return os.urandom(n)
+
+
+def _ensure_dir(path):
+    try:
+        os.stat(path)
+    except OSError:
+        os.mkdir(path)
+
+
+def _hardware(ui):
+    """display, buttons, led of a real board (modules that need `machine`)."""
+    display = None
+    spec = ui.get("display")
+    if spec and spec.get("type") == "ssd1306":
+        try:
+            from board import ssd1306
+        except ImportError:  # a MicroPython build without framebuf/SoftI2C: no display
+            ssd1306 = None
+        try:
+            display = ssd1306.Display(spec) if ssd1306 else None
+        except OSError:  # no display answers on the bus: run without one
+            display = None
+    spec = ui.get("buttons")
+    if spec and spec.get("type") == "gpio":
+        from board import buttons as buttons_module
+
+        buttons = buttons_module.Buttons(spec)
+    else:
+        buttons = NoButtons()
+    spec = ui.get("led")
+    if spec and spec.get("type") in ("gpio", "neopixel"):
+        from board import led as led_module
+
+        led = led_module.Led(spec)
+    else:
+        led = NoLed()
+    return display, buttons, led
+
+
+def _simulated(ui):
+    from board import virtual
+
+    display = virtual.Display(ui["display"]) if ui.get("display") else None
+    buttons = virtual.Buttons() if ui.get("buttons") else NoButtons()
+    led = virtual.Led() if ui.get("led") else NoLed()
+    return display, buttons, led
+
+
+def select(cfg):
+    entry = cfg["board"]
+    settings = cfg.get("settings") or {}
+    ui = entry.get("ui") or {}
+    from board.usb_serial import USBSerial
+
+    serial = USBSerial()
+    if entry["port"] == "unix":
+        display, buttons, led = _simulated(ui)
+    else:
+        display, buttons, led = _hardware(ui)
+    storage_root = settings.get("storage_root") or DEFAULT_STORAGE_ROOT
+    _ensure_dir(storage_root)
+    info = {"id": entry["id"], "port": entry["port"], "transports": [serial.name]}
+    board = Board(info, serial, display, buttons, led, storage_root)
+    ble = _ble(entry, settings)
+    if ble is not None:
+        board.transports.append(ble)
+        info["transports"].append(ble.name)
+    nfc = _nfc(entry, settings)
+    if nfc is not None:
+        board.transports.append(nfc)
+        info["transports"].append(nfc.name)
+    return board
+
+
+def _nfc(entry, settings):
+    """The ISO-DEP card (board/nfc_card.py) behind the entry's PN532; settings["nfc"] overrides the
+    entry (the virtual board: {"chip": "PN532", "bus": "uart", "path": <simulated chip's pty>})."""
+    spec = settings.get("nfc")
+    if spec is False:
+        return None
+    spec = spec or (entry.get("transports") or {}).get("nfc")
+    if not spec or str(spec.get("chip", "")).upper() != "PN532":
+        return None
+    from board.nfc_card import open_card
+
+    try:
+        return open_card(spec)
+    except (OSError, ValueError, ImportError):  # no chip / bus on this build: run without NFC
+        return None
+
+
+def _ble(entry, settings):
+    """The BLE peripheral when the entry lists "ble" and the firmware has `bluetooth` (else None)."""
+    if not (entry.get("transports") or {}).get("ble") or settings.get("ble") is False:
+        return None
+    try:
+        import bluetooth  # noqa: F401  (a port without it, or a virtual board without a radio)
+    except ImportError:
+        return None
+    from board.ble import BLETransport
+
+    return BLETransport(settings.get("ble_name") or "Amiko-%s" % entry["id"][:10])

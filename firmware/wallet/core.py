@@ -1,0 +1,489 @@
+"""The wallet: payer endpoint of seeds/004 with one link, an IOU channel at its provider.
+
+Wallet(board, storage) takes decoded messages (on_message), bad frames (on_bad_frame) and
+the passing of time (poll(now_ms)); what it sends is queued as frame bytes (take_output).
+The terminal relays: payment-link messages (1..6) to the payee's node, Auth to the
+provider named in Hello. The terminal is not trusted; see amiko_core.walletlink. Refusals go out as walletlink.Refused
+(code ERR_*, reason, ref_type).
+
+Flow of one payment:
+  Tap{url} -> Hello, Pay -> Receipt -> limits (per payment, per day) -> confirmation
+  (automatic up to `auto`, else the confirm button; display shows amount and receipt)
+  -> Confirm to the payee and Auth{route} to the provider -> Status{routed} and
+  HavePayeeRoute -> Auth{lock} -> Commit{token} with hash160(token) == txid: paid (proof
+  stored in history) -> Auth{commit, token} -> Status{committed, balance}: done.
+
+Persistent state (record "state", storage.Storage): counter (last Auth counter used),
+pcounter (last provider Status counter accepted), balance, time (provider's clock, last
+authenticated), day/spent (daily limit), hist (number of history entries written), pay (the
+payment in progress or None). Every Auth is sent only after the state holding its counter
+is saved. pay.phase is one of:
+  route  - Auth{route} may have left; the provider may be routing
+  lock   - Auth{lock} may have left; the funds may be locked
+  cancel - we asked the provider to drop the route
+  paid   - the token is held (history entry written, state committed); the provider is
+           told with Auth{commit}
+  done   - final outcome known (pay.outcome); history entry to (re)write, then pay cleared
+After a restart (or contact lost) the payment link to the payee is gone; the payment is
+resolved with the provider alone at the next contact: route -> cancel; lock -> query (a
+provider that has not locked is asked to cancel; locked ones are settled by the network,
+the provider's Status{committed} carries the token); cancel -> cancel again; paid -> commit.
+No new payment starts while one is unresolved.
+
+History: write-once files h<N> (N = 0, 1, ...), the last MAX_HISTORY kept; each holds the
+Receipt fields (incl. payee key and signature), the meeting point, state, token.
+"""
+
+from amiko_core import messages as m
+from amiko_core import walletlink as wl
+from amiko_core.errors import DecodeError, ProtocolError
+from amiko_core.paylink import PayerSession
+from amiko_core.token import token_matches
+
+MAX_HISTORY = 32
+AUTH_RETRY_MS = 1500  # no answer at all: send the Auth again (with a new counter)
+WAIT_RETRY_MS = 7500  # an answer that says "in progress": ask again after this
+CONTACT_MS = 15000
+DAY = 86400
+
+ERR_REFUSED = 10
+ERR_BUSY = 11
+ERR_UNPROVISIONED = 12
+ERR_BAD_FRAME = 13
+ERR_INTERNAL = 14
+
+_PAY_TYPES = (m.RECEIPT, m.CANCEL, m.HAVE_PAYEE_ROUTE, m.COMMIT)
+# decoded at all (anything else is refused by its type code, before its body is looked at)
+_ACCEPTED = _PAY_TYPES + (wl.TAP, wl.STATUS, wl.PROVISION, wl.GET_HISTORY)
+_RECEIPT_KEYS = ("id", "amount", "receipt", "txid", "meeting_points", "payee_key", "signature", "expires")
+
+
+def _new_state():
+    return {"counter": 0, "pcounter": 0, "balance": 0, "time": 0, "day": 0, "spent": 0, "hist": 0, "pay": None}
+
+
+class Wallet:
+    def __init__(self, board, storage, timeouts=None):
+        self.board = board
+        self.store = storage
+        self.timeouts = timeouts
+        self.out = []
+        self.session = None
+        self.config = storage.load("config")
+        self.state = storage.load("state") or _new_state()
+        self.now = board.ticks_ms()
+        self.timer_at = None  # ticks of the payer session's phase timer
+        self.retry_at = None  # ticks to resend the outstanding Auth
+        self.last_rx = None  # ticks of the last frame from a terminal
+        self.asking = False  # waiting for the user's button
+        self._recover()
+
+    # ---------------------------------------------------------------- output
+
+    def send(self, msg):
+        self.out.append(m.to_frame(msg))
+
+    def take_output(self):
+        out = self.out
+        self.out = []
+        return out
+
+    def error(self, code, reason, ref_type=None):
+        fields = {"code": code, "reason": reason[:200]}
+        if ref_type is not None:
+            fields["ref_type"] = ref_type
+        self.send(m.Message(wl.REFUSED_MSG, fields))
+
+    def show(self, *lines):
+        d = self.board.display
+        if d is not None:
+            d.show([str(x)[:21] for x in lines][:4])
+
+    def led(self, state):
+        if self.board.led is not None:
+            self.board.led.set(state)
+
+    # ---------------------------------------------------------------- state
+
+    def save(self):
+        self.store.save("state", self.state)
+
+    def _recover(self):
+        """After boot: finish what the storage says was in progress (no terminal needed)."""
+        pay = self.state["pay"]
+        if pay is None:
+            self.show("Amiko wallet", "ready")
+            return
+        if pay["phase"] in ("paid", "done"):
+            self._write_history(pay)
+            if pay["phase"] == "done":
+                self._clear_pay()
+                return
+        self.show("resolving", pay["id"])
+
+    def provisioned(self):
+        return self.config is not None
+
+    def _day_of(self, t):
+        return t // DAY
+
+    def _spent_today(self):
+        if self.state["day"] != self._day_of(self.state["time"]):
+            return 0
+        return self.state["spent"]
+
+    # ---------------------------------------------------------------- input
+
+    def on_bad_frame(self, reason):
+        self.error(ERR_BAD_FRAME, reason)
+
+    def on_frame(self, fr):
+        self.last_rx = self.now
+        if fr.type not in _ACCEPTED:
+            self.error(ERR_REFUSED, "wallet does not accept message type %d" % fr.type, fr.type)
+            return
+        try:
+            msg = m.from_frame(fr)
+        except DecodeError as e:
+            self.error(ERR_BAD_FRAME, e.reason, fr.type)
+            return
+        try:
+            self.on_message(msg)
+        except (ProtocolError, DecodeError) as e:
+            self.error(ERR_REFUSED, e.reason, msg.type)
+        except Exception as e:  # a bug must not take the wallet down: back to what flash says
+            self.error(ERR_INTERNAL, "internal error on %s: %r" % (msg.name, e), msg.type)
+            self.state = self.store.load("state") or _new_state()
+            self.session = None
+            self.timer_at = None
+            self.asking = False
+
+    def on_message(self, msg):
+        t = msg.type
+        if t == wl.PROVISION:
+            return self._on_provision(msg)
+        if t == wl.GET_HISTORY:
+            return self._on_get_history(msg)
+        if not self.provisioned():
+            raise ProtocolError("wallet is not provisioned: run `amiko wallet provision`")
+        if t == wl.TAP:
+            return self._on_tap(msg)
+        if t == wl.STATUS:
+            return self._on_status(msg)
+        if t in _PAY_TYPES:
+            if self.session is None:
+                raise ProtocolError("no payment in progress for %s" % msg.name)
+            return self._apply(self.session.receive(msg))
+        raise ProtocolError("wallet does not accept %s" % msg.name)
+
+    # ---------------------------------------------------------------- provisioning, history
+
+    def _on_provision(self, msg):
+        if self.provisioned():
+            raise ProtocolError("wallet is provisioned already: erase its flash to provision it again")
+        cfg = {"wallet": msg.wallet, "key": msg.key, "provider": msg.provider,
+               "limit": msg.limit, "daily": msg.daily, "auto": msg.auto}
+        self.store.save("config", cfg)
+        self.config = cfg
+        self.send(wl.provision_ack(msg.key, msg.wallet))
+        self.show("provisioned", msg.wallet)
+
+    def _history_name(self, index):
+        return "h%d" % index
+
+    def _on_get_history(self, msg):
+        count = min(self.state["hist"], MAX_HISTORY)
+        if msg.index >= count:
+            raise ProtocolError("no history entry %d (%d stored)" % (msg.index, count))
+        rec = self.store.get_once(self._history_name(self.state["hist"] - 1 - msg.index))
+        if type(rec) is not dict:
+            raise ProtocolError("history entry %d is damaged" % msg.index)
+        fields = {"index": msg.index, "count": count}
+        for k in rec:
+            fields[k] = rec[k]
+        self.send(m.Message(wl.HISTORY_ENTRY, fields))
+
+    def _write_history(self, pay):
+        rec = {}
+        for k in _RECEIPT_KEYS:
+            if pay.get(k) is not None:
+                rec[k] = pay[k]
+        rec["meeting_point"] = pay["mp"]
+        if pay["phase"] == "paid" or pay.get("outcome") == wl.COMMITTED:
+            rec["state"] = wl.COMMITTED
+            rec["token"] = pay["token"]
+        else:
+            rec["state"] = wl.CANCELLED
+            if pay.get("reason"):
+                rec["reason"] = pay["reason"][:256]
+        n = self.state["hist"]
+        self.store.put_once(self._history_name(n), rec)
+        if n >= MAX_HISTORY:
+            self.store.drop_once(self._history_name(n - MAX_HISTORY))
+
+    def _clear_pay(self):
+        self.state["pay"] = None
+        self.state["hist"] += 1
+        self.save()
+        self.retry_at = None
+
+    # ---------------------------------------------------------------- tap
+
+    def _hello(self):
+        cfg = self.config
+        fields = {"wallet": cfg["wallet"], "provider": cfg["provider"]}
+        if self.state["pay"] is not None:
+            fields["pending"] = self.state["pay"]["txid"]
+        self.send(m.Message(wl.HELLO, fields))
+
+    def _on_tap(self, msg):
+        self._hello()
+        if self.state["pay"] is not None:
+            if self.session is None:
+                self._resume()
+            if msg.url is not None:
+                self.error(ERR_BUSY, "wallet busy: payment %s is not resolved yet" % self.state["pay"]["id"], wl.TAP)
+            return
+        if msg.url is None:
+            return
+        if self.session is not None and self.session.outcome is None:
+            self.error(ERR_BUSY, "wallet busy: a payment is in progress", wl.TAP)
+            return
+        self.session = PayerSession(wl.payment_id_of(msg.url), timeouts=self.timeouts)
+        self.led("busy")
+        self._apply(self.session.start())
+
+    # ---------------------------------------------------------------- payer session effects
+
+    def _apply(self, effects):
+        for e in effects:
+            kind = e[0]
+            if kind == "send":
+                self.send(e[1])
+            elif kind == "timer":
+                self.timer_at = None if e[1] is None else self.now + int(e[1] * 1000)
+            elif kind == "state":
+                self._on_state(e[1])
+            elif kind == "ask_user":
+                self._ask_user(e[1], e[2])
+            elif kind == "route":
+                self._start_pay(e[1], e[2], e[3])
+            elif kind == "lock":
+                self._set_phase("lock")
+            elif kind == "cancel_route":
+                pay = self.state["pay"]
+                if pay is not None and pay["phase"] == "route":
+                    self._set_phase("cancel")
+            elif kind == "done":
+                self._session_done(e[1], e[2])
+
+    def _on_state(self, name):
+        if name == "lock_timeout" and self.state["pay"] is not None:
+            self._send_auth(wl.QUERY)
+
+    def _ask_user(self, amount, text):
+        s = self.session
+        cfg = self.config
+        problem = None  # (the balance is the provider's to check: a top-up since our last Status counts)
+        expires = s.receipt.expires
+        if amount > cfg["limit"]:
+            problem = "amount %d is over the per-payment limit %d" % (amount, cfg["limit"])
+        elif self._spent_today() + amount > cfg["daily"]:
+            problem = "amount %d is over today's remaining limit %d" % (amount, cfg["daily"] - self._spent_today())
+        elif expires is not None and self.state["time"] and expires < self.state["time"]:
+            problem = "payment request expired"
+        if problem:
+            self.show("DECLINED", problem)
+            self.led("error")
+            self._apply(s.decline(problem))
+            return
+        if amount <= cfg["auto"]:
+            self._apply(s.confirm())
+            return
+        self.asking = True
+        self.show("Pay %d ?" % amount, text[:21], text[21:42], "OK=confirm")
+
+    def _start_pay(self, mp, amount, txid):
+        r = self.session.receipt
+        pay = {"phase": "route", "mp": mp, "token": None}
+        for k in _RECEIPT_KEYS:
+            pay[k] = r.fields.get(k)
+        st = self.state
+        today = self._day_of(st["time"])
+        if st["day"] != today:
+            st["day"] = today
+            st["spent"] = 0
+        st["spent"] += amount
+        st["pay"] = pay
+        self._send_auth(wl.ROUTE)  # saves the state (counter and payment) first
+        self.show("Paying %d" % amount, "routing...")
+
+    def _set_phase(self, phase):
+        self.state["pay"]["phase"] = phase
+        self._send_auth(_PHASE_ACTION[phase])
+
+    def _send_auth(self, action):
+        """Persist the next counter (and whatever else changed), then send the Auth."""
+        pay = self.state["pay"]
+        cfg = self.config
+        self.state["counter"] += 1
+        self.save()
+        token = pay["token"] if action == wl.COMMIT else None
+        self.send(wl.auth(cfg["key"], cfg["wallet"], self.state["counter"], action, pay["txid"],
+                          pay["amount"], pay["mp"], token))
+        self.retry_at = self.now + AUTH_RETRY_MS
+
+    def _resume(self):
+        pay = self.state["pay"]
+        phase = pay["phase"]
+        if phase == "route":
+            pay["phase"] = "cancel"
+            phase = "cancel"
+        self._send_auth(wl.QUERY if phase == "lock" else _PHASE_ACTION[phase])
+
+    def _session_done(self, outcome, reason):
+        s = self.session
+        pay = self.state["pay"]
+        if outcome == "committed":
+            pay["token"] = s.token
+            pay["phase"] = "paid"
+            self._send_auth(wl.COMMIT)  # saves the token before anything else
+            self._write_history(pay)
+            self.send(m.Message(wl.DONE, {"id": s.payment_id, "state": wl.COMMITTED}))
+            self.show("PAID %d" % pay["amount"], (pay.get("receipt") or "")[:21])
+            self.led("ok")
+        else:
+            reason = reason or "cancelled"
+            self.send(m.Message(wl.DONE, {"id": s.payment_id, "state": wl.CANCELLED, "reason": reason[:256]}))
+            self.show("CANCELLED", reason)
+            self.led("error")
+            if pay is not None and pay["phase"] == "done":
+                self._finish(pay)
+            elif pay is not None and pay["phase"] == "route":
+                self._set_phase("cancel")
+        self.session = None
+        self.timer_at = None
+        self.asking = False
+
+    # ---------------------------------------------------------------- provider answers
+
+    def _on_status(self, msg):
+        cfg = self.config
+        st = self.state
+        pay = st["pay"]
+        if msg.wallet != cfg["wallet"] or not wl.verify(cfg["key"], msg):
+            raise ProtocolError("Status refused: not authenticated by the provider")
+        if msg.counter <= st["pcounter"]:
+            raise ProtocolError("Status refused: provider counter %d is not above %d (replay)" % (msg.counter, st["pcounter"]))
+        if pay is None or msg.ref != st["counter"]:
+            raise ProtocolError("Status refused: it does not answer the current authorisation")
+        if msg.txid != pay["txid"] or msg.amount != pay["amount"] or msg.meeting_point != pay["mp"]:
+            raise ProtocolError("Status refused: transaction, amount or meeting point differ")
+        state = msg.state
+        if state == wl.COMMITTED and not token_matches(msg.token, pay["txid"]):
+            raise ProtocolError("Status refused: committed without a token that matches the transaction")
+        st["pcounter"] = msg.counter
+        day = self._day_of(msg.time)
+        if st["time"] and day > st["day"]:
+            st["spent"] = 0  # a new day
+        st["day"] = day  # (the first time ever known: what was spent counts for today)
+        st["time"] = msg.time
+        st["balance"] = msg.balance
+        self.retry_at = None
+        phase = pay["phase"]
+        s = self.session
+        live = s is not None and s.outcome is None
+        if state in (wl.CANCELLED, wl.REFUSED):
+            if phase == "paid":
+                self.save()  # the provider lost track; we hold the token: keep asking
+                return
+            self._mark_done(pay, wl.CANCELLED, msg.reason or "cancelled by the provider")
+            if live and s.state == "routing":
+                self._apply(s.route_failed(pay["reason"]))
+            elif live and s.state in ("locking", "lock_timeout"):
+                self._apply(s.rolled_back(pay["reason"]))
+            elif live:
+                self._apply(s.decline(pay["reason"]))
+            else:
+                self.send(m.Message(wl.DONE, {"id": pay["id"], "state": wl.CANCELLED, "reason": pay["reason"]}))
+                self._finish(pay)
+            return
+        if state == wl.COMMITTED:
+            if phase != "paid":
+                if live and s.state in ("locking", "lock_timeout"):
+                    self._apply(s.settled(msg.token))  # -> _session_done: paid, Auth{commit}
+                    return
+                pay["token"] = msg.token
+                pay["phase"] = "paid"
+                self.save()
+                self._write_history(pay)
+                self.send(m.Message(wl.DONE, {"id": pay["id"], "state": wl.COMMITTED}))
+            self._mark_done(pay, wl.COMMITTED, None)
+            self._finish(pay)
+            return
+        self.save()
+        if phase == "route" and state == wl.ROUTED:
+            if live and s.state == "routing":
+                self._apply(s.route_found())
+            elif not live:
+                self._set_phase("cancel")
+        elif phase == "lock" and state == wl.ROUTED and not live:
+            self._set_phase("cancel")  # the lock never reached the provider: drop the route
+        elif phase == "cancel" and state == wl.LOCKED:
+            pay["phase"] = "lock"  # too late to cancel: the network decides
+            self.save()
+            self.retry_at = self.now + WAIT_RETRY_MS
+        elif phase == "lock" and state == wl.LOCKED and not live:
+            self.retry_at = self.now + WAIT_RETRY_MS  # the network decides; ask now and then
+        if phase == "paid":
+            self.retry_at = self.now + AUTH_RETRY_MS  # keep telling the provider
+        elif state == wl.ROUTING:
+            self.retry_at = self.now + WAIT_RETRY_MS  # the provider sends another Status when routed
+        if state == wl.LOCKED:
+            self.show("Paying %d" % pay["amount"], "locked")
+
+    def _mark_done(self, pay, outcome, reason):
+        pay["outcome"] = outcome
+        if reason:
+            pay["reason"] = reason[:256]
+        if outcome == wl.CANCELLED and self.state["day"] == self._day_of(self.state["time"]):
+            self.state["spent"] = max(0, self.state["spent"] - pay["amount"])
+        pay["phase"] = "done"
+        self.save()
+
+    def _finish(self, pay):
+        self._write_history(pay)
+        self._clear_pay()
+
+    # ---------------------------------------------------------------- time and buttons
+
+    def in_contact(self):
+        return self.last_rx is not None and self.now - self.last_rx < CONTACT_MS
+
+    def poll(self, now):
+        self.now = now
+        s = self.session
+        if self.asking and s is not None and s.state == "confirming" and self.board.buttons is not None:
+            ev = self.board.buttons.poll()
+            if ev == "confirm":
+                self.asking = False
+                self._apply(s.confirm())
+            elif ev == "cancel":
+                self.asking = False
+                self._apply(s.decline("declined by the user"))
+        if self.timer_at is not None and now - self.timer_at >= 0 and self.session is not None:
+            self.timer_at = None
+            self.asking = False
+            try:
+                self._apply(self.session.timeout())
+            except ProtocolError:
+                pass
+        if self.retry_at is not None and now - self.retry_at >= 0 and self.state["pay"] is not None:
+            if self.in_contact():
+                pay = self.state["pay"]
+                self._send_auth(wl.QUERY if pay["phase"] == "lock" else _PHASE_ACTION[pay["phase"]])
+            else:
+                self.retry_at = None  # resumed at the next contact (Tap)
+
+
+_PHASE_ACTION = {"route": wl.ROUTE, "lock": wl.LOCK, "cancel": wl.CANCEL, "paid": wl.COMMIT}

@@ -1,0 +1,148 @@
+"""The bridge's configuration file (TOML; every key optional, unknown keys refused).
+
+    node = "/var/lib/amiko/shop"      # the shop's node: its HOME (control socket HOME/control.sock),
+                                      # "unix:/path/to/control.sock", or "tcp://HOST:PORT" for a control
+                                      # socket forwarded over TCP (the node itself only listens on its
+                                      # unix socket: forward it with e.g. socat or ssh -L)
+    listen = "127.0.0.1:8080"         # HOST:PORT of the cashier page (0.0.0.0:8080 to reach it from a phone)
+    transports = ["serial:/dev/ttyACM0"]   # where wallets connect ([] = QR code / amikopay URL only)
+    shop_name = "Amiko shop"          # shown on the page and on printed receipts
+    receipt = ""                      # default receipt text for a sale
+    currency = "sat"                  # unit label of amounts on the page
+    poll_interval = 0.05              # seconds between looks at the node's payment state
+
+    [timeouts]                        # seconds per phase (see amiko.bridge.sale)
+    preparing = 10
+    waiting = 120
+    connected = 10
+    confirming = 60
+    routing = 40
+    locked = 40
+
+Defaults: node = $AMIKO_HOME, everything else as above. A relative `node` is relative to
+the config file's directory.
+"""
+
+import os
+import tomllib
+
+from amiko.bridge import sale as sales
+
+DEFAULTS = {
+    "node": None,
+    "listen": "127.0.0.1:8080",
+    "transports": [],
+    "shop_name": "Amiko shop",
+    "receipt": "",
+    "currency": "sat",
+    "poll_interval": 0.05,
+    "timeouts": {},
+}
+TRANSPORT_SCHEMES = ("serial", "nfc", "ble")
+
+
+class ConfigError(ValueError):
+    """The bridge config is unusable; the message says what to fix."""
+
+
+def _listen(text, where):
+    if not isinstance(text, str) or ":" not in text:
+        raise ConfigError("%s: listen must be \"HOST:PORT\", e.g. \"127.0.0.1:8080\", got %r" % (where, text))
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise ConfigError("%s: listen %r: need HOST:PORT with a port in 1..65535" % (where, text))
+    return host, int(port)
+
+
+def parse_transport(text):
+    """("serial", "/dev/ttyACM0") from "serial:/dev/ttyACM0"; ConfigError if not usable."""
+    if not isinstance(text, str) or ":" not in text:
+        raise ConfigError("transport %r must look like \"serial:/dev/ttyACM0\"" % (text,))
+    scheme, _, rest = text.partition(":")
+    if scheme not in TRANSPORT_SCHEMES:
+        raise ConfigError("transport %r: kind must be one of %s" % (text, ", ".join(TRANSPORT_SCHEMES)))
+    if not rest:
+        raise ConfigError("transport %r names no device" % text)
+    return scheme, rest
+
+
+def node_address(value, base_dir="."):
+    """("unix", socket_path, home_or_None) or ("tcp", host, port) for the `node` setting."""
+    if value is None:
+        value = os.environ.get("AMIKO_HOME")
+        if not value:
+            raise ConfigError("no shop node given: set node = \"/path/to/node/home\" in the config or $AMIKO_HOME")
+    if not isinstance(value, str) or not value:
+        raise ConfigError("node must be a node HOME path, \"unix:/path/control.sock\" or \"tcp://HOST:PORT\"")
+    if value.startswith("tcp://"):
+        host, port = _listen(value[len("tcp://"):].rstrip("/"), "node")
+        return ("tcp", host, port)
+    if value.startswith("unix:"):
+        return ("unix", os.path.join(base_dir, value[len("unix:"):]), None)
+    home = os.path.abspath(os.path.join(base_dir, os.path.expanduser(value)))
+    return ("unix", os.path.join(home, "control.sock"), home)
+
+
+class Config:
+    def __init__(self, values=None, base_dir="."):
+        values = dict(values or {})
+        unknown = sorted(set(values) - set(DEFAULTS))
+        if unknown:
+            raise ConfigError("unknown setting(s) %s (known: %s)" % (", ".join(unknown), ", ".join(sorted(DEFAULTS))))
+        merged = dict(DEFAULTS)
+        merged.update(values)
+        self.node = node_address(merged["node"], base_dir)
+        self.listen = merged["listen"]
+        self.host, self.port = _listen(merged["listen"], "listen")
+        if not isinstance(merged["transports"], list):
+            raise ConfigError("transports must be a list like [\"serial:/dev/ttyACM0\"]")
+        self.transports = list(merged["transports"])
+        for t in self.transports:
+            parse_transport(t)
+        for key in ("shop_name", "currency", "receipt"):
+            if not isinstance(merged[key], str) or len(merged[key]) > 200:
+                raise ConfigError("%s must be text of at most 200 characters" % key)
+        self.shop_name = merged["shop_name"]
+        self.currency = merged["currency"]
+        try:
+            self.receipt = sales.check_receipt(merged["receipt"])
+        except sales.SaleError as e:
+            raise ConfigError("receipt: %s" % e) from None
+        poll = merged["poll_interval"]
+        if type(poll) not in (int, float) or not 0.01 <= poll <= 5:
+            raise ConfigError("poll_interval must be 0.01..5 seconds, got %r" % (poll,))
+        self.poll_interval = poll
+        if not isinstance(merged["timeouts"], dict):
+            raise ConfigError("[timeouts] must be a table of phase = seconds")
+        try:
+            sales.SaleMachine(merged["timeouts"])
+        except ValueError as e:
+            raise ConfigError("[timeouts]: %s" % e) from None
+        self.timeouts = dict(merged["timeouts"])
+
+    @property
+    def page_url(self):
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        host = "[%s]" % host if ":" in host else host
+        return "http://%s:%d/" % (host, self.port)
+
+
+def load(path=None, overrides=None):
+    """Config from a TOML file (None: defaults only), then overrides (a dict)."""
+    values = {}
+    base_dir = "."
+    if path is not None:
+        base_dir = os.path.dirname(os.path.abspath(path))
+        try:
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError("no bridge config at %s: create it (see `amiko bridge --help`) or leave out --config"
+                              % path) from None
+        except OSError as e:
+            raise ConfigError("cannot read %s: %s" % (path, e.strerror or e)) from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("%s is not valid TOML: %s" % (path, e)) from None
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return Config(values, base_dir)

@@ -1,0 +1,294 @@
+"""`amiko demo [--once] [--json] [--payments N] [--hops N]`: the network, the bridge, a virtual wallet.
+
+Set-up (amiko.demo.network, amiko.demo.wallet_tap): the nodes of a route (provider, hop1,
+mp, shop by default), a virtual wallet board flashed with `amiko flash`, provisioned at the
+provider (`amiko wallet provision`, confirms by itself up to AUTO) and topped up, plugged into
+`amiko bridge` on USB serial, and the bridge's cashier page. Every payment is a cashier's sale
+(POST /api/sale): the bridge taps the wallet with the sale's amikopay URL over serial, the
+wallet pays through its provider and the network, the page shows paid. What is printed per
+payment comes from the bridge's own timeline of the sale (its clock; 0 = contact, the wallet's
+Hello answering this sale's tap on the serial line): contact, receipt, confirm, routing, locked, token, paid on the page
+and what the wallet and its provider said on the line; or, with --json, one JSON object a line:
+
+    {"payment": N, "transport": "serial:/dev/pts/N", "state": "committed"|"cancelled",
+     "reason": ..., "tap_to_paid_ms": INT (contact until the page shows paid, bridge's clock),
+     "page_tap_to_paid_ms": INT (what the page shows: from the sale's "connected", which for a
+     wallet left plugged in includes waiting for its previous sale's session to end),
+     "wallet_state": "committed"|... (the wallet's Done), "wallet": ID, "amount": ..., "txid": ...,
+     "url": ..., "timeline_ms": {...}, "hops": N, "page": URL,
+     "wallet_proof": {"state", "proof_ok", "signature_ok"} (--once: read back from the wallet)}
+
+With --once the bridge is stopped after the payments, the wallet's history is read back over
+serial (`amiko wallet history`) and each record gets the proof the wallet stored; records are
+printed then. Without --once they are printed as they come, then the network, the wallet and
+the page keep running until Ctrl-C (SIGINT/SIGTERM): sales started on the page are paid by the
+virtual wallet (above AUTO: `amiko emulate press confirm --home HOME`).
+Exit 0 when every payment committed (with --once: and the wallet holds its proof), 1 when
+one did not, 2 on a set-up error, 130 when interrupted during set-up. Every child process (nodes,
+bridge, virtual board) is stopped on every way out, and dies with the demo if it is killed.
+"""
+
+import json
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from amiko.demo.network import DemoError, DemoNetwork
+from amiko.demo.wallet_tap import VirtualWallet, WalletError
+
+POLL = 0.02
+AUTO = 5000  # the demo wallet confirms by itself up to this amount
+LIMIT = 10000
+DAILY = 10 ** 12
+FINAL_TIMEOUT = 90
+WALLET_DONE_TIMEOUT = 15
+RELAY_LINGER = 1.2  # amiko.relay.core.Relay.run(linger=1.0), and a margin
+
+
+def _http(url, data=None, timeout=10):
+    req = urllib.request.Request(url, data=None if data is None else json.dumps(data).encode(),
+                                 method="GET" if data is None else "POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        body = e.read().decode("utf-8", "replace")
+        raise DemoError("bridge answered %d to %s: %s" % (e.code, url, body)) from None
+    except urllib.error.URLError as e:
+        raise DemoError("the bridge's page %s does not answer: %s" % (url, e.reason)) from None
+
+
+def _until(page, condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        state = _http(page + "api/state")
+        if condition(state):
+            return state
+        if time.monotonic() > deadline:
+            raise DemoError("timed out after %s s waiting for the page to show %s (it shows %s)"
+                            % (timeout, what, state["phase"]))
+        time.sleep(POLL)
+
+
+class Demo:
+    """The demo's world: DemoNetwork + VirtualWallet plugged into the bridge. start(); close()."""
+
+    def __init__(self, directory, hops=3, page_listen=None, note=None, bridge_extra="", topup=100000):
+        self.note = note or (lambda text: None)
+        self.net = DemoNetwork(directory, page_listen=page_listen, note=self.note, bridge_extra=bridge_extra, hops=hops)
+        self.wallet = VirtualWallet(directory, note=self.note)
+        self.topup = topup
+
+    @property
+    def page(self):
+        return self.net.bridge_url
+
+    def start(self):
+        # the board is flashed while the nodes come up (powered on here: children started by a
+        # thread get their PR_SET_PDEATHSIG signal when that thread ends)
+        self.wallet.power_on()
+        failed = []
+        plug = threading.Thread(target=lambda: _catch(self.wallet.flash_firmware, failed), daemon=True)
+        plug.start()
+        try:
+            self.net.start()
+        finally:
+            plug.join()
+        if failed:
+            raise failed[0]
+        self.wallet.provision(self.net.nodes["provider"].home, auto=AUTO, limit=LIMIT, daily=DAILY, topup=self.topup)
+        self.net.start_bridge([self.wallet.transport])
+        return self
+
+    def close(self):
+        try:
+            self.net.close()
+        finally:
+            self.wallet.stop()
+
+
+def _catch(fn, failed):
+    try:
+        fn()
+    except Exception as e:  # re-raised by the caller's thread
+        failed.append(e)
+
+
+# bridge timeline key -> demo timeline key (the phases and the marks on the wallet's line)
+_TIMELINE = (("hello", "contact"), ("confirming", "receipt"), ("confirm", "confirm"), ("routing", "routing"),
+             ("provider_routed", "provider_routed"), ("payee_route", "payee_route"), ("locked", "locked"),
+             ("provider_locked", "provider_locked"), ("token", "token"), ("paid", "paid_on_page"),
+             ("provider_committed", "provider_committed"), ("wallet_done", "wallet_done"), ("cancelled", "cancelled"))
+
+
+def one_payment(demo, number, amount, receipt):
+    """A sale on the page, paid by the virtual wallet on serial; returns the JSON-ready record."""
+    page = demo.page
+    _http(page + "api/sale", {"amount": amount, "receipt": receipt})
+    state = _until(page, lambda s: s["phase"] in ("paid", "cancelled"), FINAL_TIMEOUT, "paid or cancelled")
+    paid = state["phase"] == "paid"
+    if paid:  # the page is paid; the wallet says Done and its provider commits its balance
+        state = _until(page, _wallet_finished, WALLET_DONE_TIMEOUT, "the wallet's Done and its provider's commit")
+    sale = state["sale"]
+    bridge_times = sale["timeline_ms"]
+    # contact: the wallet's Hello answering this sale's tap (the wallet stays plugged in, so the
+    # bridge's "connected" may come earlier, while it still finished the previous sale)
+    zero = bridge_times.get("hello", bridge_times.get("connected"))
+    timeline = {}
+    if zero is not None:
+        for key, name in _TIMELINE:
+            if key in bridge_times:
+                timeline[name] = bridge_times[key] - zero
+    return {
+        "payment": number, "transport": sale["transport"] or "none (no wallet connected)",
+        "state": "committed" if paid else "cancelled",
+        "reason": None if paid else sale.get("reason"),
+        "tap_to_paid_ms": timeline["paid_on_page"] if paid and "contact" in timeline else None,
+        "page_tap_to_paid_ms": sale["tap_to_paid_ms"] if paid else None,
+        "wallet_state": sale.get("wallet_state"), "wallet": demo.wallet.wallet_id,
+        "amount": sale["amount"], "receipt": sale["receipt"], "txid": sale["txid"], "url": sale["url"],
+        "timeline_ms": timeline, "hops": demo.net.hops, "page": page,
+    }
+
+
+def _wallet_finished(state):
+    sale = state["sale"]
+    return sale.get("wallet_state") is not None and (
+        "provider_committed" in sale["timeline_ms"] or sale["wallet_state"] != "committed")
+
+
+def attach_proofs(records, history):
+    """Each record gets the proof the wallet stored for its txid (wallet_proof)."""
+    by_txid = {row.get("txid"): row for row in history}
+    for rec in records:
+        row = by_txid.get(rec["txid"])
+        rec["wallet_proof"] = None if row is None else {
+            "state": row["state"], "proof_ok": row["proof_ok"], "signature_ok": row.get("signature_ok", False)}
+
+
+def succeeded(rec):
+    ok = rec["state"] == "committed" and rec["wallet_state"] == "committed"
+    if "wallet_proof" in rec:
+        proof = rec["wallet_proof"]
+        ok = ok and proof is not None and proof["state"] == "committed" and proof["proof_ok"] and proof["signature_ok"]
+    return ok
+
+
+_LABELS = {
+    "contact": "contact     the wallet answered the bridge's tap on USB serial (Hello)",
+    "receipt": "receipt     the signed receipt reached the wallet",
+    "confirm": "confirm     the wallet confirmed (by itself: below its auto-confirm amount)",
+    "routing": "routes      the shop node has the confirmation: routing to the meeting point",
+    "provider_routed": "            the wallet's provider found its route (authenticated Status)",
+    "payee_route": "            the shop's route to the meeting point reached the wallet",
+    "locked": "lock        the lock reached the shop node",
+    "provider_locked": "            the provider locked the wallet's funds (authenticated Status)",
+    "token": "token       the shop's token reached the wallet",
+    "paid_on_page": "committed   the cashier page shows PAID",
+    "provider_committed": "            the provider committed; the wallet's balance is final",
+    "wallet_done": "            the wallet stored the proof of payment (Done)",
+    "cancelled": "cancelled   the cashier page shows CANCELLED",
+}
+
+
+def format_payment(rec):
+    lines = ["payment %d: %s sat \"%s\" via %s: %s" % (rec["payment"], rec["amount"], rec["receipt"], rec["transport"],
+                                                        rec["state"] + (" (%s)" % rec["reason"] if rec["reason"] else ""))]
+    for key, ms in sorted(rec["timeline_ms"].items(), key=lambda kv: (kv[1], list(_LABELS).index(kv[0]))):
+        lines.append("  %6d ms  %s" % (ms, _LABELS[key]))
+    if rec["tap_to_paid_ms"] is not None:
+        lines.append("  tap to paid: %d ms (wallet %s, route of %d hops)" % (rec["tap_to_paid_ms"], rec["wallet"],
+                                                                            rec["hops"]))
+    proof = rec.get("wallet_proof", "absent")
+    if proof != "absent":
+        lines.append("  wallet history: %s" % ("no entry for this payment" if proof is None else
+                                              "%s, token matches the txid: %s, shop's signature: %s"
+                                              % (proof["state"], proof["proof_ok"], proof["signature_ok"])))
+    return "\n".join(lines)
+
+
+def _args(p):
+    p.add_argument("--once", action="store_true", help="exit after the payments instead of running until Ctrl-C")
+    p.add_argument("--payments", type=int, default=1, metavar="N", help="how many payments (default 1)")
+    p.add_argument("--amount", type=int, default=1500, metavar="SAT",
+                   help="amount of each payment (default 1500; the wallet confirms by itself up to %d)" % AUTO)
+    p.add_argument("--hops", type=int, default=3, metavar="N", help="links between the provider and the shop (default 3)")
+    p.add_argument("--dir", metavar="DIR", help="where the nodes' homes and the wallet go (default: a temporary directory, removed)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="address of the cashier page (default: a free loopback port)")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _emit(out, rec):
+    out.stdout.write((json.dumps(rec, sort_keys=True) if out.as_json else format_payment(rec)) + "\n")
+    out.stdout.flush()
+
+
+def _run(args, out):
+    from amiko.cli import CommandError
+
+    if not 1 <= args.payments <= 10000:
+        raise CommandError("--payments must be 1..10000", "usage")
+    if not 1 <= args.amount <= LIMIT:
+        raise CommandError("--amount must be 1..%d (the demo wallet's limit per payment)" % LIMIT, "usage")
+    directory = args.dir or tempfile.mkdtemp(prefix="amiko-demo-")
+    old = signal.signal(signal.SIGTERM, _interrupt)
+    demo = None
+    records = []
+    setting_up = True
+    try:
+        out.note("starting the demo in %s" % directory)
+        demo = Demo(directory, hops=args.hops, page_listen=args.listen, note=out.note,
+                    topup=max(100000, args.amount * args.payments + 10000))
+        demo.start()
+        setting_up = False
+        for i in range(1, args.payments + 1):
+            rec = one_payment(demo, i, args.amount, "demo coffee #%d" % i)
+            records.append(rec)
+            if not args.once:
+                _emit(out, rec)
+        if args.once:
+            time.sleep(RELAY_LINGER)  # the bridge's relay session ends after a quiet second on the line
+            demo.net.stop_bridge()  # frees the wallet's port
+            attach_proofs(records, demo.wallet.history())
+            for rec in records:
+                _emit(out, rec)
+        else:
+            out.stdout.write("cashier page: %s  (start a sale there: the virtual wallet on %s pays it; amounts above "
+                             "%d wait for `amiko emulate press confirm --home %s`; Ctrl-C stops everything)\n"
+                             % (demo.page, demo.wallet.pty, AUTO, demo.wallet.home))
+            out.stdout.flush()
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        if setting_up:
+            out.error("demo: interrupted during set-up", "interrupted")
+            return 130
+    except (DemoError, WalletError) as e:
+        raise CommandError("demo: %s (logs in %s)" % (e, directory), "demo") from None
+    finally:
+        # a second Ctrl-C or SIGTERM while cleaning up must not cut it short
+        old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            if demo is not None:
+                demo.close()
+        finally:
+            signal.signal(signal.SIGTERM, old)
+            signal.signal(signal.SIGINT, old_int)
+            if not args.dir:
+                shutil.rmtree(directory, ignore_errors=True)
+    return 0 if records and all(succeeded(r) for r in records) else 1
+
+
+def commands():
+    from amiko.cli import Command
+
+    return [Command("demo", "a local network, a virtual wallet on USB serial, the bridge and its page, payments "
+                    "(--once --json for scripts)", _args, _run, uses_home=False)]

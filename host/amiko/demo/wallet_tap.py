@@ -1,0 +1,161 @@
+"""The demo's customer: a virtual wallet board, flashed, provisioned and topped up like a real one.
+
+VirtualWallet(directory, note).power_on(), .flash_firmware(), .provision(provider_home, ...) do what a developer does with a new
+board, with the same code as the commands:
+  1. a virtual board (amiko.emulate.VirtualBoard, HOME = DIR/wallet): the MicroPython unix port
+     on a pty, "plugged in" for the whole demo;
+  2. `amiko flash --board VIRTUAL --port PTY --set storage_root=data`: the firmware and the core as .mpy (mpy-cross),
+     copied with mpremote's serial transport (amiko.flash.flash), the board restarts into the
+     wallet firmware;
+  3. `amiko wallet provision --port PTY --provider HOME --auto N --limit N --daily N`: key and
+     account at the provider node, Provision over serial, the wallet's MAC'd acknowledgement;
+  4. `amiko wallet topup --provider HOME --wallet ID AMOUNT`.
+Then .transport ("serial:/dev/pts/N") goes into the bridge's config: the bridge taps the wallet
+by itself when the cashier starts a sale (amiko.bridge.relayport), and the wallet confirms by
+itself below `auto` (no button press), so every payment is the real one: wallet firmware,
+USB serial, bridge relay, provider, network, shop node.
+
+history() reads the proofs stored on the wallet over serial (`amiko wallet history`); the port
+must be free (the bridge stopped). stop() stops the board (its flash directory stays).
+"""
+
+import argparse
+import io
+import json
+import os
+import select
+import subprocess
+import sys
+
+from amiko.emulate import VirtualBoard
+from amiko.emulate.emulator import EmulatorError, layout
+
+BOARD_ID = "VIRTUAL"
+# `amiko flash --set storage_root=data`: the wallet's state in HOME/flash/data (relative to the
+# board's "/", as docs/notes on the virtual board say; see the report on "/data")
+SETTINGS = {"storage_root": "data"}
+
+
+class WalletError(Exception):
+    pass
+
+
+def _die_with_parent():
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class _DemoBoard(VirtualBoard):
+    """A VirtualBoard whose emulator gets SIGTERM when the demo dies, even by SIGKILL (its
+    micropython child dies with the emulator), so no board outlives a killed demo."""
+
+    def start(self, timeout=10):
+        cmd = [sys.executable, "-m", "amiko.emulate", self.home, str(self.heapsize or "")]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                     preexec_fn=_die_with_parent)
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.stop()
+            raise EmulatorError("the emulator did not start (see %s)" % layout(self.home)["log"])
+        self.info = json.loads(line)
+        return self
+
+
+class _Notes:
+    """amiko.cli.Output's note() for amiko.flash.flash, into the demo's notes."""
+
+    as_json = False
+
+    def __init__(self, note):
+        self.note = note
+
+
+def _command(run, **args):
+    """Run an `amiko wallet` subcommand's logic in this process; returns its JSON result."""
+    from amiko.cli import CommandError, Output
+
+    buf = io.StringIO()
+    try:
+        run(argparse.Namespace(**args), Output(True, stdout=buf, stderr=io.StringIO()))
+    except CommandError as e:
+        raise WalletError("%s" % e) from None
+    return json.loads(buf.getvalue().strip().splitlines()[-1])
+
+
+class VirtualWallet:
+    def __init__(self, directory, note=None):
+        self.home = os.path.join(directory, "wallet")
+        self.note = note or (lambda text: None)
+        self.board = None
+        self.wallet_id = None
+        self.flashed = None
+
+    @property
+    def pty(self):
+        return self.board.pty if self.board else None
+
+    @property
+    def transport(self):
+        return "serial:" + self.pty
+
+    def power_on(self):
+        """Start the virtual board (call it from the thread that lives as long as the board:
+        the board's emulator gets SIGTERM when the thread that started it ends)."""
+        try:
+            self.board = _DemoBoard(self.home).start()
+        except EmulatorError as e:
+            raise WalletError("virtual board: %s" % e) from None
+        self.note("virtual wallet board up: USB serial on %s, flash in %s" % (self.pty, self.board.flash))
+        return self
+
+    def flash_firmware(self):
+        """`amiko flash --board VIRTUAL --port PTY`; returns when the wallet firmware runs."""
+        from amiko.flash import FlashError, boards, flash
+
+        try:
+            self.flashed = flash(boards.find(BOARD_ID), self.pty, _Notes(lambda text: None), dict(SETTINGS))
+        except FlashError as e:
+            raise WalletError("amiko flash: %s" % e.message) from None
+        self.note("flashed: amiko flash --board %s --port %s --set storage_root=data (%d files copied, %d bytes of .mpy and main.py)"
+                  % (BOARD_ID, self.pty, len(self.flashed["copied"]), self.flashed["bytes_copied"]))
+        try:
+            self.board.wait_for_screen(lambda lines: lines != [], timeout=10)  # the firmware runs
+        except EmulatorError as e:
+            raise WalletError("the wallet firmware did not start after flashing: %s" % e) from None
+        return self
+
+    def provision(self, provider_home, auto, limit, daily, topup):
+        """`amiko wallet provision` at the provider node, then `amiko wallet topup`."""
+        from amiko.wallet import cli as wallet_cli
+
+        r = _command(wallet_cli._provision_run, port=self.pty, provider=provider_home, wallet=None,
+                     limit=limit, daily=daily, auto=auto)
+        self.wallet_id = r["wallet"]
+        self.note("provisioned: wallet %s with provider %s (confirms by itself up to %d, at most %d a payment)"
+                  % (self.wallet_id, r["provider"], auto, limit))
+        r = _command(wallet_cli._topup_run, provider=provider_home, wallet=self.wallet_id, port=None, amount=topup)
+        self.note("topped up: wallet %s balance %d" % (self.wallet_id, r["balance"]))
+        return self
+
+    def history(self):
+        """The wallet's stored payments ({txid, state, proof_ok, signature_ok, ...}), over serial."""
+        from amiko.cli import CommandError
+        from amiko.wallet import cli as wallet_cli
+
+        t = wallet_cli._transport(self.pty)
+        try:
+            return wallet_cli.read_history(t, limit=100000)
+        except CommandError as e:
+            raise WalletError("wallet history: %s" % e) from None
+        finally:
+            t.close()
+
+    def stop(self):
+        if self.board is not None:
+            self.board.stop()

@@ -1,0 +1,5 @@
+import sys
+
+from amiko.emulate.emulator import main
+
+sys.exit(main())

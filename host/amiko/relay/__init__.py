@@ -1,0 +1,1 @@
+"""The terminal's relay between a wallet and the network (see core)."""

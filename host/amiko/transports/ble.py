@@ -1,0 +1,222 @@
+"""Bluetooth LE transport to a wallet: bleak as the GATT central.
+
+    ble:NAME                      the wallet advertising the Amiko service with this name
+    ble:AA:BB:CC:DD:EE:FF         ... or with this address
+    options (query string):
+      hci=BUMBLE_TRANSPORT        use bumble's host stack (amiko.transports.bleak_bumble) on that
+                                  HCI transport instead of the OS's (BlueZ): the virtual board's
+                                  `tcp-client:127.0.0.1:PORT`, or a USB dongle `usb:0`
+      timeout=SECONDS             scan + connect time-out (default 10)
+      pair=1                      pair (LE Secure Connections) before using the link: encrypted
+    e.g. ble:Amiko-shop1?hci=usb:0
+
+The GATT contract is firmware/board/ble.py's (service, RX write characteristic, TX notify
+characteristic; no chunk header: pieces of the frame byte stream, the frame layer finds the
+boundaries). Writes go out as write-without-response in pieces of the RX characteristic's
+`max_write_without_response_size` (ATT MTU - 3), in order, one at a time; notifications are
+queued for read().
+
+Life cycle (the relay's transport API): `await read()` connects on first use (scan by service
+UUID, connect, MTU exchange, subscribe); returns b"" once when the link drops or no wallet was
+found, which ends the relay session (contact lost); the next read() scans and connects again
+(reconnect after a drop: the wallet finishes an interrupted payment at that next contact).
+`write(data)` queues (sent once connected, dropped with a log line if the link drops first);
+`close()` disconnects. `await connect()` connects explicitly.
+"""
+
+import asyncio
+import logging
+import re
+from urllib.parse import parse_qs
+
+from amiko.transports.ble_gatt import AMIKO_RX_UUID, AMIKO_SERVICE_UUID, AMIKO_TX_UUID
+
+log = logging.getLogger("amiko.transports.ble")
+
+_ADDRESS = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+
+
+class BleTransport:
+    def __init__(self, target, hci=None, timeout=10.0, pair=False):
+        if not target:
+            raise ValueError("ble: give the wallet's name or address: ble:NAME or ble:AA:BB:CC:DD:EE:FF")
+        self.target = target
+        self.by_address = bool(_ADDRESS.match(target))
+        self.hci = hci
+        self.timeout = timeout
+        self.pair = pair
+        self.client = None
+        self.rx_char = None
+        self.inbox = asyncio.Queue()
+        self.outbox = []
+        self._out_ready = None
+        self._writer = None
+        self._connecting = None
+        self._closed = False
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.connects = 0
+
+    @classmethod
+    def from_spec(cls, spec):
+        rest = spec[len("ble:"):]
+        target, _, query = rest.partition("?")
+        hci, timeout, pair = None, 10.0, False
+        for key, values in parse_qs(query, keep_blank_values=True).items():
+            if key == "hci" and values[0]:
+                hci = values[0]
+            elif key == "pair" and values[0] in ("0", "1"):
+                pair = values[0] == "1"
+            elif key == "timeout":
+                try:
+                    timeout = float(values[0])
+                except ValueError:
+                    raise ValueError("ble: timeout must be a number of seconds in %r" % spec) from None
+            else:
+                raise ValueError("unknown ble option %r in %r" % (key, spec))
+        return cls(target, hci=hci, timeout=timeout, pair=pair)
+
+    def _backend(self):
+        if self.hci is None:
+            return {}
+        from amiko.transports import bleak_bumble
+
+        return {"backend": bleak_bumble.BumbleClient, "bumble_hci": self.hci}
+
+    def _scanner_backend(self):
+        if self.hci is None:
+            return {}
+        from amiko.transports import bleak_bumble
+
+        return {"backend": bleak_bumble.BumbleScanner, "bumble_hci": self.hci}
+
+    async def _find(self):
+        from bleak import BleakScanner
+
+        loop = asyncio.get_running_loop()
+        found = loop.create_future()
+
+        def seen(device, adv):
+            hit = (device.address.upper() == self.target.upper() if self.by_address
+                   else adv.local_name == self.target)
+            if hit and not found.done():
+                found.set_result(device)
+
+        scanner = BleakScanner(seen, service_uuids=[AMIKO_SERVICE_UUID], **self._scanner_backend())
+        await scanner.start()
+        try:
+            return await asyncio.wait_for(found, self.timeout)
+        except asyncio.TimeoutError:
+            raise OSError("ble: no wallet %r advertising the Amiko service within %s s"
+                          % (self.target, self.timeout)) from None
+        finally:
+            await scanner.stop()
+
+    async def connect(self):
+        """Scan, connect, subscribe; OSError when the wallet is not found or the link fails."""
+        if self.client is not None:
+            return
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+        try:
+            await asyncio.shield(self._connecting)
+        finally:
+            if self._connecting is not None and self._connecting.done():
+                self._connecting = None
+
+    async def _connect(self):
+        from bleak import BleakClient
+        from bleak.exc import BleakError
+
+        device = await self._find()
+        client = BleakClient(device, disconnected_callback=self._dropped, timeout=self.timeout, pair=self.pair,
+                             **self._backend())
+        try:
+            await client.connect()
+            self.rx_char = client.services.get_characteristic(AMIKO_RX_UUID)
+            tx = client.services.get_characteristic(AMIKO_TX_UUID)
+            if self.rx_char is None or tx is None:
+                raise OSError("ble: %s has no Amiko RX/TX characteristics" % self.target)
+            await client.start_notify(tx, self._notified)
+        except (BleakError, asyncio.TimeoutError) as e:
+            try:
+                await client.disconnect()
+            except Exception:
+                pass
+            raise OSError("ble: cannot connect to %s: %s" % (self.target, e)) from None
+        self.client = client
+        self.connects += 1
+        log.info("ble: connected to %s (ATT MTU %d)", self.target, client.mtu_size)
+        if self._writer is None or self._writer.done():
+            self._out_ready = asyncio.Event()
+            self._writer = asyncio.ensure_future(self._write_loop())
+        if self.outbox:
+            self._out_ready.set()
+
+    def _notified(self, _char, data):
+        self.bytes_in += len(data)
+        self.inbox.put_nowait(bytes(data))
+
+    def _dropped(self, _client):
+        if self.client is not None:
+            log.info("ble: link to %s dropped", self.target)
+        self.client = None
+        self.outbox.clear()  # frames for the lost session must not reach the wallet at the next contact
+        self.inbox.put_nowait(b"")
+
+    async def read(self):
+        if self._closed:
+            return b""
+        if self.client is None and self.inbox.empty():
+            try:
+                await self.connect()
+            except OSError as e:
+                log.warning("%s", e)
+                return b""
+        return await self.inbox.get()
+
+    def write(self, data):
+        if self._closed:
+            return
+        self.outbox.append(bytes(data))
+        if self._out_ready is not None:
+            self._out_ready.set()
+
+    async def _write_loop(self):
+        while not self._closed:
+            await self._out_ready.wait()
+            self._out_ready.clear()
+            while self.outbox:
+                client, char = self.client, self.rx_char
+                if client is None:
+                    break  # sent after the next connect
+                data = self.outbox.pop(0)
+                size = char.max_write_without_response_size
+                try:
+                    for i in range(0, len(data), size):
+                        await client.write_gatt_char(char, data[i:i + size], response=False)
+                        self.bytes_out += len(data[i:i + size])
+                except Exception as e:  # the link dropped mid-write: the frame is incomplete, the CRC drops it
+                    log.info("ble: write to %s failed: %s", self.target, e)
+                    self.outbox.clear()
+
+    def close(self):
+        self._closed = True
+        client, self.client = self.client, None
+        if self._out_ready is not None:
+            self._out_ready.set()
+        if client is not None:
+            try:
+                asyncio.get_running_loop().create_task(client.disconnect())
+            except RuntimeError:
+                pass
+
+    async def aclose(self):
+        self._closed = True
+        client, self.client = self.client, None
+        if self._out_ready is not None:
+            self._out_ready.set()
+        if client is not None:
+            await client.disconnect()
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)

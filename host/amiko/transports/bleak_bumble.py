@@ -1,0 +1,308 @@
+"""A bleak backend on bumble's Bluetooth host stack: bleak code runs unchanged without BlueZ.
+
+    from amiko.transports import bleak_bumble
+    bleak_bumble.configure("tcp-client:127.0.0.1:PORT")   # or "usb:0", "serial:/dev/ttyUSB0", ...
+    BleakScanner(service_uuids=[...], backend=bleak_bumble.BumbleScanner)
+    BleakClient(device, backend=bleak_bumble.BumbleClient)
+
+The HCI transport is any bumble transport name (bumble.transport.open_transport): the
+virtual board's simulated controller (`tcp-client:127.0.0.1:PORT`, see
+amiko.emulate.ble_radio), or a real controller: a USB Bluetooth dongle driven directly
+through libusb (`usb:0`, `usb:0B05:17CB`), a UART controller (`serial:/dev/ttyAMA0,1000000`),
+or a kernel HCI socket (`hci-socket:0`). It can also be given per object with the keyword
+`bumble_hci=` (bleak passes unknown keywords on to the backend). Default: the environment
+variable AMIKO_BUMBLE_HCI.
+
+One bumble Device (our host stack) is opened per HCI transport and event loop and shared by
+the scanner and the clients on that loop; it is powered off when the loop closes or with
+`await bleak_bumble.close_all()`.
+
+Scope (what the terminal needs): scanning with service UUID filter (adverts and scan responses
+merged per address), connect (ATT MTU exchange up to 517), GATT discovery, read/write
+characteristics and descriptors, notifications/indications, disconnect and its callback,
+pairing (LE Secure Connections, just works) through bumble's SMP.
+"""
+
+import asyncio
+import logging
+import os
+import uuid as uuid_mod
+
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.descriptor import BleakGATTDescriptor
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
+from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
+from bleak.exc import BleakError
+
+log = logging.getLogger("amiko.bleak_bumble")
+
+_default_hci = None
+_devices = {}  # (hci, loop) -> bumble Device (powered on)
+_locks = {}
+
+CENTRAL_ADDRESS = "F0:A1:B2:C3:D4:E5"  # random static address of our host
+WANTED_MTU = 517
+
+_PROPS = ((0x01, "broadcast"), (0x02, "read"), (0x04, "write-without-response"), (0x08, "write"),
+          (0x10, "notify"), (0x20, "indicate"), (0x40, "authenticated-signed-writes"),
+          (0x80, "extended-properties"))
+
+
+def configure(hci):
+    """The bumble HCI transport used when no `bumble_hci=` is given."""
+    global _default_hci
+    _default_hci = hci
+
+
+def _hci(kwargs):
+    hci = kwargs.get("bumble_hci") or _default_hci or os.environ.get("AMIKO_BUMBLE_HCI")
+    if not hci:
+        raise BleakError("bleak_bumble: no HCI transport: configure(), bumble_hci= or AMIKO_BUMBLE_HCI")
+    return hci
+
+
+async def device_for(hci):
+    """The powered-on bumble Device for `hci` on the running loop (opened on first use)."""
+    loop = asyncio.get_running_loop()
+    key = (hci, loop)
+    lock = _locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        dev = _devices.get(key)
+        if dev is not None:
+            return dev
+        from bumble.device import Device
+        from bumble.hci import Address
+        from bumble.transport import open_transport
+
+        transport = await open_transport(hci)
+        dev = Device.with_hci("amiko-terminal", Address(CENTRAL_ADDRESS), transport.source, transport.sink)
+        dev._amiko_transport = transport
+        await dev.power_on()
+        _devices[key] = dev
+        return dev
+
+
+async def close_all():
+    """Power off and close every bumble Device opened on the running loop."""
+    loop = asyncio.get_running_loop()
+    for key in [k for k in _devices if k[1] is loop]:
+        dev = _devices.pop(key)
+        _locks.pop(key, None)
+        try:
+            await dev.power_off()
+        except Exception:
+            pass
+        await dev._amiko_transport.close()
+
+
+def _parse_ad(data):
+    """(type, value) pairs of advertising data; a truncated structure ends the list."""
+    out = []
+    i = 0
+    while i < len(data):
+        n = data[i]
+        if n == 0 or i + 1 + n > len(data):
+            break
+        out.append((data[i + 1], bytes(data[i + 2:i + 1 + n])))
+        i += 1 + n
+    return out
+
+
+def _uuids(ad_type, value):
+    if ad_type in (0x02, 0x03):
+        return ["0000%04x-0000-1000-8000-00805f9b34fb" % int.from_bytes(value[i:i + 2], "little")
+                for i in range(0, len(value) - 1, 2)]
+    if ad_type in (0x04, 0x05):
+        return ["%08x-0000-1000-8000-00805f9b34fb" % int.from_bytes(value[i:i + 4], "little")
+                for i in range(0, len(value) - 3, 4)]
+    if ad_type in (0x06, 0x07):
+        return [str(uuid_mod.UUID(bytes=value[i:i + 16][::-1])) for i in range(0, len(value) - 15, 16)]
+    return []
+
+
+class BumbleScanner(BaseBleakScanner):
+    def __init__(self, detection_callback, service_uuids, scanning_mode="active", **kwargs):
+        super().__init__(detection_callback, service_uuids)
+        self.hci = _hci(kwargs)
+        self.active = scanning_mode != "passive"
+        self.device = None
+        self._seen = {}  # address -> {"name", "uuids", "mfr", "sdata", "tx"}
+
+    async def start(self):
+        self.seen_devices = {}
+        self._seen = {}
+        self.device = await device_for(self.hci)
+        self.device.on("advertisement", self._on_advertisement)
+        await self.device.start_scanning(active=self.active, filter_duplicates=False)
+
+    async def stop(self):
+        if self.device is not None:
+            self.device.remove_listener("advertisement", self._on_advertisement)
+            if self.device.scanning:
+                await self.device.stop_scanning()
+
+    def _on_advertisement(self, adv):
+        address = str(adv.address).split("/")[0]
+        info = self._seen.setdefault(address, {"name": None, "uuids": [], "mfr": {}, "sdata": {}, "tx": None})
+        for t, v in _parse_ad(adv.data_bytes):
+            if t in (0x08, 0x09):
+                info["name"] = v.decode("utf-8", "replace")
+            elif t == 0xFF and len(v) >= 2:
+                info["mfr"][int.from_bytes(v[:2], "little")] = v[2:]
+            elif t == 0x16 and len(v) >= 2:
+                info["sdata"][_uuids(0x03, v[:2])[0]] = v[2:]
+            elif t == 0x0A and v:
+                info["tx"] = int.from_bytes(v[:1], "little", signed=True)
+            else:
+                for u in _uuids(t, v):
+                    if u not in info["uuids"]:
+                        info["uuids"].append(u)
+        if not self.is_allowed_uuid(info["uuids"]):
+            return
+        data = AdvertisementData(local_name=info["name"], manufacturer_data=dict(info["mfr"]),
+                                 service_data=dict(info["sdata"]), service_uuids=list(info["uuids"]),
+                                 tx_power=info["tx"], rssi=adv.rssi, platform_data=(adv,))
+        device = self.create_or_update_device(address, address, info["name"], adv.address, data)
+        self.call_detection_callbacks(device, data)
+
+
+class BumbleClient(BaseBleakClient):
+    def __init__(self, address_or_ble_device, services=None, **kwargs):
+        super().__init__(address_or_ble_device, disconnected_callback=kwargs.pop("disconnected_callback", None),
+                         timeout=kwargs.pop("timeout", 10.0))
+        self.hci = _hci(kwargs)
+        self.peer_address = (address_or_ble_device.details if isinstance(address_or_ble_device, BLEDevice)
+                             else None)
+        self.connection = None
+        self.peer = None
+        self._notify = {}  # handle -> (proxy, subscriber)
+
+    @property
+    def name(self):
+        return self.address
+
+    @property
+    def mtu_size(self):
+        return self.connection.att_mtu if self.connection is not None else 23
+
+    def is_connected(self):
+        return self.connection is not None
+
+    async def connect(self, pair, **kwargs):
+        from bumble.core import BT_LE_TRANSPORT
+        from bumble.device import Peer
+        from bumble.hci import Address
+
+        device = await device_for(self.hci)
+        target = self.peer_address or Address(self.address, Address.RANDOM_DEVICE_ADDRESS)
+        try:
+            connection = await asyncio.wait_for(device.connect(target, transport=BT_LE_TRANSPORT), self._timeout)
+        except asyncio.TimeoutError:
+            try:
+                await device.cancel_connection(target)
+            except Exception:
+                pass
+            raise BleakError("bleak_bumble: no connection to %s within %s s" % (self.address, self._timeout)) from None
+        self.connection = connection
+        connection.on("disconnection", self._on_disconnection)
+        try:
+            self.peer = Peer(connection)
+            try:
+                await self.peer.request_mtu(WANTED_MTU)
+            except Exception as e:  # the peripheral keeps 23
+                log.info("bleak_bumble: MTU exchange failed: %s", e)
+            if pair:
+                await self.pair()
+            await self.peer.discover_all()
+            self.services = self._collection()
+        except BaseException:
+            await self.disconnect()
+            raise
+
+    def _on_disconnection(self, reason):
+        self.connection = None
+        self.peer = None
+        self._notify.clear()
+        if self._disconnected_callback is not None:
+            self._disconnected_callback()
+
+    def _collection(self):
+        coll = BleakGATTServiceCollection()
+        for s in self.peer.services:
+            service = BleakGATTService(s, s.handle, _uuid_str(s.uuid))
+            coll.add_service(service)
+            for c in s.characteristics:
+                props = [name for bit, name in _PROPS if int(c.properties) & bit]
+                ch = BleakGATTCharacteristic(c, c.handle, _uuid_str(c.uuid), props,
+                                             lambda: self.mtu_size - 3, service)
+                coll.add_characteristic(ch)
+                for d in c.descriptors:
+                    coll.add_descriptor(BleakGATTDescriptor(d, d.handle, _uuid_str(d.type), ch))
+        return coll
+
+    def _require(self):
+        if self.connection is None:
+            raise BleakError("bleak_bumble: not connected to %s" % self.address)
+
+    async def disconnect(self):
+        conn = self.connection
+        if conn is not None:
+            try:
+                await conn.disconnect()
+            except Exception as e:
+                log.info("bleak_bumble: disconnect: %s", e)
+        self.connection = None
+
+    async def pair(self, *args, **kwargs):
+        self._require()
+        await self.connection.pair()
+
+    async def unpair(self):
+        await self.disconnect()
+
+    async def read_gatt_char(self, characteristic, **kwargs):
+        self._require()
+        return bytearray(await self.peer.read_value(characteristic.handle))
+
+    async def read_gatt_descriptor(self, descriptor, **kwargs):
+        self._require()
+        return bytearray(await self.peer.read_value(descriptor.handle))
+
+    async def write_gatt_char(self, characteristic, data, response):
+        self._require()
+        data = bytes(data)
+        if not response and len(data) > characteristic.max_write_without_response_size:
+            raise BleakError("bleak_bumble: write without response of %d bytes is more than %d (ATT MTU %d - 3)"
+                             % (len(data), characteristic.max_write_without_response_size, self.mtu_size))
+        await self.peer.write_value(characteristic.handle, data, with_response=response)
+
+    async def write_gatt_descriptor(self, descriptor, data):
+        self._require()
+        await self.peer.write_value(descriptor.handle, bytes(data), with_response=True)
+
+    async def start_notify(self, characteristic, callback, **kwargs):
+        self._require()
+        proxy = characteristic.obj
+
+        def subscriber(value):
+            callback(bytearray(value))
+
+        await self.peer.subscribe(proxy, subscriber)
+        self._notify[characteristic.handle] = (proxy, subscriber)
+
+    async def stop_notify(self, characteristic):
+        self._require()
+        entry = self._notify.pop(characteristic.handle, None)
+        if entry is not None:
+            await self.peer.unsubscribe(*entry)
+
+
+def _uuid_str(u):
+    b = bytes(u.uuid_bytes)[::-1]
+    if len(b) == 2:
+        return "0000%s-0000-1000-8000-00805f9b34fb" % b.hex()
+    if len(b) == 4:
+        return "%s-0000-1000-8000-00805f9b34fb" % b.hex()
+    return str(uuid_mod.UUID(bytes=b))

@@ -1,0 +1,1 @@
+"""Host-side tools for wallets: provisioning, top-up, history (`amiko wallet ...`)."""

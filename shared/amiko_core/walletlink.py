@@ -1,0 +1,284 @@
+"""Wallet link: the messages between a wallet, the terminal that relays it, and its provider.
+
+A wallet (firmware/) has no network address: a terminal relays its frames. Payment-link
+messages (types 1..6) go between the wallet and the payee's node; the messages below go
+between the wallet and the terminal (Hello, Tap, Done), the wallet and its provider node
+(Auth, Status: authenticated), and the wallet and its owner's computer over USB
+(Provision, ProvisionAck, GetHistory, HistoryEntry). Importing this module registers them
+with amiko_core.messages (type codes 40..49) without loading
+amiko_core.linkschema (see TABLE).
+
+    code name          key field          kind                       ? = optional
+    ---- ------------- --- -------------- -------------------------- ---
+      40 Hello           1 wallet         id (the wallet's account at the provider)
+         wallet->term    2 provider       URL text <= 512 bytes: amikolink URL (where the
+                                          terminal relays Auth; parsed by the terminal)
+                         3 pending        bytes[20] txid of a payment still to resolve  ?
+      41 Tap             1 url            URL text <= 512 bytes: amikopay URL            ?
+         term->wallet    (no url: "a terminal is here", the wallet answers Hello)
+      42 Auth            1 wallet         id
+         wallet->prov    2 counter        uint, strictly increasing per wallet
+                         3 action         uint <= 4: 0 route, 1 lock, 2 commit, 3 cancel, 4 query
+                         4 txid           bytes[20]
+                         5 amount         amount
+                         6 meeting_point  meeting point
+                         7 token          bytes[32] (action commit)                      ?
+                         8 mac            bytes[32]
+      43 Status          1 wallet         id
+         prov->wallet    2 counter        uint, strictly increasing per wallet (provider's own)
+                         3 ref            uint: the Auth counter this answers
+                         4 txid           bytes[20]
+                         5 state          uint <= 5: 0 routing, 1 routed, 2 locked,
+                                          3 committed, 4 cancelled, 5 refused
+                         6 amount         amount
+                         7 meeting_point  meeting point
+                         8 balance        uint: the wallet's balance after this state
+                         9 time           uint: provider's unix time (the wallet's clock)
+                        10 token          bytes[32] (state committed)                    ?
+                        11 reason         text <= 256 bytes                              ?
+                        12 mac            bytes[32]
+      44 Done            1 id             payment id
+         wallet->term    2 state          uint: 3 committed, 4 cancelled (as Status)
+                         3 reason         text <= 256 bytes                              ?
+      45 Provision       1 wallet         id
+         host->wallet    2 key            bytes[32]
+                         3 provider       URL text <= 512 bytes (amikolink URL)
+                         4 limit          amount: most per payment
+                         5 daily          amount: most per day
+                         6 auto           uint: amounts up to this need no button press
+      46 ProvisionAck    1 wallet         id
+         wallet->host    2 mac            bytes[32]: proof of the key (see below)
+      47 GetHistory      1 index          uint (0 = newest)
+         host->wallet
+      48 HistoryEntry    1 index          uint
+         wallet->host    2 count          uint: entries stored
+                         3 state          uint (as Status)
+                         4 id             payment id
+                         5 amount         amount
+                         6 receipt        text <= 512 bytes
+                         7 txid           bytes[20]
+                         8 meeting_points list of meeting point, 1..8
+                         9 payee_key      bytes[33]                                      ?
+                        10 signature      bytes[64]                                      ?
+                        11 expires        uint                                           ?
+                        12 meeting_point  meeting point                                  ?
+                        13 token          bytes[32]                                      ?
+                        14 reason         text <= 256 bytes                              ?
+      49 Refused         1 code           uint <= 255 (the wallet's refusal codes)
+         wallet->any     2 reason         text <= 256 bytes
+                         3 ref_type       uint <= 255: type of the refused message        ?
+         (the wallet's Error; messages.Error (31) is a node-link type the wallet never loads)
+
+MAC: mac = HMAC-SHA256(key, signed_bytes(msg)), signed_bytes(msg) = cbor.dumps([TAG, map])
+where map is the message's body (deterministic CBOR map, as messages.encode) without its
+mac field, and TAG the domain tag of its type: AUTH_TAG for Auth, STATUS_TAG for Status,
+ACK_TAG for ProvisionAck. The tags keep a MAC of one kind from being accepted as another
+(a Status can never pass as an Auth), and every field of the message is bound: wallet,
+counter, action, txid, amount, meeting point, token; for Status also ref, state, balance,
+time, reason. key is the 32-byte key provisioned into the wallet and its provider.
+verify(key, msg) compares in constant time and never raises for a well-formed message.
+"""
+
+from amiko_core import cbor
+from amiko_core import messages as m
+from amiko_core.errors import DecodeError, EncodeError
+from amiko_core.ids import id_problem
+from amiko_core.hashing import hmac_sha256
+from amiko_core.token import constant_time_equal
+
+HELLO = 40
+TAP = 41
+AUTH = 42
+STATUS = 43
+DONE = 44
+PROVISION = 45
+PROVISION_ACK = 46
+GET_HISTORY = 47
+HISTORY_ENTRY = 48
+REFUSED_MSG = 49
+
+WALLET_TYPES = (HELLO, TAP, DONE, PROVISION, PROVISION_ACK, GET_HISTORY, HISTORY_ENTRY, REFUSED_MSG)
+PROVIDER_TYPES = (AUTH, STATUS)
+
+# Auth actions
+ROUTE = 0
+LOCK = 1
+COMMIT = 2
+CANCEL = 3
+QUERY = 4
+ACTION_NAMES = ("route", "lock", "commit", "cancel", "query")
+
+# Status states
+ROUTING = 0
+ROUTED = 1
+LOCKED = 2
+COMMITTED = 3
+CANCELLED = 4
+REFUSED = 5
+STATE_NAMES = ("routing", "routed", "locked", "committed", "cancelled", "refused")
+FINAL_STATES = (COMMITTED, CANCELLED, REFUSED)
+
+KEY_SIZE = 32
+MAC_SIZE = 32
+AUTH_TAG = "amikopay walletlink v1 auth"
+STATUS_TAG = "amikopay walletlink v1 status"
+ACK_TAG = "amikopay walletlink v1 provisioned"
+
+# Field kinds as amiko_core.messages writes them (see its _SCHEMA comment). They are written
+# out, not made with the messages.uint/ident/... helpers, because those live in
+# amiko_core.linkschema, which a wallet must not load (heap): this module is imported by
+# the wallet. tests/core/test_walletlink.py checks this table against linkschema's rules.
+_WALLET = ("id", "")
+_MP = ("id", ":")
+_TXID = ("bytes", 20, 20)
+_B32 = ("bytes", 32, 32)
+_UINT = ("uint", 0xFFFFFFFFFFFFFFFF)
+_STATE = ("uint", 5)
+_AMOUNT = ("amount",)
+_REASON = ("text", 256)
+# URLs are carried as text: the wallet only needs the payment id of a Tap (payment_id_of) and
+# echoes its provider URL; hosts parse them fully (amiko_core.url). This keeps the URL parser
+# (about 10 KB of heap) off the device.
+_URL = ("text", 512)
+
+TABLE = (
+    (HELLO, "Hello", ((1, "wallet", _WALLET, True), (2, "provider", _URL, True), (3, "pending", _TXID, False))),
+    (TAP, "Tap", ((1, "url", _URL, False),)),
+    (AUTH, "Auth", (
+        (1, "wallet", _WALLET, True),
+        (2, "counter", _UINT, True),
+        (3, "action", ("uint", 4), True),
+        (4, "txid", _TXID, True),
+        (5, "amount", _AMOUNT, True),
+        (6, "meeting_point", _MP, True),
+        (7, "token", _B32, False),
+        (8, "mac", _B32, True))),
+    (STATUS, "Status", (
+        (1, "wallet", _WALLET, True),
+        (2, "counter", _UINT, True),
+        (3, "ref", _UINT, True),
+        (4, "txid", _TXID, True),
+        (5, "state", _STATE, True),
+        (6, "amount", _AMOUNT, True),
+        (7, "meeting_point", _MP, True),
+        (8, "balance", _UINT, True),
+        (9, "time", _UINT, True),
+        (10, "token", _B32, False),
+        (11, "reason", _REASON, False),
+        (12, "mac", _B32, True))),
+    (DONE, "Done", ((1, "id", _WALLET, True), (2, "state", _STATE, True), (3, "reason", _REASON, False))),
+    (PROVISION, "Provision", (
+        (1, "wallet", _WALLET, True),
+        (2, "key", _B32, True),
+        (3, "provider", _URL, True),
+        (4, "limit", _AMOUNT, True),
+        (5, "daily", _AMOUNT, True),
+        (6, "auto", ("uint", 2100000000000000), True))),
+    (PROVISION_ACK, "ProvisionAck", ((1, "wallet", _WALLET, True), (2, "mac", _B32, True))),
+    (GET_HISTORY, "GetHistory", ((1, "index", _UINT, True),)),
+    (HISTORY_ENTRY, "HistoryEntry", (
+        (1, "index", _UINT, True),
+        (2, "count", _UINT, True),
+        (3, "state", _STATE, True),
+        (4, "id", _WALLET, True),
+        (5, "amount", _AMOUNT, True),
+        (6, "receipt", ("text", 512), True),
+        (7, "txid", _TXID, True),
+        (8, "meeting_points", ("list", _MP, 8), True),
+        (9, "payee_key", ("bytes", 33, 33), False),
+        (10, "signature", ("bytes", 64, 64), False),
+        (11, "expires", _UINT, False),
+        (12, "meeting_point", _MP, False),
+        (13, "token", _B32, False),
+        (14, "reason", _REASON, False))),
+    (REFUSED_MSG, "Refused", ((1, "code", ("uint", 255), True), (2, "reason", _REASON, True),
+                              (3, "ref_type", ("uint", 255), False))),
+)
+
+_SCHEMA = m._SCHEMA  # the dict messages decodes with (shared with linkschema.SCHEMA)
+for _code, _name, _fields in TABLE:
+    if _code not in _SCHEMA:  # (imported twice under two names, e.g. .mpy and source)
+        _SCHEMA[_code] = (_name, _fields)
+del _code, _name, _fields
+
+_TAGS = {AUTH: AUTH_TAG, STATUS: STATUS_TAG, PROVISION_ACK: ACK_TAG}
+
+
+def signed_bytes(msg):
+    """cbor [tag of msg's type, msg's body map without the mac field]."""
+    tag = _TAGS.get(getattr(msg, "type", None))
+    if tag is None or not isinstance(msg, m.Message):
+        raise EncodeError("walletlink: only Auth, Status and ProvisionAck carry a MAC")
+    body = {}
+    for f in _SCHEMA[msg.type][1]:
+        name = f[1]
+        if name != "mac" and name in msg.fields:
+            body[f[0]] = msg.fields[name]
+    return cbor.dumps([tag, body])
+
+
+def _check_key(key):
+    if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_SIZE:
+        raise EncodeError("walletlink: key must be %d bytes" % KEY_SIZE)
+
+
+def mac(key, msg):
+    """The MAC of msg under key (msg's own mac field, if any, is not covered)."""
+    _check_key(key)
+    return hmac_sha256(key, signed_bytes(msg))
+
+
+def sign(key, code, fields):
+    """A Message of type code with fields and its mac filled in."""
+    fields = dict(fields)
+    fields["mac"] = bytes(MAC_SIZE)  # placeholder: the mac is not covered by itself
+    unsigned = m.Message(code, fields)
+    fields["mac"] = mac(key, unsigned)
+    return m.Message(code, fields)
+
+
+def verify(key, msg):
+    """True if msg carries the right MAC under key."""
+    got = msg.fields.get("mac")
+    if got is None:
+        return False
+    return constant_time_equal(mac(key, msg), got)
+
+
+def auth(key, wallet, counter, action, txid, amount, meeting_point, token=None):
+    return sign(key, AUTH, {"wallet": wallet, "counter": counter, "action": action, "txid": txid,
+                            "amount": amount, "meeting_point": meeting_point, "token": token})
+
+
+def status(key, wallet, counter, ref, txid, state, amount, meeting_point, balance, time,
+           token=None, reason=None):
+    return sign(key, STATUS, {"wallet": wallet, "counter": counter, "ref": ref, "txid": txid,
+                              "state": state, "amount": amount, "meeting_point": meeting_point,
+                              "balance": balance, "time": time, "token": token, "reason": reason})
+
+
+def provision_ack(key, wallet):
+    return sign(key, PROVISION_ACK, {"wallet": wallet})
+
+
+def payment_id_of(url_text):
+    """The payment id of an amikopay://host[:port]/ID[?query] URL, without the URL parser:
+    DecodeError unless the scheme is amikopay and ID is a valid id (ids.id_problem)."""
+    if type(url_text) is not str or url_text[:11].lower() != "amikopay://":
+        raise DecodeError("walletlink: Tap url must be an amikopay:// URL")
+    rest = url_text[11:]
+    slash = rest.find("/")
+    if slash <= 0:
+        raise DecodeError("walletlink: Tap url has no host or no /ID")
+    pid = rest[slash + 1:]
+    q = pid.find("?")
+    if q >= 0:
+        pid = pid[:q]
+    problem = id_problem(pid)
+    if problem:
+        raise DecodeError("walletlink: Tap url payment id %s" % problem)
+    return pid
+
+
+def is_walletlink(code):
+    return HELLO <= code <= REFUSED_MSG

@@ -1,0 +1,126 @@
+"""Payments over Bluetooth LE, end to end with real protocol stacks and no radio:
+
+    virtual board (the wallet firmware on MicroPython; firmware/board/ble.py on the simulated
+    `bluetooth` module) -> bumble virtual controller --LocalLink-- bumble controller <- HCI over
+    TCP <- bumble host stack in this process <- bleak (BleakScanner/BleakClient with the
+    amiko.transports.bleak_bumble backend) <- amiko.transports.ble <- the relay -> real provider
+    and payee nodes.
+
+A payment is committed; a BLE link dropped right after the wallet authorised the lock ends the
+contact, and the payment finishes at the next BLE contact (reconnect)."""
+
+import asyncio
+import json
+from pathlib import Path
+
+from amiko_core import frame
+from amiko_core import messages as m
+from amiko_core import walletlink as wl
+
+from amiko.emulate import VirtualBoard
+from amiko.relay.core import Relay
+from amiko.transports import bleak_bumble, open_transport
+
+from harness import net  # noqa: F401
+from wallet_harness import flash_firmware, wallet_cli
+
+BLE_NAME = "Amiko-T1"  # fits whole in the advertising data
+
+
+def start_ble_wallet(tmp_path):
+    board = VirtualBoard(Path(tmp_path) / "vb", ble=True)
+    flash_firmware(board.flash)
+    cfg_path = Path(board.flash) / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["board"]["transports"]["ble"] = {"module": "bluetooth"}  # as the ESP32 entries have it
+    cfg["settings"]["ble_name"] = BLE_NAME
+    cfg_path.write_text(json.dumps(cfg))
+    return board.start()
+
+
+class DropAfterLock:
+    """Passes the wallet's Auth{lock} on, then drops the BLE link (the customer walks away)."""
+
+    def __init__(self, transport):
+        self.t = transport
+        self.dec = frame.FrameDecoder(4096)
+        self.dropped = False
+
+    async def read(self):
+        if self.dropped and self.t.client is not None:
+            await self.t.client.disconnect()  # the relay has passed the Auth on by now
+        data = await self.t.read()
+        for fr in self.dec.feed(data):
+            if fr.type == wl.AUTH and m.from_frame(fr).action == wl.LOCK:
+                self.dropped = True
+        return data
+
+    def write(self, data):
+        self.t.write(data)
+
+    def close(self):
+        self.t.close()
+
+
+def ble_relay(board, url=None, drop_after_lock=False, pair=False, timeout=60):
+    spec = "ble:%s?hci=%s&timeout=15%s" % (BLE_NAME, board.info["ble"]["hci"], "&pair=1" if pair else "")
+
+    async def go():
+        t = open_transport(spec)
+        try:
+            await t.connect()
+            assert t.client.mtu_size == 247  # the firmware asks for 247; bumble's server honours it
+            encrypted = t.client._backend.connection.is_encrypted
+            session = DropAfterLock(t) if drop_after_lock else t
+            out = await Relay(session).run(url, timeout=timeout)
+            out["ble"] = {"bytes_out": t.bytes_out, "bytes_in": t.bytes_in, "connects": t.connects,
+                          "encrypted": encrypted}
+            return out
+        finally:
+            await t.aclose()
+            await bleak_bumble.close_all()
+
+    return asyncio.run(go())
+
+
+def test_ble_payment_and_disconnect_mid_payment(net, tmp_path):
+    prov = net.node("prov")
+    shop = net.node("shop", meeting_points=["mp-shop"])
+    net.connect(prov, shop)
+    net.deposit(prov, shop, 10000)
+    board = start_ble_wallet(tmp_path)
+    try:
+        r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", "1000",
+                       "--limit", "2000", "--daily", "5000", "--json")
+        assert r.returncode == 0, r
+        wallet = r.json["wallet"]
+        r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, "3000", "--json")
+        assert r.returncode == 0 and r.json["balance"] == 3000, r
+
+        # a payment over BLE, on a link paired first (LE Secure Connections, just works)
+        url = net.request(shop, 300, "espresso")
+        out = ble_relay(board, url, pair=True)
+        assert out["result"] == "committed", out
+        assert out["ble"]["encrypted"] is True, out
+        assert out["hello"]["wallet"] == wallet
+        assert out["dropped"] == 0 and out["ble"]["bytes_out"] > 0 and out["ble"]["bytes_in"] > 0, out
+        net.wait(lambda: shop.status()["balance"] == 300, 20, "shop paid")
+
+        # the BLE link drops right after the wallet authorised the lock: no outcome in this contact
+        url = net.request(shop, 200, "dropped")
+        out = ble_relay(board, url, drop_after_lock=True)
+        assert out["result"] == "unknown", out
+        net.wait(lambda: shop.status()["balance"] == 500, 30, "the network commits without the wallet")
+        # the next BLE contact (a new scan and connection) finishes the payment on the wallet
+        for _ in range(3):
+            out = ble_relay(board)
+            h = wallet_cli("history", "--port", board.pty, "--json").json["history"]
+            if h[0]["amount"] == 200 and h[0]["state"] == "committed":
+                break
+        assert out["hello"]["wallet"] == wallet
+        assert h[0]["state"] == "committed" and h[0]["proof_ok"] and h[0]["receipt"] == "dropped", h[0]
+        assert h[1]["state"] == "committed" and h[1]["receipt"] == "espresso", h[1]
+        info = wallet_cli("info", "--provider", prov.home, "--wallet", wallet, "--json").json
+        assert info["balance"] == 2500 and info["available"] == 2500, info
+    finally:
+        board.stop()

@@ -1,0 +1,411 @@
+"""The wallet firmware (firmware/wallet) on MicroPython with a fake board and a scripted world."""
+
+import os
+import sys
+
+if "firmware" not in sys.path:
+    sys.path.append("firmware")
+
+from mptest import eq
+
+from amiko_core import frame
+from amiko_core import messages as m
+from amiko_core import walletlink as wl
+from amiko_core.token import transaction_id
+from wallet.app import App
+from wallet_world import FakeBoard, Provider, World, provision_msg, rmtree
+
+_n = [0]
+PAY_URL = "amikopay://127.0.0.1:4001/pay-1"
+FAST = {"receipt": 2, "confirm": 5, "routing": 6, "locking": 3}
+
+
+def _root():
+    _n[0] += 1
+    root = "/tmp/amiko-mp-wallet-%d-%s" % (_n[0], "".join("%02x" % b for b in os.urandom(4)))
+    return root
+
+
+class H:
+    def __init__(self, world=None, limit=5000, daily=20000, auto=1000, display=True, root=None):
+        self.root = root or _root()
+        self.board = FakeBoard(self.root, display=display)
+        self.app = App(self.board, timeouts=FAST)
+        self.w = self.app.wallet
+        self.world = None
+        if root is None:
+            self.give(m.to_frame(provision_msg(limit, daily, auto)))
+            self.pump(3)
+            acks = [x for x in self.drain() if x.type == wl.PROVISION_ACK]
+            eq(len(acks), 1, "provision ack")
+        self.world = world
+
+    def give(self, data):
+        self.board.serial.inbox.extend(data)
+
+    def drain(self):
+        out = []
+        dec = frame.FrameDecoder(4096)
+        for data in self.board.serial.sent:
+            for fr in dec.feed(data):
+                out.append(m.from_frame(fr))
+        self.board.serial.sent = []
+        return out
+
+    def pump(self, rounds=400, step_ms=50):
+        for _ in range(rounds):
+            self.app.step()
+            if self.world is not None:
+                for data in self.board.serial.sent:
+                    self.world.from_wallet(data)
+                self.board.serial.sent = []
+                for data in self.world.take():
+                    self.give(data)
+            self.board.ms += step_ms
+
+    def tap(self, url=PAY_URL):
+        self.give(m.to_frame(m.Message(wl.TAP, url=url)))
+
+    def reboot(self):
+        self.app = App(FakeBoard(self.root), timeouts=FAST)
+        self.app.board.ms = self.board.ms
+        self.board = self.app.board
+        self.w = self.app.wallet
+        return self
+
+    def state(self):
+        return self.w.state
+
+    def close(self):
+        rmtree(self.root)
+
+
+def _committed(h, world, amount):
+    eq([d.state for d in world.done], [wl.COMMITTED], "done")
+    st = h.state()
+    eq(st["pay"], None, "no payment pending")
+    eq(st["balance"], 10000 - amount, "balance after")
+    eq(world.provider.balance, 10000 - amount, "provider balance")
+    h.give(m.to_frame(m.Message(wl.GET_HISTORY, index=0)))
+    world_saved, h.world = h.world, None
+    h.pump(3)
+    h.world = world_saved
+    entries = [x for x in h.drain() if x.type == wl.HISTORY_ENTRY]
+    eq(len(entries), 1, "history entry")
+    e = entries[0]
+    eq(e.state, wl.COMMITTED, "history state")
+    eq(transaction_id(e.token), e.txid, "proof token")
+    eq(e.amount, amount, "history amount")
+    return e
+
+
+def test_happy_path_auto_confirm():
+    world = World(amount=500)
+    h = H(world)
+    h.tap()
+    h.pump()
+    e = _committed(h, world, 500)
+    eq(e.signature is None, True, "unsigned test receipt")
+    eq(h.state()["spent"], 500, "spent today")
+    eq(h.board.led.state, "ok", "led")
+    h.close()
+
+
+def test_button_confirm_and_display():
+    world = World(amount=1500, receipt="big coffee")
+    h = H(world, auto=100)
+    h.tap()
+    h.pump(40)
+    eq(h.board.display.lines[0], "Pay 1500 ?", "display asks")
+    eq(world.provider.counter, 0, "nothing authorised before the button")
+    h.board.buttons.events.append("confirm")
+    h.pump()
+    _committed(h, world, 1500)
+    h.close()
+
+
+def test_button_cancel_declines():
+    world = World(amount=1500)
+    h = H(world, auto=100)
+    h.tap()
+    h.pump(40)
+    h.board.buttons.events.append("cancel")
+    h.pump()
+    eq([d.state for d in world.done], [wl.CANCELLED], "done")
+    eq(world.payee.outcome, "cancelled", "payee told")
+    eq(h.state()["counter"], 0, "no authorisation")
+    eq(world.provider.balance, 10000, "provider untouched")
+    h.close()
+
+
+def test_confirm_timeout_declines():
+    world = World(amount=1500)
+    h = H(world, auto=100)
+    h.tap()
+    h.pump(200)
+    eq(world.payee.outcome, "cancelled", "payee told")
+    eq(h.state()["pay"], None, "nothing pending")
+    h.close()
+
+
+def test_per_payment_limit():
+    world = World(amount=6000)
+    h = H(world, limit=5000)
+    h.tap()
+    h.pump()
+    eq(world.payee.outcome, "cancelled", "payee told")
+    eq(world.provider.counter, 0, "provider never asked")
+    eq("per-payment limit" in world.done[0].reason, True, world.done[0].reason)
+    h.close()
+
+
+def test_daily_limit():
+    provider = Provider()
+    w1 = World(amount=500, provider=provider)
+    h = H(w1, daily=800)
+    h.tap()
+    h.pump()
+    eq(provider.balance, 9500, "first paid")
+    token2 = bytes([5]) * 32
+    w2 = World(amount=500, provider=provider, token=token2, payment_id="pay-2")
+    h.world = w2
+    h.tap("amikopay://127.0.0.1:4001/pay-2")
+    h.pump()
+    eq(w2.payee.outcome, "cancelled", "second refused")
+    eq("remaining limit" in w2.done[0].reason, True, w2.done[0].reason)
+    eq(provider.balance, 9500, "second not paid")
+    h.close()
+
+
+def test_provider_refuses_over_balance():
+    world = World(amount=900, provider=Provider(balance=800))
+    h = H(world)
+    h.tap()
+    h.pump()
+    eq(world.payee.outcome, "cancelled", "payee told")
+    eq(h.state()["pay"], None, "resolved")
+    eq(h.state()["spent"], 0, "spent restored")
+    h.close()
+
+
+def test_forged_status_refused_then_genuine_one_accepted():
+    world = World(amount=500)
+    h = H(world)
+    forged = []
+
+    def tamper(msg):
+        if msg.type == wl.STATUS and not forged:
+            f = dict(msg.fields)
+            f["balance"] = 999999
+            forged.append(1)
+            return m.Message(wl.STATUS, f)
+        return msg
+
+    world.tamper_to_wallet = tamper
+    h.tap()
+    h.pump()
+    eq(len(forged), 1, "forged once")
+    eq(any("not authenticated" in e for e in world.errors if isinstance(e, str)), True, "refused")
+    _committed(h, world, 500)
+    h.close()
+
+
+def test_replayed_status_refused():
+    world = World(amount=500)
+    h = H(world)
+    seen = []
+
+    def keep(msg):
+        if msg.type == wl.STATUS:
+            seen.append(msg)
+        return msg
+
+    world.tamper_to_wallet = keep
+    h.tap()
+    h.pump()
+    before = dict(h.state())
+    world.errors = []
+    for st in seen:
+        h.give(m.to_frame(st))
+    h.pump(5)
+    eq(len([e for e in world.errors if "Status refused" in e]), len(seen), "every replay refused")
+    eq(h.state(), before, "state intact")
+    h.close()
+
+
+def test_replayed_and_altered_auth_refused_by_provider():
+    world = World(amount=500)
+    h = H(world)
+    auths = []
+
+    def alter(msg):
+        if msg.type == wl.AUTH:
+            auths.append(msg)
+            if len(auths) == 1:
+                f = dict(msg.fields)
+                f["amount"] = 400  # the terminal tries to change the amount
+                return m.Message(wl.AUTH, f)
+            if len(auths) == 2:
+                f = dict(msg.fields)
+                f["meeting_point"] = "mp-evil"  # ... or redirect to its meeting point
+                return m.Message(wl.AUTH, f)
+        return msg
+
+    world.tamper_from_wallet = alter
+    h.tap()
+    h.pump()
+    eq(world.provider.refusals[:2], ["mac", "mac"], "altered auths refused")
+    _committed(h, world, 500)
+    n = len(world.provider.refusals)
+    world.tamper_from_wallet = None
+    world.from_wallet(m.to_frame(auths[0]))  # replay an old genuine authorisation
+    eq(world.provider.refusals[n:], ["counter"], "replay refused")
+    h.close()
+
+
+def test_forged_status_wrong_meeting_point():
+    world = World(amount=500)
+    h = H(world)
+    h.tap()
+    h.pump(3)
+    pay = h.state()["pay"]
+    eq(pay is not None, True, "payment started")
+    c = h.state()["counter"]
+    st = wl.status(bytes(32), "w-test", 99, c, pay["txid"], wl.ROUTED, 500, "mp-evil", 1, 1)
+    before = h.state()["pcounter"]
+    h.give(m.to_frame(st))
+    h.app.step()
+    eq(h.state()["pcounter"], before, "not accepted")
+    h.pump()
+    _committed(h, world, 500)
+    h.close()
+
+
+def test_token_that_does_not_hash_to_txid():
+    world = World(amount=500, settle=False)
+    h = H(world)
+
+    def bad_token(msg):
+        if msg.type == m.COMMIT:
+            return m.Message(m.COMMIT, id=msg.id, token=bytes(32))
+        return msg
+
+    world.tamper_to_wallet = bad_token
+    h.tap()
+    h.pump(30)
+    eq(any("does not hash" in e for e in world.errors if isinstance(e, str)), True, "refused")
+    pay = h.state()["pay"]
+    eq(pay["phase"], "lock", "still waiting, not paid")
+    eq(pay["token"], None, "no token stored")
+    world.provider.settle(world.payee.txid, world.payee.token)  # the network brings the token back
+    h.pump()  # lock timeout -> query -> Status{committed, token}
+    e = _committed(h, world, 500)
+    eq(e.token, world.payee.token, "the real token is the proof")
+    h.close()
+
+
+def test_garbage_and_oversized_frames():
+    world = World(amount=500)
+    h = H(world)
+    before = dict(h.state())
+    h.give(b"\x00\xff garbage \xa5\x4b\x01")
+    big = bytearray(frame.encode(m.PAY, bytes(3000), max_frame=4096))
+    h.give(big)
+    h.give(frame.encode(200, b"\xa0"))  # unknown type
+    h.give(frame.encode(wl.STATUS, b"\xff\xff"))  # bad body
+    h.pump(20)
+    errs = [e for e in world.errors if isinstance(e, str)]
+    eq(len(errs) >= 3, True, "refusals: %r" % errs)
+    eq(h.state(), before, "state intact")
+    h.tap()
+    h.pump()
+    _committed(h, world, 500)
+    h.close()
+
+
+def test_unprovisioned_and_reprovision_refused():
+    world = World()
+    root = _root()
+    h = H(world, root=root)
+    h.tap()
+    h.pump(3)
+    eq(any("not provisioned" in e for e in world.errors if isinstance(e, str)), True, "unprovisioned")
+    h.world = None
+    h.give(m.to_frame(provision_msg()))
+    h.pump(3)
+    h.give(m.to_frame(m.Message(wl.PROVISION, wallet="w-evil", key=bytes(32), provider="amikolink://evil/w", limit=1, daily=1, auto=1)))
+    h.pump(3)
+    msgs = h.drain()
+    eq([x.type for x in msgs], [wl.PROVISION_ACK, wl.REFUSED_MSG], "second provision refused")
+    eq(h.w.config["wallet"], "w-test", "config kept")
+    h.close()
+
+
+def test_contact_lost_after_route_resumes_and_cancels():
+    world = World(amount=500, payee_routes=False)
+    h = H(world)
+    h.tap()
+    h.pump(4)
+    eq(h.state()["pay"]["phase"], "route", "route authorised")
+    eq(h.state()["spent"], 500, "counted")
+    h.reboot()
+    eq(h.state()["pay"]["phase"], "route", "persisted")
+    h.world = world
+    h.give(m.to_frame(m.Message(wl.TAP)))
+    h.pump()
+    eq(h.state()["pay"], None, "resolved")
+    eq(h.state()["spent"], 0, "limit restored")
+    eq(world.provider.pays[world.payee.txid]["state"], wl.CANCELLED, "provider cancelled")
+    h.give(m.to_frame(m.Message(wl.GET_HISTORY, index=0)))
+    h.world = None
+    h.pump(2)
+    e = [x for x in h.drain() if x.type == wl.HISTORY_ENTRY][0]
+    eq(e.state, wl.CANCELLED, "history says cancelled")
+    h.close()
+
+
+def test_contact_lost_after_lock_resumes_and_commits():
+    world = World(amount=500, release=False, settle=False)
+    h = H(world)
+    h.tap()
+    h.pump(6)
+    eq(h.state()["pay"]["phase"], "lock", "lock authorised")
+    h.reboot()
+    world.provider.settle(world.payee.txid, world.payee.token)
+    h.world = world
+    h.give(m.to_frame(m.Message(wl.TAP, url=PAY_URL)))  # a new payment while one is pending
+    h.pump()
+    eq(any("busy" in e for e in world.errors if isinstance(e, str)), True, "busy")
+    _committed(h, world, 500)
+    h.close()
+
+
+def test_internal_error_keeps_the_wallet_running_with_flash_state():
+    world = World(amount=500)
+    h = H(world)
+    before = dict(h.state())
+
+    def broken(msg):
+        h.w.state["counter"] = 999  # a bug that half-changed the state in RAM ...
+        raise KeyError("bug")
+
+    h.w._on_tap = broken
+    h.tap()
+    h.pump(3)
+    eq(any("internal error" in e for e in world.errors if isinstance(e, str)), True, "reported")
+    eq(h.state(), before, "... is undone: state as on flash")
+    del h.w._on_tap
+    h.tap()
+    h.pump()
+    _committed(h, world, 500)
+    h.close()
+
+
+def test_unknown_and_node_link_types_refused_by_type():
+    world = World()
+    h = H(world)
+    h.give(frame.encode(m.ERROR, b"\xa0"))
+    h.give(frame.encode(m.MAKE_ROUTE, b"\xa0"))
+    h.pump(3)
+    eq(len([e for e in world.errors if "does not accept message type" in e]), 2, "refused unread")
+    h.close()

@@ -1,0 +1,116 @@
+"""A payment over NFC, end to end: the wallet firmware on a virtual board (real MicroPython) with
+its PN532 driver talking to the simulated PN532, the card side of nfcpy's udp link; the
+terminal's nfcpy reader (amiko.transports.nfc, `nfc:udp:...`), the relay core, a real provider
+node and a real payee node. Then the wallet leaves the field mid-payment (right after it
+authorised the lock) and the payment finishes at the next tap."""
+
+import asyncio
+import json
+from pathlib import Path
+
+from amiko_core import frame
+from amiko_core import messages as m
+from amiko_core import walletlink as wl
+
+from amiko.relay.core import Relay
+from amiko.transports import open_transport
+from amiko.transports.nfc import Reader
+
+from harness import net  # noqa: F401
+from nfc_harness import Sim, wait
+from wallet_harness import flash_firmware, wallet_cli
+
+from amiko.emulate import VirtualBoard
+
+
+class LeaveAfterLock:
+    """Passes the wallet's Auth{lock} on, then the card leaves the field (the customer pulls it away)."""
+
+    def __init__(self, transport, sim):
+        self.t = transport
+        self.sim = sim
+        self.dec = frame.FrameDecoder(4096)
+        self.left = False
+
+    async def read(self):
+        data = await self.t.read()
+        for fr in self.dec.feed(data):
+            if fr.type == wl.AUTH and m.from_frame(fr).action == wl.LOCK and not self.left:
+                self.left = True
+                await asyncio.sleep(0.3)  # the relay forwards the Auth first
+                self.sim.leave()
+        return data
+
+    def write(self, data):
+        self.t.write(data)
+
+    def close(self):
+        self.t.close()
+
+
+def relay_nfc(spec, url=None, timeout=60, leave_after_lock=None):
+    async def go():
+        t = open_transport(spec)
+        if leave_after_lock is not None:
+            t = LeaveAfterLock(t, leave_after_lock)
+        try:
+            return await Relay(t).run(url, timeout=timeout)
+        finally:
+            t.close()
+
+    return asyncio.run(go())
+
+
+def test_pay_by_nfc_and_leave_mid_tap(net, tmp_path):
+    prov = net.node("prov")
+    shop = net.node("shop", meeting_points=["mp-shop"])
+    net.connect(prov, shop)
+    net.deposit(prov, shop, 10000)
+    sim = Sim()
+    board = VirtualBoard(tmp_path / "vb")
+    flash_firmware(board.flash)
+    cfg_path = Path(board.flash) / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["settings"]["nfc"] = {"chip": "PN532", "bus": "uart", "path": sim.uart}
+    cfg_path.write_text(json.dumps(cfg))
+    board.start()
+    try:
+        r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", "1000",
+                       "--limit", "2000", "--daily", "5000", "--json")
+        assert r.returncode == 0, r
+        wallet = r.json["wallet"]
+        r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, "3000", "--json")
+        assert r.returncode == 0 and r.json["balance"] == 3000, r
+
+        url = net.request(shop, 300, "espresso")
+        out = relay_nfc(sim.spec, url)
+        assert out["result"] == "committed", out
+        assert out["hello"]["wallet"] == wallet
+        net.wait(lambda: shop.status()["balance"] == 300, 20, "shop paid")
+
+        # the wallet leaves the field right after authorising the lock: the contact ends with
+        # no outcome; the network commits; the next tap hands the wallet its proof
+        url = net.request(shop, 200, "tap away")
+        out = relay_nfc(sim.spec, url, leave_after_lock=sim)
+        assert out["result"] != "committed", out
+        assert not sim.stats()["in_field"]
+        sim.enter()
+        for _ in range(3):
+            out = relay_nfc(sim.spec)
+            h = wallet_cli("history", "--port", board.pty, "--json").json["history"]
+            if h[0]["amount"] == 200 and h[0]["state"] == "committed":
+                break
+        assert out["hello"]["wallet"] == wallet
+        assert h[0]["state"] == "committed" and h[0]["proof_ok"] and h[0]["receipt"] == "tap away", h[0]
+        info = wallet_cli("info", "--provider", prov.home, "--wallet", wallet, "--json").json
+        assert info["balance"] == 2500 and info["available"] == 2500, info
+        st = sim.stats()
+        assert st["activations"] >= 2 and st["released"] >= 1, st
+        reader = Reader.get(sim.spec[len("nfc:"):])
+        assert reader.stats["contacts"] >= 2 and reader.stats["not_wallet"] == 0, reader.stats
+    finally:
+        r = Reader._readers.pop(sim.spec[len("nfc:"):], None)
+        if r is not None:
+            r.close(wait=0.5)
+        board.stop()
+        sim.stop()

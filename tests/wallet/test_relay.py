@@ -1,0 +1,53 @@
+"""The relay's sans-IO router: what crosses from which side, and nothing malformed crosses."""
+
+from amiko_core import frame
+from amiko_core import messages as m
+from amiko_core import walletlink as wl
+from amiko_core.token import new_token, transaction_id
+
+from amiko.relay.core import Router
+
+from harness import run_amiko
+
+TXID = transaction_id(new_token())
+
+
+def test_wallet_frames_go_where_their_type_says():
+    r = Router()
+    hello = m.Message(wl.HELLO, wallet="w-1", provider="amikolink://127.0.0.1:4000/w-1")
+    pay = m.Message(m.PAY, id="p1")
+    auth = wl.auth(bytes(32), "w-1", 1, wl.ROUTE, TXID, 5, "mp")
+    done = m.Message(wl.DONE, id="p1", state=wl.COMMITTED)
+    data = b"junk" + m.to_frame(hello) + m.to_frame(pay) + m.to_frame(auth) + m.to_frame(done)
+    actions = r.from_wallet(data[:7]) + r.from_wallet(data[7:])
+    assert [a[0] for a in actions] == ["hello", "payee", "provider", "done"]
+    assert actions[1][1] == m.to_frame(pay) and actions[2][1] == m.to_frame(auth)
+    assert r.hello == hello and r.done == done
+    # a Receipt or Status from the wallet goes nowhere
+    st = wl.status(bytes(32), "w-1", 1, 1, TXID, wl.ROUTED, 5, "mp", 0, 0)
+    assert r.from_wallet(m.to_frame(st)) == [] and r.dropped == 1
+
+
+def test_only_the_right_types_reach_the_wallet():
+    r = Router()
+    receipt = m.Message(m.RECEIPT, id="p1", amount=5, receipt="x", txid=TXID, meeting_points=["mp"])
+    st = wl.status(bytes(32), "w-1", 1, 1, TXID, wl.ROUTED, 5, "mp", 0, 0)
+    assert r.from_payee(m.to_frame(receipt)) == [("wallet", m.to_frame(receipt))]
+    assert r.from_payee(m.to_frame(st)) == []  # the payee cannot speak for the provider
+    assert r.from_provider(m.to_frame(st)) == [("wallet", m.to_frame(st))]
+    assert r.from_provider(m.to_frame(receipt)) == []  # nor the provider for the payee
+    provision = m.Message(wl.PROVISION, wallet="w", key=bytes(32), provider="amikolink://x/w", limit=1, daily=1, auto=0)
+    assert r.from_payee(m.to_frame(provision)) == [] and r.from_provider(m.to_frame(provision)) == []
+    # malformed bodies and garbage never cross
+    assert r.from_provider(frame.encode(wl.STATUS, b"\xa1\x01\x02") + b"\x00" * 50) == []
+    err = m.Message(m.ERROR, code=1, reason="refused")
+    assert r.from_provider(m.to_frame(err)) == []  # logged, not relayed
+    assert r.dropped == 6
+
+
+def test_wallet_cli_errors_say_what_to_do(tmp_path):
+    r = run_amiko(["wallet", "provision", "--port", "/dev/nonexistent", "--provider",
+                   "amikolink://127.0.0.1:4000/w", "--json"])
+    assert r.returncode == 2 and "--provider HOME" in r.json["error"]["message"]
+    r = run_amiko(["wallet", "history", "--port", str(tmp_path / "no-such-port"), "--json"])
+    assert r.returncode == 2 and "cannot open the wallet's port" in r.json["error"]["message"]

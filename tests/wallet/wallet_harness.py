@@ -1,0 +1,66 @@
+"""A virtual board (amiko.emulate) flashed with the wallet firmware, for the wallet's process tests.
+
+Every board here runs MicroPython with `-X heapsize=WALLET_HEAP`: the smallest heap in which
+bench/wallet.py found a full payment passes (bench/RESULTS.md, "Wallet firmware (issue 5)"),
+plus HEAP_MARGIN; tests/wallet/test_flash_provision_pay.py checks the two agree.
+"""
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+from harness import ROOT, run_amiko
+
+from amiko.emulate import VirtualBoard
+
+BENCH_MIN_HEAP_KIB = 132  # bench/RESULTS.md: the flashed .mpy set, a full payment, ROM included (64-bit unix port)
+HEAP_MARGIN = 1.25
+WALLET_HEAP_KIB = 165  # ceil(132 * 1.25)
+WALLET_HEAP = "%dk" % WALLET_HEAP_KIB
+
+
+def virtual_entry():
+    boards = json.loads((ROOT / "boards.json").read_text())["boards"]
+    return [b for b in boards if b["port"] == "unix"][0]
+
+
+def flash_firmware(flash_dir):
+    """What `amiko flash --board VIRTUAL` puts on the board, without the serial port: the .mpy set of
+    amiko.flash.build (main.py as source) and /config.json with no settings (storage_root: "/data")."""
+    from amiko.flash import build, config_bytes, mpy_cross_version
+
+    flash = Path(flash_dir)
+    flash.mkdir(parents=True, exist_ok=True)
+    entry = virtual_entry()
+    for path, src in build(entry, flash.parent / "mpy-build"):
+        target = flash / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, target)
+    (flash / "config.json").write_bytes(config_bytes(entry, {}, mpy_cross_version()))
+
+
+def start_wallet(tmp_path, name="vb"):
+    home = Path(tmp_path) / name
+    board = VirtualBoard(home, heapsize=WALLET_HEAP)
+    flash_firmware(board.flash)
+    return board.start()
+
+
+def wallet_cli(*args, timeout=60):
+    return run_amiko(["wallet"] + [str(a) for a in args], timeout=timeout)
+
+
+def pay_through_relay(pty, url=None, timeout=60):
+    """This computer as the terminal: amiko.relay over the board's serial port for one contact."""
+    from amiko.relay.core import Relay
+    from amiko.transports import open_transport
+
+    async def go():
+        t = open_transport("serial:" + pty)
+        try:
+            return await Relay(t).run(url, timeout=timeout)
+        finally:
+            t.close()
+
+    return asyncio.run(go())
