@@ -98,7 +98,7 @@ def summarize(results, payments, poll, elapsed):
     base = statistics.median(r["tap_to_paid_ms"] for r in results[hops_list[0]])
     for hops in hops_list:
         v = [r["tap_to_paid_ms"] for r in results[hops]]
-        lines.append("| %d hop%s | %d | %d | %d | %d | %.2fx |" % (hops, "s" if hops > 1 else "", statistics.median(v),
+        lines.append("| %d hop%s | %g | %d | %d | %d | %.2fx |" % (hops, "s" if hops > 1 else "", statistics.median(v),
                                                                 pct(v, 90), pct(v, 99), max(v), statistics.median(v) / base))
     lines += ["", "Breakdown by phase (median ms of each segment of the bridge's timeline; the segments add up to "
               "about the total):", ""]

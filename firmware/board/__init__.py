@@ -131,11 +131,17 @@ def select(cfg):
 
 
 def _nfc(entry, settings):
-    """The ISO-DEP card (board/nfc_card.py) behind the entry's PN532; settings["nfc"] overrides the
-    entry (the virtual board: {"chip": "PN532", "bus": "uart", "path": <simulated chip's pty>})."""
+    """The ISO-DEP card (board/nfc_card.py) behind the entry's PN532 (settings["nfc"] overrides the
+    entry, False disables it); on the virtual board the simulated PN532's UART, `_vboard.pn532`."""
     spec = settings.get("nfc")
     if spec is False:
         return None
+    if entry["port"] == "unix":  # the virtual board: the emulator's simulated PN532, if it has one
+        import _vboard
+
+        if getattr(_vboard, "pn532", None) is None:
+            return None
+        spec = {"chip": "PN532", "bus": "uart", "file": _vboard.pn532}
     spec = spec or (entry.get("transports") or {}).get("nfc")
     if not spec or str(spec.get("chip", "")).upper() != "PN532":
         return None

@@ -31,6 +31,8 @@ Also importable on CPython (the unit tests use RxBuffer and chunks); `bluetooth`
 only when a BLETransport is built.
 """
 
+import time
+
 AMIKO_SERVICE_UUID = "6a4e0001-7c3b-4d6e-9a15-616d696b6f01"
 AMIKO_RX_UUID = "6a4e0002-7c3b-4d6e-9a15-616d696b6f01"
 AMIKO_TX_UUID = "6a4e0003-7c3b-4d6e-9a15-616d696b6f01"
@@ -234,8 +236,6 @@ class BLETransport:
                 except OSError:  # the stack's transmit buffers are full: let them drain
                     if self.conn != conn:
                         return
-                    import time
-
                     time.sleep_ms(10)
             else:
                 self.dropped_notifies += 1

@@ -234,14 +234,14 @@ class NfcCard:
 
 def open_card(spec):
     """spec: the board's NFC entry from boards.json, e.g. {"chip": "PN532", "bus": "spi", "id": 2,
-    "pins": {"sck": 18, "miso": 19, "mosi": 23, "cs": 5}}, or on the virtual board
-    {"chip": "PN532", "bus": "uart", "path": "/dev/pts/7"} (the simulated chip's pty)."""
+    "pins": {"sck": 18, "miso": 19, "mosi": 23, "cs": 5}}, or a tty: "path" (a file name) or "file"
+    (an open file: the virtual board's `_vboard.pn532`)."""
     from board import pn532
 
     bus = spec.get("bus")
     pins = spec.get("pins") or {}
-    if spec.get("path"):
-        b = pn532.FileBus(spec["path"])
+    if spec.get("file") is not None or spec.get("path"):
+        b = pn532.FileBus(spec.get("file") or spec["path"])
     elif bus == "uart":
         from machine import UART, Pin
 

@@ -31,7 +31,7 @@ Bus classes (raw frame bytes in and out, non-blocking `read_into`):
     SPIBus(spi, cs)      DW 01 / SR 02 / DR 03 prefixes, LSB first (bits reversed in software
                          when the port has no firstbit=LSB), status byte bit 0 = ready
     I2CBus(i2c, addr)    address 0x24, each read starts with the ready byte (bit 0)
-    FileBus(path)        a tty or pty opened as a file (the virtual board's simulated PN532)
+    FileBus(path|file)   a tty or pty as a file (the virtual board's simulated PN532: _vboard.pn532)
 
 PN532 is non-blocking: send(cmd, params) writes the frame; poll() returns None until the
 answer is there, then (cmd, data); ACK/NACK are consumed internally. The chip can have only
@@ -156,10 +156,10 @@ class FrameDecoder:
 class FileBus:
     """A tty/pty opened as a file: the virtual board's UART to its simulated PN532."""
 
-    def __init__(self, path):
+    def __init__(self, path_or_file):
         import select
 
-        self.f = open(path, "r+b")
+        self.f = open(path_or_file, "r+b") if isinstance(path_or_file, str) else path_or_file
         self.poll = select.poll()
         self.poll.register(self.f, select.POLLIN)
         self.one = bytearray(1)
@@ -223,19 +223,26 @@ class SPIBus:
         return status & 1
 
     def read_into(self, buf):
+        """One whole frame per chip-select (the chip restarts its answer on the next DR)."""
         if not self._ready():
             return 0
         self.cs.value(0)
         try:
             self.spi.write(self._x(bytes((self.DR,))))
-            head = self._x(self.spi.read(5))
-            n = 6 if head[3] in (0x00, 0xFF) and (head[3] + head[4]) & 0xFF == 0xFF else head[3] + 7
-            rest = self._x(self.spi.read(min(n, len(buf)) - 5))
+            data = bytearray(self._x(self.spi.read(5)))
+            if data[3] in (0x00, 0xFF) and (data[3] + data[4]) & 0xFF == 0xFF:
+                data.extend(self._x(self.spi.read(1)))  # ACK / NACK: 6 bytes
+            elif data[3] == 0xFF and data[4] == 0xFF:  # extended: LENM LENL LCS, then TFI..DCS 00
+                data.extend(self._x(self.spi.read(3)))
+                n = (data[5] << 8) | data[6]
+                data.extend(self._x(self.spi.read(min(n, MAX_DATA) + 2)))
+            else:
+                data.extend(self._x(self.spi.read(data[3] + 2)))
         finally:
             self.cs.value(1)
-        data = bytes(head) + bytes(rest)
-        buf[:len(data)] = data
-        return len(data)
+        n = min(len(data), len(buf))
+        buf[:n] = data[:n]
+        return n
 
     def write(self, data):
         self.cs.value(0)
@@ -252,13 +259,13 @@ class I2CBus:
         self.i2c, self.addr = i2c, addr
 
     def read_into(self, buf):
-        probe = self.i2c.readfrom(self.addr, 1)
-        if not probe[0] & 1:
+        """Status byte first (bit 0: an answer is ready), then the frame; the bytes after the frame's
+        postamble in the same read are filler the decoder skips."""
+        if not self.i2c.readfrom(self.addr, 1)[0] & 1:
             return 0
         data = self.i2c.readfrom(self.addr, len(buf) + 1)
-        body = data[1:]
-        n = 6 if body[3] in (0x00, 0xFF) and (body[3] + body[4]) & 0xFF == 0xFF else min(len(body), body[3] + 7)
-        buf[:n] = body[:n]
+        n = len(data) - 1
+        buf[:n] = data[1:]
         return n
 
     def write(self, data):
@@ -271,7 +278,7 @@ class PN532:
     def __init__(self, bus):
         self.bus = bus
         self.dec = FrameDecoder()
-        self.rx = bytearray(64)
+        self.rx = bytearray(MAX_DATA + 12)  # a whole extended frame: SPI/I2C read one frame per transaction
         self.pending = None  # command code awaiting its answer
         self.acked = False
         self.last_frame = None

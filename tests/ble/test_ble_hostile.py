@@ -1,6 +1,7 @@
 """Garbage and oversized GATT writes to the wallet over BLE (virtual board, bumble on both ends,
 bleak on the terminal's side): each gets a clear error, and the frames after them still get
-through (nothing already received is lost, the link stays up)."""
+through (nothing already received is lost, the link stays up). A power cut drops the link; the
+rebooted wallet is found and answers again."""
 
 import asyncio
 import time
@@ -78,7 +79,30 @@ def test_garbage_and_oversized_writes(tmp_path):
             await t.aclose()
             await bleak_bumble.close_all()
 
+    async def after_power_cut():
+        """The board lost power: the link drops; after the reboot the wallet advertises again
+        with the same GATT layout and answers over a new connection."""
+        t = open_transport("ble:%s?hci=%s&timeout=15" % (BLE_NAME, board.info["ble"]["hci"]))
+        try:
+            await t.connect()
+            inbox = Inbox(t)
+            boots = board.boots()
+            board.power_cycle()
+            await inbox.task  # read() returned b"": the link dropped
+            assert t.client is None
+            deadline = time.monotonic() + 20
+            while board.boots() <= boots and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            inbox = Inbox(t)  # the next read() scans and connects again
+            t.write(m.to_frame(m.Message(wl.TAP, url=None)))
+            await inbox.wait(refused_tap, 20, "answer to a Tap after the reboot")
+            assert t.connects == 2
+        finally:
+            await t.aclose()
+            await bleak_bumble.close_all()
+
     try:
         asyncio.run(go())
+        asyncio.run(after_power_cut())
     finally:
         board.stop()

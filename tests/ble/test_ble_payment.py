@@ -22,13 +22,18 @@ from amiko.relay.core import Relay
 from amiko.transports import bleak_bumble, open_transport
 
 from harness import net  # noqa: F401
-from wallet_harness import flash_firmware, wallet_cli
+from wallet_harness import WALLET_HEAP_KIB, flash_firmware, wallet_cli
 
 BLE_NAME = "Amiko-T1"  # fits whole in the advertising data
+BLE_HEAP_KIB = 24
+# the wallet tests' heap (benchmark + margin, tests/wallet/wallet_harness.py) plus what the BLE
+# transport holds (4.5 KB receive ring, the IRQ path): at WALLET_HEAP alone the wallet's 4 KB
+# storage reads fail with MemoryError after a BLE payment (heap fragmentation)
+HEAP = "%dk" % (WALLET_HEAP_KIB + BLE_HEAP_KIB)
 
 
 def start_ble_wallet(tmp_path):
-    board = VirtualBoard(Path(tmp_path) / "vb", ble=True)
+    board = VirtualBoard(Path(tmp_path) / "vb", heapsize=HEAP, ble=True)
     flash_firmware(board.flash)
     cfg_path = Path(board.flash) / "config.json"
     cfg = json.loads(cfg_path.read_text())

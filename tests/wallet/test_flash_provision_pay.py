@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from harness import ROOT, net, run_amiko  # noqa: F401
-from wallet_harness import HEAP_MARGIN, WALLET_HEAP, WALLET_HEAP_KIB, pay_through_relay, wallet_cli
+from wallet_harness import HEAP_MARGIN, WALLET_HEAP, WALLET_HEAP_KIB, pay_through_relay, start_wallet, wallet_cli
 
 from amiko.emulate import VirtualBoard
 
@@ -54,7 +54,8 @@ def test_flash_reboot_provision_topup_pay_history(net, tmp_path):
         # the firmware runs in the benchmark's heap + margin: the unix port got exactly that -X option
         assert board.info["heapsize"] == WALLET_HEAP
         wait_for(lambda: any(argv[argv.index("-X") + 1:][:1] == ["heapsize=" + WALLET_HEAP]
-                             for argv in micropython_children(board.proc.pid) if "-X" in argv), 10, "micropython -X heapsize=" + WALLET_HEAP)
+                             for argv in micropython_children(board.proc.pid) if "-X" in argv),
+                 10, "micropython -X heapsize=" + WALLET_HEAP)
 
         r = run_amiko(["flash", "--board", "VIRTUAL", "--port", board.pty, "--json"], timeout=120)
         assert r.returncode == 0, r
@@ -114,9 +115,16 @@ def test_flash_reboot_provision_topup_pay_history(net, tmp_path):
         board.stop()
 
 
-def test_wallet_heap_is_the_benchmark_figure_plus_margin():
+def test_wallet_heap_is_the_benchmark_figure_plus_margin(tmp_path):
+    board = start_wallet(tmp_path)  # every virtual board of the wallet tests
+    try:
+        assert board.info["heapsize"] == WALLET_HEAP
+        board.wait_for_screen("ready", timeout=10)  # the flashed .mpy set boots in it
+    finally:
+        board.stop()
     text = (ROOT / "bench" / "RESULTS.md").read_text()
-    section = text[text.index("<!-- Wallet firmware (issue 5):begin -->"):text.index("<!-- Wallet firmware (issue 5):end -->")]
+    begin, end = "<!-- Wallet firmware (issue 5):begin -->", "<!-- Wallet firmware (issue 5):end -->"
+    section = text[text.index(begin):text.index(end)]
     found = re.search(r"Smallest `-X heapsize`.*?\*\*(\d+) KiB\*\*", section, re.S)
     assert found, "bench/RESULTS.md has no smallest heap figure: run bench/wallet.py"
     minimum = int(found.group(1))

@@ -50,6 +50,7 @@ class BleRadio:
         self.layout = None
         self.board = None  # (reader, writer) of the MicroPython process
         self.connections = {}  # handle -> bumble Connection
+        self.pairing = {}  # the firmware's ble.config() pairing keys
 
     def start(self, timeout=10):
         threading.Thread(target=self._thread, daemon=True, name="ble-radio").start()
@@ -198,7 +199,7 @@ class BleRadio:
         le_secure=.., mitm=.., io=..): io uses the SMP IO capability values)."""
         from bumble.pairing import PairingConfig, PairingDelegate
 
-        self.pairing = dict(getattr(self, "pairing", {}) or {}, **cfg)
+        self.pairing.update({k: cfg[k] for k in ("bond", "le_secure", "mitm", "io") if k in cfg})
         p = self.pairing
         delegate = PairingDelegate(io_capability=PairingDelegate.IoCapability(p.get("io", 3)))
         config = PairingConfig(sc=bool(p.get("le_secure", False)), mitm=bool(p.get("mitm", False)),

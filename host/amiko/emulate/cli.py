@@ -35,6 +35,9 @@ def _args(p):
     p.add_argument("--ble", action="store_true",
                    help="give the board a simulated BLE radio (bumble); the terminal reaches it with "
                         "ble:NAME?hci=<the printed hci transport>")
+    p.add_argument("--nfc", metavar="HOST:PORT",
+                   help="give the board a simulated PN532 whose RF side is nfcpy's udp link on HOST:PORT; "
+                        "the terminal reads it with nfc:udp:HOST:PORT")
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     press = sub.add_parser("press", help="press a button on a running virtual board")
     press.add_argument("button", choices=("confirm", "cancel"))
@@ -54,7 +57,9 @@ def _describe(info):
         "  display/LED: %s   (amiko emulate screen --home %s)" % (info["events"], info["home"]),
         "  log:         %s" % info["log"],
     ] + (["  BLE:         %s, HCI of the terminal's side: %s   (ble:NAME?hci=%s)"
-          % (info["ble"]["address"], info["ble"]["hci"], info["ble"]["hci"])] if info.get("ble") else []))
+          % (info["ble"]["address"], info["ble"]["hci"], info["ble"]["hci"])] if info.get("ble") else [])
+        + (["  NFC:         simulated PN532 on %s, the terminal reads it with %s"
+            % (info["nfc"]["uart"], info["nfc"]["transport"])] if info.get("nfc") else []))
 
 
 def _run(args, out):
@@ -88,7 +93,7 @@ def _run(args, out):
             return EXIT_OK
         if running(home):
             raise CommandError("a virtual board already runs in %s" % home, "busy")
-        emu = Emulator(home, heapsize=args.heapsize, ble=getattr(args, "ble", False))
+        emu = Emulator(home, heapsize=args.heapsize, ble=getattr(args, "ble", False), nfc=getattr(args, "nfc", None))
 
         def ready(info):
             if out.as_json:

@@ -109,9 +109,10 @@ def _catches_sigint(pid):
 class Emulator:
     """The supervisor: owns the pty, relays bytes, (re)starts micropython. run() blocks."""
 
-    def __init__(self, home, micropython=None, heapsize=None, ble=False):
+    def __init__(self, home, micropython=None, heapsize=None, ble=False, nfc=None):
         self.paths = prepare_home(home)
         self.ble = None
+        self.nfc = None
         self.micropython = micropython or micropython_binary()
         self.heapsize = heapsize
         self.child = None
@@ -127,10 +128,26 @@ class Emulator:
         self.rom_compiled = self._compile_rom()
         self.out_r, self.out_w = os.pipe()
         self._setup_ble(ble)
+        self._setup_nfc(nfc)
 
     def info(self):
         return dict(self.paths, pty=self.pty, pid=os.getpid(), micropython=self.micropython,
-                    heapsize=self.heapsize, ble=self.ble)
+                    heapsize=self.heapsize, ble=self.ble, nfc=self.nfc)
+
+    def _setup_nfc(self, udp):
+        """NFC (pn532_sim.py): a simulated PN532 in this process, its UART linked as HW_DIR/pn532 (the ROM
+        opens it as _vboard.pn532), its RF side on nfcpy's udp link at udp = "HOST:PORT"."""
+        if not udp:
+            return
+        from amiko.emulate.pn532_sim import SimPN532
+
+        host, _, port = udp.rpartition(":")
+        sim = SimPN532(host or "127.0.0.1", int(port)).start()
+        link = os.path.join(self.paths["hw"], "pn532")
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(sim.uart, link)
+        self.nfc = {"uart": sim.uart, "transport": "nfc:udp:%s:%d" % sim.udp}
 
     def _setup_ble(self, enabled):
         """BLE (ble_radio.py): the `bluetooth` module in HW_DIR for the ROM, the radio behind ble.sock."""

@@ -122,6 +122,7 @@ class SimPN532:
         self.udp = (udp_host, udp_port)
         self.lock = threading.Condition()
         self.in_field = True
+        self.field = 0  # bumps at every leave: a contact from before a leave never continues
         self.target_uid = None  # set by TgInitAsTarget
         self.activated = None  # RATS bytes once a reader activated us (for TgInitAsTarget's answer)
         self.apdus = []  # complete APDUs from the reader, for TgGetData
@@ -232,13 +233,19 @@ class SimPN532:
             if got is None or not getattr(got, "tt4_cmd", None):
                 continue
             rats = bytes(got.tt4_cmd)
+            field = self.field
             try:
-                self.contact(dev, got, rats)
+                self.contact(dev, got, rats, field)
             except nfc.clf.CommunicationError as e:
                 self.release("rf: %s" % (e,))
+            if self.field != field:
+                dev.mute()  # the card left (and maybe came back): the old reader session gets silence
         dev.mute()
 
-    def contact(self, dev, target, rats):
+    def gone(self, field):
+        return self.field != field or not self.in_field
+
+    def contact(self, dev, target, rats, field):
         if len(rats) != 2 or rats[0] != 0xE0:
             raise nfc.clf.ProtocolError("not a RATS")
         with self.lock:
@@ -251,7 +258,7 @@ class SimPN532:
         chained = bytearray()
         idle_since = time.monotonic()
         while True:
-            if not self.in_field:
+            if self.gone(field):
                 raise nfc.clf.BrokenLinkError("left the field")
             try:
                 cmd = dev.send_rsp_recv_cmd(target, send, 0.1)
@@ -262,7 +269,7 @@ class SimPN532:
                 continue
             send = None
             idle_since = time.monotonic()
-            if not self.in_field:
+            if self.gone(field):
                 raise nfc.clf.BrokenLinkError("left the field")
             if not cmd:
                 continue
@@ -281,7 +288,7 @@ class SimPN532:
                     with self.lock:
                         self.stats["oversized"] = self.stats.get("oversized", 0) + 1
                 else:
-                    answer = self.ask_firmware(dev, target, apdu, gen)
+                    answer = self.ask_firmware(dev, target, apdu, gen, field)
                 send = last = bytes([0x02 | block]) + answer
             elif pcb & 0xE6 == 0xA2:  # R-block
                 if pcb & 0x10 and (pcb & 1) == block and last is not None:
@@ -293,7 +300,7 @@ class SimPN532:
                 raise nfc.clf.BrokenLinkError("deselected")
             # anything else (S(WTX) answers outside a wait, garbage): silence, as a card keeps
 
-    def ask_firmware(self, dev, target, apdu, gen):
+    def ask_firmware(self, dev, target, apdu, gen, field):
         with self.lock:
             self.stats["apdus"] += 1
             if self.leave_at is not None and self.stats["apdus"] >= self.leave_at:
@@ -310,10 +317,10 @@ class SimPN532:
         while True:
             deadline = time.monotonic() + FWT / 2
             with self.lock:
-                while self.answer is None and time.monotonic() < deadline and self.in_field:
+                while self.answer is None and time.monotonic() < deadline and not self.gone(field):
                     self.lock.wait(max(0.0, deadline - time.monotonic()))
                 answer, self.answer = self.answer, None
-            if not self.in_field:
+            if self.gone(field):
                 raise nfc.clf.BrokenLinkError("left the field")
             if answer is not None and answer[0] == gen:
                 self._waits = 0
@@ -332,6 +339,7 @@ class SimPN532:
     def leave(self):
         with self.lock:
             self.in_field = False
+            self.field += 1
             self.lock.notify_all()
         self.release("left the field")
 

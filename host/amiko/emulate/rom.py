@@ -22,7 +22,8 @@
 #   * the simulated hardware below the firmware: module `_vboard` (sys.modules) with `rom_alloc`
 #     (heap bytes the ROM itself holds when main.py starts: subtract it from heap measurements),
 #     `buttons` (file opened for reading, button names one a line appended by the host)
-#     and `events` (file opened for appending, one JSON object a line read by the host)
+#     and `events` (file opened for appending, one JSON object a line read by the host);
+#     `pn532` (the simulated PN532's UART, opened read/write) when HW_DIR/pn532 exists
 #
 # argv: FLASH_DIR HW_DIR MODE(friendly|raw) REASON(power-on|soft)
 
@@ -68,6 +69,8 @@ def setup_hardware(flash, hw, reason):
     board.events = open(hw + "/events", "ab")
     board.events.write(b'{"boot": "%s"}\n' % reason)
     sys.modules["_vboard"] = board
+    if "pn532" in os.listdir(hw):  # a simulated PN532 (amiko.emulate.pn532_sim): HW_DIR/pn532 -> its UART pty
+        board.pn532 = open(hw + "/pn532", "r+b")
     if "ble.sock" in os.listdir(hw):  # the board has a radio: HW_DIR/bluetooth is its `bluetooth` module
         sys.path[:] = [hw]
         import bluetooth

@@ -66,7 +66,7 @@ class _Radio:
     def send(self, op, payload):
         msg = op + struct.pack(">H", len(payload)) + payload
         with self.lock:
-            self.sock.write(msg) if hasattr(self.sock, "write") else self.sock.send(msg)
+            self.sock.write(msg)  # a blocking stream write: all of it
 
     def _recv_exact(self, n):
         out = b""

@@ -16,9 +16,10 @@ boundaries). Writes go out as write-without-response in pieces of the RX charact
 `max_write_without_response_size` (ATT MTU - 3), in order, one at a time; notifications are
 queued for read().
 
-Life cycle (the relay's transport API): `await read()` connects on first use (scan by service
-UUID, connect, MTU exchange, subscribe); returns b"" once when the link drops or no wallet was
-found, which ends the relay session (contact lost); the next read() scans and connects again
+Life cycle (the relay's and the bridge's transport API): `await read()` connects on first use
+(scan by service UUID, connect, MTU exchange, subscribe), scanning until a wallet is in range
+(cancel the read to stop); returns b"" once when the link drops, which ends the relay session
+(contact lost: the bridge reports the wallet left); the next read() scans and connects again
 (reconnect after a drop: the wallet finishes an interrupted payment at that next contact).
 `write(data)` queues (sent once connected, dropped with a log line if the link drops first);
 `close()` disconnects. `await connect()` connects explicitly.
@@ -33,6 +34,7 @@ from amiko.transports.ble_gatt import AMIKO_RX_UUID, AMIKO_SERVICE_UUID, AMIKO_T
 
 log = logging.getLogger("amiko.transports.ble")
 
+RESCAN = 0.2  # seconds between scans while no wallet is in range
 _ADDRESS = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 
 
@@ -138,6 +140,8 @@ class BleTransport:
             if self.rx_char is None or tx is None:
                 raise OSError("ble: %s has no Amiko RX/TX characteristics" % self.target)
             await client.start_notify(tx, self._notified)
+            if self._closed:  # closed while connecting: do not hold the wallet's link
+                raise BleakError("transport closed while connecting")
         except (BleakError, asyncio.TimeoutError) as e:
             try:
                 await client.disconnect()
@@ -165,14 +169,17 @@ class BleTransport:
         self.inbox.put_nowait(b"")
 
     async def read(self):
-        if self._closed:
-            return b""
-        if self.client is None and self.inbox.empty():
+        logged = False
+        while self.client is None and self.inbox.empty() and not self._closed:
             try:
                 await self.connect()
-            except OSError as e:
-                log.warning("%s", e)
-                return b""
+            except OSError as e:  # no wallet in range yet: keep scanning (the caller's time-out rules)
+                if not logged:
+                    log.info("%s; still scanning", e)
+                    logged = True
+                await asyncio.sleep(RESCAN)
+        if self._closed and self.inbox.empty():
+            return b""
         return await self.inbox.get()
 
     def write(self, data):
@@ -202,6 +209,8 @@ class BleTransport:
 
     def close(self):
         self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
         client, self.client = self.client, None
         if self._out_ready is not None:
             self._out_ready.set()
@@ -213,6 +222,9 @@ class BleTransport:
 
     async def aclose(self):
         self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
         client, self.client = self.client, None
         if self._out_ready is not None:
             self._out_ready.set()

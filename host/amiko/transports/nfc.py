@@ -152,6 +152,7 @@ class Reader:
         self.cond = threading.Condition()
         self.contact = None
         self.stopping = False
+        self.failed = None
         self.stats = {"contacts": 0, "left": 0, "not_wallet": 0, "apdus": 0, "seen": 0}
         self.thread = threading.Thread(target=self._run, name="nfc-reader %s" % path, daemon=True)
         self.thread.start()
@@ -176,6 +177,17 @@ class Reader:
         return t
 
     def _run(self):
+        try:
+            self._loop()
+        except Exception as e:  # the reader itself failed (unplugged: IOError ENODEV...): transports see OSError
+            log.warning("nfc: reader %s failed: %s", self.path, e)
+            self.failed = "%s" % (e,)
+        finally:
+            self.stopping = True
+            with self.cond:
+                self.cond.notify_all()
+
+    def _loop(self):
         while not self.stopping:
             target = self._sense()
             if target is None:
@@ -302,6 +314,8 @@ class NfcTransport:
         self._wake = asyncio.Event()
         while not self.closed:
             if self.contact is None:
+                if self.reader.stopping:
+                    raise OSError("nfc: reader %s gone: %s" % (self.reader.path, self.reader.failed or "closed"))
                 await self._loop.run_in_executor(None, self._bind, 0.2)
                 continue
             data = self.contact.take()
@@ -326,6 +340,8 @@ class NfcTransport:
         while time.monotonic() < deadline:
             c = self._bind(max(0.0, deadline - time.monotonic()))
             if c is None:
+                if self.reader.stopping:
+                    raise OSError("nfc: reader %s gone: %s" % (self.reader.path, self.reader.failed or "closed"))
                 continue
             data = c.take()
             if data or c.gone:

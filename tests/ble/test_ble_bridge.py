@@ -1,0 +1,60 @@
+"""`amiko bridge` with a BLE wallet port (`ble:NAME?hci=...`): the bridge's own transport and
+relay code, over bleak with the bumble backend, pays a sale with the virtual board's BLE wallet,
+and is re-armed for the next sale on the same link."""
+
+import json
+import time
+import urllib.request
+
+from bridge_harness import BridgeProcess
+from harness import net  # noqa: F401
+from test_ble_payment import BLE_NAME, start_ble_wallet
+from wallet_harness import wallet_cli
+
+
+def api(bridge, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(bridge.url + path, data=data, headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(req, timeout=5).read())
+
+
+def wait_phase(bridge, phase, timeout):
+    deadline = time.monotonic() + timeout
+    s = None
+    while time.monotonic() < deadline:
+        s = api(bridge, "api/state")
+        if s["phase"] == phase:
+            return s
+        time.sleep(0.1)
+    raise AssertionError("the bridge never reached %r within %s s: %r\n%s"
+                         % (phase, timeout, s and {k: s[k] for k in ("phase", "sale") if k in s}, bridge.stderr_tail()))
+
+
+def test_bridge_sells_over_ble(net, tmp_path):
+    prov = net.node("prov")
+    shop = net.node("shop", meeting_points=["mp-shop"])
+    net.connect(prov, shop)
+    net.deposit(prov, shop, 10000)
+    board = start_ble_wallet(tmp_path)
+    bridge = None
+    try:
+        r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", "1000",
+                       "--limit", "5000", "--daily", "20000", "--json")
+        assert r.returncode == 0, r
+        r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, "3000", "--json")
+        assert r.returncode == 0, r
+        transport = "ble:%s?hci=%s" % (BLE_NAME, board.info["ble"]["hci"])
+        bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["%s"]\n' % transport)
+        for amount, receipt in ((400, "croissant"), (250, "tea")):
+            api(bridge, "api/sale", {"amount": amount, "receipt": receipt})
+            s = wait_phase(bridge, "paid", 40)
+            assert s["sale"]["transport"] == transport and s["sale"]["tap_to_paid_ms"] > 0, s["sale"]
+        net.wait(lambda: shop.status()["balance"] == 650, 20, "the shop node has both sales")
+        h = wallet_cli("history", "--port", board.pty, "--json")
+        assert "history" in h.json, h
+        h = h.json["history"]
+        assert [(e["amount"], e["state"]) for e in h[:2]] == [(250, "committed"), (400, "committed")], h
+    finally:
+        if bridge is not None:
+            bridge.stop()
+        board.stop()
