@@ -6,7 +6,8 @@ cfg is /config.json as `amiko flash` writes it:
 The Board (duck-typed; the wallet only uses these names):
     serial        USB serial transport: read_into(buf) -> n (non-blocking, 0 if nothing), write(data)
     transports    [serial] (+ ble: board/ble.py when the entry lists "ble" and `bluetooth` exists;
-                  NFC later; same read_into/write API)
+                  + nfc: board/nfc_card.py when the entry (or settings["nfc"]) has a PN532;
+                  same read_into/write API)
     display       None or show(lines): up to 4 short str (longer lines are clipped to the width)
     buttons       poll() -> "confirm" | "cancel" | None (non-blocking, one event per press);
                   a board without buttons has one whose poll() is always None
@@ -17,7 +18,9 @@ The Board (duck-typed; the wallet only uses these names):
 
 One module per kind of hardware, chosen by the entry's "ui" and "transports":
 usb_serial (every board), ssd1306 / buttons / led (real boards: need `machine`),
-virtual (port "unix": the emulator's simulated hardware, module `_vboard`).
+virtual (port "unix": the emulator's simulated hardware, module `_vboard`),
+pn532 + nfc_card (an ISO-DEP card through a PN532: the entry's transports.nfc, or the
+virtual board's simulated chip `_vboard.pn532`), ble.
 """
 
 import os
@@ -137,8 +140,10 @@ def _nfc(entry, settings):
     if spec is False:
         return None
     if entry["port"] == "unix":  # the virtual board: the emulator's simulated PN532, if it has one
-        import _vboard
-
+        try:
+            import _vboard
+        except ImportError:
+            return None
         if getattr(_vboard, "pn532", None) is None:
             return None
         spec = {"chip": "PN532", "bus": "uart", "file": _vboard.pn532}

@@ -171,6 +171,7 @@ class NfcCard:
         self.uid3 = uid3
         self.card = ApduCard(aid)
         self.state = _IDLE
+        chip.abort()
         self.chip.send(*chip.sam_configuration())
         self.state = _SAM
         self.released = 0

@@ -272,12 +272,30 @@ class I2CBus:
         self.i2c.writeto(self.addr, data)
 
 
+try:
+    from time import ticks_ms, ticks_diff
+except ImportError:  # CPython (the tests)
+    import time as _time
+
+    def ticks_ms():
+        return int(_time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+ACK_TIMEOUT_MS = 200  # the chip ACKs a command within ~1 ms; no ACK: the frame was lost, send it again
+
+
 class PN532:
-    """One command in flight at a time; see the module docstring."""
+    """One command in flight at a time; see the module docstring. A command the chip did not ACK
+    within ACK_TIMEOUT_MS is sent again (a frame lost or garbled on the bus); the answer itself
+    may take as long as the RF side needs (TgInitAsTarget waits for a reader)."""
 
     def __init__(self, bus):
         self.bus = bus
         self.dec = FrameDecoder()
+        self.sent_at = 0
+        self.resent = 0
         self.rx = bytearray(MAX_DATA + 12)  # a whole extended frame: SPI/I2C read one frame per transaction
         self.pending = None  # command code awaiting its answer
         self.acked = False
@@ -291,17 +309,28 @@ class PN532:
         self.bus.write(self.last_frame)
         self.pending = cmd
         self.acked = False
+        self.sent_at = ticks_ms()
 
     def abort(self):
-        """Forget the command in flight (the host side of a chip reset); an ACK aborts on the chip."""
+        """Start clean: an ACK makes the chip drop a command a previous run left in flight, and
+        whatever the chip had sent that nobody read is discarded (it could be half a frame)."""
         self.bus.write(ACK)
         self.pending = None
         self.dec = FrameDecoder()
+        for _ in range(64):
+            if not self.bus.read_into(self.rx):
+                break
 
     def poll(self):
         """None, or (cmd, answer data without TFI and code) once the answer to `cmd` is in."""
         n = self.bus.read_into(self.rx)
         if not n:
+            if self.pending is not None and not self.acked and \
+                    ticks_diff(ticks_ms(), self.sent_at) > ACK_TIMEOUT_MS:
+                self.resent += 1
+                self.dec = FrameDecoder()  # a half frame from before must not swallow the answer
+                self.bus.write(self.last_frame)
+                self.sent_at = ticks_ms()
             return None
         result = None
         for kind, body in self.dec.feed(memoryview(self.rx)[:n]):

@@ -18,12 +18,12 @@ def api(bridge, path, body=None):
     return json.loads(urllib.request.urlopen(req, timeout=5).read())
 
 
-def wait_phase(bridge, phase, timeout):
+def wait_phase(bridge, phase, amount, timeout):
     deadline = time.monotonic() + timeout
     s = None
     while time.monotonic() < deadline:
         s = api(bridge, "api/state")
-        if s["phase"] == phase:
+        if s["phase"] == phase and (s.get("sale") or {}).get("amount") == amount:
             return s
         time.sleep(0.1)
     raise AssertionError("the bridge never reached %r within %s s: %r\n%s"
@@ -47,7 +47,7 @@ def test_bridge_sells_over_ble(net, tmp_path):
         bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["%s"]\n' % transport)
         for amount, receipt in ((400, "croissant"), (250, "tea")):
             api(bridge, "api/sale", {"amount": amount, "receipt": receipt})
-            s = wait_phase(bridge, "paid", 40)
+            s = wait_phase(bridge, "paid", amount, 40)
             assert s["sale"]["transport"] == transport and s["sale"]["tap_to_paid_ms"] > 0, s["sale"]
         net.wait(lambda: shop.status()["balance"] == 650, 20, "the shop node has both sales")
         h = wallet_cli("history", "--port", board.pty, "--json")

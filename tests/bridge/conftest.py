@@ -32,9 +32,12 @@ def shop_net(tmp_path):
         net.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's chromium driven by Playwright (never a downloaded browser)."""
+    """Debian's chromium driven by Playwright (never a downloaded browser).
+
+    Module scope, not session: Playwright's sync API keeps an asyncio loop running in this
+    thread while it lives, and every later asyncio.run() in the session would fail."""
     if not os.path.exists(CHROMIUM):
         raise AssertionError("no chromium at %s: `make test` installs it (apt-get install chromium)" % CHROMIUM)
     from playwright.sync_api import sync_playwright

@@ -283,6 +283,45 @@ def check_spi_bus_frames():
     assert got == (0x86, b"\x00" + big), got
 
 
+class LossyBus:
+    """Loses the first frame the host sends; answers the second (ACK + SAMConfiguration answer).
+    Starts with half a stale frame in the chip->host direction (a previous run's)."""
+
+    def __init__(self):
+        self.rx = bytearray(pn532.encode_frame(0xD5, b"\x87\x00" + bytes(100))[:40])
+        self.frames = 0
+
+    def write(self, data):
+        if data == pn532.ACK:
+            return
+        self.frames += 1
+        if self.frames >= 2:
+            self.rx.extend(pn532.ACK + pn532.encode_frame(0xD5, b"\x15"))
+
+    def read_into(self, buf):
+        n = min(len(buf), len(self.rx))
+        buf[:n] = self.rx[:n]
+        self.rx = self.rx[n:]
+        return n
+
+
+def check_lost_command_is_sent_again():
+    saved = pn532.ACK_TIMEOUT_MS
+    pn532.ACK_TIMEOUT_MS = -1  # every empty poll counts as an ACK time-out
+    try:
+        bus = LossyBus()
+        chip = pn532.PN532(bus)
+        chip.abort()  # drains the stale half frame
+        assert bus.rx == bytearray()
+        chip.send(*chip.sam_configuration())
+        got = None
+        for _ in range(5):
+            got = got or chip.poll()
+        assert got == (0x14, b"") and chip.resent == 1 and bus.frames == 2, (got, chip.resent)
+    finally:
+        pn532.ACK_TIMEOUT_MS = saved
+
+
 def run_all():
     names = [n for n in sorted(globals()) if n.startswith("check_")]
     for n in names:

@@ -83,8 +83,16 @@ def test_two_cards_in_turn_get_separate_contacts(monkeypatch):
     r.stats = {"contacts": 0, "left": 0, "not_wallet": 0, "apdus": 0, "seen": 0}
     r.clf = None
 
+    ended = []
+
+    def contact(target, uid):  # what Reader._run does around _contact: any error ends the contact
+        try:
+            r._contact(target, uid)
+        except Exception as e:
+            ended.append((uid, e))
+
     # card A: a contact; the terminal queues a message, then A leaves mid-contact
-    t_a = threading.Thread(target=lambda: r._contact(order[0], b"A"))
+    t_a = threading.Thread(target=contact, args=(order[0], b"A"))
     t_a.start()
     ca = r.wait_contact(5)
     assert ca is not None and ca.uid == b"A"
@@ -96,7 +104,8 @@ def test_two_cards_in_turn_get_separate_contacts(monkeypatch):
     t_a.join(5)
     assert ca.gone and r.contact is None
     # card B: a new contact, with nothing of A's
-    t_b = threading.Thread(target=lambda: r._contact(order[1], b"B"))
+    assert [u for u, _ in ended] == [b"A"]
+    t_b = threading.Thread(target=contact, args=(order[1], b"B"))
     t_b.start()
     cb = r.wait_contact(5)
     assert cb is not ca and cb.uid == b"B"

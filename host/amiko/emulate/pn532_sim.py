@@ -166,6 +166,8 @@ class SimPN532:
             elif cmd == 0x02:
                 self.write_uart(frame(b"\x03\x32\x01\x06\x07"))
             elif cmd == 0x8C and len(params) >= 7 and params[0] & 0x04:
+                if self.activated is not None:
+                    self.field += 1  # re-initialised while activated: the old RF session ends
                 self.target_uid = b"\x08" + bytes(params[3:6])
                 self.sens_res = bytes(params[1:3])
                 self.sel_res = params[6]

@@ -1,0 +1,78 @@
+"""The shop terminal over NFC: `amiko bridge` with transports = ["nfc:udp:..."] (nfcpy reader), the
+virtual wallet board behind the simulated PN532, real provider and shop nodes. Two sales in a row
+are paid by taps (the reader re-arms by itself); the card leaving the field shows on the page."""
+
+import json
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+from harness import Net
+from nfc_harness import Sim, wait
+from wallet_harness import flash_firmware, wallet_cli
+
+from amiko.emulate import VirtualBoard
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bridge"))
+from bridge_harness import BridgeProcess  # noqa: E402
+
+
+def state(bridge):
+    return json.loads(urllib.request.urlopen(bridge.url + "api/state", timeout=5).read())
+
+
+def sale(bridge, amount, receipt):
+    req = urllib.request.Request(bridge.url + "api/sale", json.dumps({"amount": amount, "receipt": receipt}).encode(),
+                                 {"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(req, timeout=10).read())
+
+
+def test_bridge_pays_by_nfc_taps(tmp_path):
+    net = Net(tmp_path)
+    sim = Sim()
+    board = VirtualBoard(tmp_path / "vb")
+    bridge = None
+    try:
+        prov = net.node("prov")
+        shop = net.node("shop", meeting_points=["mp-shop"])
+        net.connect(prov, shop)
+        net.deposit(prov, shop, 10000)
+        flash_firmware(board.flash)
+        os.symlink(sim.uart, Path(board.home) / "hw" / "pn532")
+        sim.leave()  # the customer holds the wallet away until the sale is on the page
+        board.start()
+        r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", "1000",
+                       "--limit", "5000", "--daily", "20000", "--json")
+        assert r.returncode == 0, r
+        r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, "8000", "--json")
+        assert r.returncode == 0, r
+        bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["%s"]\n' % sim.spec)
+
+        sale(bridge, 400, "croissant")
+        wait(lambda: state(bridge)["phase"] == "waiting", 20, "the page waiting for a tap")
+        sim.enter()  # tap
+        try:
+            wait(lambda: state(bridge)["phase"] in ("paid", "cancelled"), 40, "the first sale's outcome", 0.1)
+        except AssertionError:
+            raise AssertionError((sim.stats(), state(bridge)))
+        s = state(bridge)
+        assert s["phase"] == "paid", s
+        assert s["sale"]["transport"] == sim.spec and s["sale"]["tap_to_paid_ms"] > 0
+        sim.leave()
+        wait(lambda: not state(bridge)["wallet_present"], 20, "the page to see the wallet gone", 0.1)
+
+        # the reader re-armed by itself: the next tap pays the next sale
+        sale(bridge, 250, "tea")
+        wait(lambda: state(bridge)["phase"] == "waiting", 20, "the page waiting for a tap")
+        sim.enter()
+        wait(lambda: state(bridge)["phase"] in ("paid", "cancelled"), 40, "the second sale's outcome", 0.1)
+        s = state(bridge)
+        assert s["phase"] == "paid" and s["sale"]["amount"] == 250, s
+        net.wait(lambda: shop.status()["balance"] == 650, 20, "the shop node has both sales")
+    finally:
+        if bridge is not None:
+            bridge.stop()
+        board.stop()
+        sim.stop()
+        net.close()
