@@ -1,6 +1,6 @@
 """Node network (issue 3): payment latency and payments per second over 1, 3 and 6 hops, with concurrency.
 
-    .venv/bin/python bench/node.py [--hops 1,3,6] [--concurrency 1,4,16] [--payments 450] [--rounds 3]
+    .venv/bin/python bench/node.py [--hops 1,3,6] [--concurrency 1,4,16] [--payments 450] [--rounds 5]
                                    [--no-profile] [--no-write]
 
 Per route length: a chain of real `amiko node` processes on loopback, each with its own home
@@ -713,7 +713,7 @@ def main(argv=None):
     ap.add_argument("--hops", default="1,3,6", help="route lengths, comma-separated (default 1,3,6)")
     ap.add_argument("--concurrency", default="1,4,16", help="concurrency levels (default 1,4,16)")
     ap.add_argument("--payments", type=int, default=450, help="minimum payments per configuration (default 450)")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds over all configurations (default 3)")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds over all configurations (default 5)")
     ap.add_argument("--no-profile", action="store_true", help="skip the profiled run")
     ap.add_argument("--no-write", action="store_true", help="print only, do not update bench/RESULTS.md")
     args = ap.parse_args(argv)
