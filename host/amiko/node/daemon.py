@@ -3,7 +3,8 @@
 - One TCP listener on the node's port (node.toml `listen`). The first frame of a
   connection decides what it is: ConnectLink -> LinkManager.handle_incoming (a node link),
   Pay -> the payee side of a payment link (paylink_tcp), Auth -> the provider of wallet
-  accounts (amiko.node.provider, issue 5). Anything else, a bad frame, or
+  accounts (amiko.node.provider, issue 5), ProvisionRequest -> a wallet provisioned through an
+  invitation (amiko.node.provisioning). Anything else, a bad frame, or
   no frame within FIRST_FRAME_TIMEOUT: an Error frame (when a frame was read) and close.
   At most MAX_CONNECTIONS connections are served at once; more are closed at once.
 - The control server on HOME/control.sock (amiko.node.control) for the `amiko` commands.
@@ -32,7 +33,7 @@ from amiko_core.errors import AmikoError, DecodeError, URLError
 from amiko_core.url import LINK, AmikoURL, format_pay, id_problem, parse_link
 
 from amiko.node import control as controls
-from amiko.node import paylink_tcp
+from amiko.node import paylink_tcp, provisioning
 from amiko.node.control import ControlError
 
 log = logging.getLogger("amiko.node")
@@ -267,6 +268,8 @@ class Node:
                 await self.paylinks.serve_payee(reader, writer, first)
             elif first.type == wl.AUTH:
                 await self.provider.serve(reader, writer, first)
+            elif first.type == provisioning.REQUEST:  # a wallet provisioned through an invitation
+                await provisioning.serve(self.provider, reader, writer, first)
             else:
                 reason = "first message must be ConnectLink or Pay, got type %d" % first.type
                 log.info("connection from %s: %s", peer, reason)

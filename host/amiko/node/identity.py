@@ -8,6 +8,8 @@ IdentityError that names the file and says what to do.
 - pubkey: the 33-byte SEC1 compressed public key (0x02/0x03 || x).
 - sign(data) -> 64 bytes r || s (big-endian, 32 bytes each) of ECDSA over sha256(data),
   deterministic (RFC 6979) and low-S normalised (s <= n/2, as Bitcoin's BIP 62/146).
+- ecdh(pubkey33) -> 32 bytes: sha256 of the x coordinate of the shared point (ECDH), used to
+  provision a wallet through a URL (amiko.node.provisioning).
 - verify(pubkey33, data, sig64) -> bool. Accepts only a valid compressed point and a
   64-byte low-S signature with 0 < r, s < n; returns False (never raises) on anything else.
 """
@@ -122,6 +124,14 @@ class Identity:
 
     def verify(self, data, sig):
         return verify(self.pubkey, data, sig)
+
+    def ecdh(self, pubkey):
+        """sha256 of the x coordinate of secret * pubkey (33-byte compressed; ValueError if not a point)."""
+        vk = _verifying_key(pubkey)
+        if vk is None:
+            raise ValueError("not a compressed secp256k1 public key")
+        e = ecdsa.ECDH(curve=CURVE, private_key=self._key, public_key=vk)
+        return hashlib.sha256(e.generate_sharedsecret_bytes()).digest()
 
     def __repr__(self):
         return "Identity(%s)" % self.pubkey.hex()

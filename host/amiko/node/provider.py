@@ -36,6 +36,7 @@ and ours leaves nothing ambiguous: the route table decides).
 
 import asyncio
 import logging
+import os
 import time
 
 from amiko_core import messages as m
@@ -327,12 +328,22 @@ class Provider:
     # ---------------------------------------------------------------- control methods
 
     def methods(self):
-        return {"wallet_provision": self.rpc_provision, "wallet_topup": self.rpc_topup,
+        return {"wallet_provision": self.rpc_provision, "wallet_invite": self.rpc_invite, "wallet_topup": self.rpc_topup,
                 "wallet_info": self.rpc_info}
 
     def provider_url(self, wallet_id):
         cfg = self.node.config
         return str(AmikoURL(LINK, cfg.host, cfg.port, wallet_id, {"key": self.node.identity.pubkey.hex()}))
+
+    @staticmethod
+    def _limits(params):
+        values = {}
+        for name in ("limit", "daily", "auto"):
+            v = params.get(name)
+            if type(v) is not int or not 0 <= v <= m.MAX_AMOUNT or (name != "auto" and v == 0):
+                raise ControlError("invalid", "%s must be a whole number in %d..%d" % (name, name != "auto", m.MAX_AMOUNT))
+            values[name] = v
+        return values
 
     def rpc_provision(self, params, conn):
         wallet_id = params.get("wallet")
@@ -345,22 +356,31 @@ class Provider:
             key = b""
         if len(key) != wl.KEY_SIZE:
             raise ControlError("invalid", "key must be %d bytes of hex" % wl.KEY_SIZE)
-        values = {}
-        for name in ("limit", "daily", "auto"):
-            v = params.get(name)
-            if type(v) is not int or not 0 <= v <= m.MAX_AMOUNT or (name != "auto" and v == 0):
-                raise ControlError("invalid", "%s must be a whole number in %d..%d" % (name, name != "auto", m.MAX_AMOUNT))
-            values[name] = v
+        values = self._limits(params)
 
-        def create(db):
-            if self.wallet(db, wallet_id) is not None:
-                raise ControlError("refused", "wallet %s exists already on this provider" % wallet_id)
-            db.execute("INSERT INTO wallets (id, key, balance, limit_amount, daily, auto, created) "
-                       "VALUES (?, ?, 0, ?, ?, ?, ?)", (wallet_id, key, values["limit"], values["daily"],
-                                                        values["auto"], int(self.clock())))
-
-        self.node.transact(create)
+        self.node.transact(self.create_account, wallet_id, key, values)
         return {"wallet": wallet_id, "provider": self.provider_url(wallet_id), "balance": 0, **values}
+
+    def create_account(self, db, wallet_id, key, values):
+        """Insert a wallet account (both provisioning paths: HOME and invitation)."""
+        if self.wallet(db, wallet_id) is not None:
+            raise ControlError("refused", "wallet %s exists already on this provider" % wallet_id)
+        db.execute("INSERT INTO wallets (id, key, balance, limit_amount, daily, auto, created) "
+                   "VALUES (?, ?, 0, ?, ?, ?, ?)", (wallet_id, key, values["limit"], values["daily"],
+                                                    values["auto"], int(self.clock())))
+
+    def rpc_invite(self, params, conn):
+        """A one-time invitation code for `amiko wallet provision --provider URL --invite CODE`."""
+        from amiko.node import provisioning
+
+        values = self._limits(params)
+        ttl = params.get("ttl", provisioning.DEFAULT_TTL)
+        if type(ttl) is not int or not 0 < ttl <= provisioning.MAX_TTL:
+            raise ControlError("invalid", "ttl must be a whole number of seconds in 1..%d" % provisioning.MAX_TTL)
+        code, expires = provisioning.create_invitation(self.node, values["limit"], values["daily"],
+                                                       values["auto"], ttl, self.clock)
+        url = self.provider_url("w-" + os.urandom(4).hex())
+        return {"code": provisioning.format_code(code), "expires": expires, "url": url, **values}
 
     def rpc_topup(self, params, conn):
         wallet_id = params.get("wallet")

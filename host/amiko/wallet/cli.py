@@ -7,8 +7,14 @@ provision --port PORT --provider HOME [--wallet ID] [--limit N] [--daily N] [--a
     checks the wallet's ProvisionAck MAC (proof that it stored that key). A wallet that is
     provisioned already refuses (erase its flash to start again): the wallet is asked first
     (Tap without URL: Hello = provisioned), so no account is made for a wallet that refuses.
-    A provider URL (amikolink://...) instead of HOME is refused for now: the key would cross
-    the network in clear (see the report of issue 5).
+provision --port PORT --provider amikolink://host:port/WALLET?key=HEX --invite CODE [--limit N ...]
+    The same through the network, with a one-time invitation code from the provider's owner
+    (`amiko wallet invite`): the key is agreed with the provider node over TCP, encrypted to
+    a fresh ephemeral key and signed by the node key pinned in the URL (amiko.node.provisioning
+    describes the construction); limits default to the invitation's and may only be lower.
+invite --home HOME [--limit N] [--daily N] [--auto N] [--ttl S]
+    On the provider's machine: prints a one-time invitation code (valid --ttl seconds, default
+    a day) and the provider URL to give the wallet's owner.
 topup --provider HOME --wallet ID AMOUNT    (or --port PORT to read the wallet id from it)
     The provider credits AMOUNT to the wallet's IOU channel (the owner paid it off-network).
 history --port PORT [--limit N]
@@ -64,8 +70,8 @@ def exchange(transport, msg, want, timeout=_FRAME_TIMEOUT):
 
 def _provider_home(text):
     if "://" in text:
-        raise CommandError("provisioning over a provider URL is not supported yet (the key would cross the "
-                           "network in clear): run it on the provider's machine with --provider HOME", "invalid")
+        raise CommandError("a provider URL works only with `amiko wallet provision --invite CODE`: here give the "
+                           "provider's HOME", "invalid")
     from amiko.node.home import Home, resolve
 
     return Home(resolve(text)).require()
@@ -82,18 +88,56 @@ def _call(home, method, params):
 
 def _provision_args(p):
     p.add_argument("--port", required=True, help="the wallet's serial port (/dev/ttyACM0, serial:/dev/pts/3)")
-    p.add_argument("--provider", required=True, metavar="HOME_OR_URL", help="the provider node's home")
+    p.add_argument("--provider", required=True, metavar="HOME_OR_URL", help="the provider node's home, or its "
+                   "amikolink://host:port/WALLET?key=HEX URL (with --invite)")
     p.add_argument("--wallet", help="wallet id (default: w- and 8 random hex digits)")
-    p.add_argument("--limit", type=_amount, default=10000, help="most per payment (default 10000)")
-    p.add_argument("--daily", type=_amount, default=50000, help="most per day (default 50000)")
-    p.add_argument("--auto", type=int, default=0, help="amounts up to this are paid without a button press (default 0)")
+    p.add_argument("--limit", type=_amount, default=None, help="most per payment (default 10000; with an "
+                   "invitation: the invitation's)")
+    p.add_argument("--daily", type=_amount, default=None, help="most per day (default 50000; with an invitation: "
+                   "the invitation's)")
+    p.add_argument("--auto", type=int, default=None, help="amounts up to this are paid without a button press "
+                   "(default 0; with an invitation: the invitation's)")
+    p.add_argument("--invite", metavar="CODE", help="one-time invitation code from `amiko wallet invite` (with a "
+                   "provider URL)")
+
+
+def _by_url(args):
+    """A provider URL: the account is made through an invitation (amiko.node.provisioning)."""
+    from amiko.node import provisioning
+
+    try:
+        return provisioning.request_account(args.provider, args.invite, args.wallet, args.limit, args.daily,
+                                            args.auto)
+    except provisioning.ProvisionError as e:
+        raise CommandError(e.reason, e.code) from None
 
 
 def _provision_run(args, out):
     from amiko_core import messages as m
     from amiko_core import walletlink as wl
 
-    home = _provider_home(args.provider)
+    by_url = "://" in args.provider
+    if by_url:
+        home = None
+        if not args.invite:
+            raise CommandError("a provider URL needs --invite CODE (ask the provider's owner to run `amiko wallet "
+                               "invite`), or run this on the provider's machine with --provider HOME", "usage")
+        if args.auto is not None and args.auto < 0:
+            raise CommandError("--auto must be 0 or more", "usage")
+        from amiko.node import provisioning
+
+        try:  # a bad URL or code fails before the wallet is touched
+            provisioning.parse_provider_url(args.provider)
+            provisioning.parse_code(args.invite)
+        except provisioning.ProvisionError as e:
+            raise CommandError(e.reason, e.code) from None
+    else:
+        if args.invite:
+            raise CommandError("--invite goes with a provider URL, not a HOME", "usage")
+        home = _provider_home(args.provider)
+        args.limit = 10000 if args.limit is None else args.limit
+        args.daily = 50000 if args.daily is None else args.daily
+        args.auto = 0 if args.auto is None else args.auto
     wallet_id = args.wallet or "w-" + os.urandom(4).hex()
     key = os.urandom(wl.KEY_SIZE)
     t = _transport(args.port)
@@ -102,8 +146,13 @@ def _provision_run(args, out):
         if probe.type == wl.HELLO:
             raise CommandError("the wallet on %s is provisioned already (wallet %s, provider %s): erase its flash "
                                "to provision it again" % (args.port, probe.wallet, probe.provider), "refused")
-        acct = _call(home, "wallet_provision", {"wallet": wallet_id, "key": key.hex(), "limit": args.limit,
-                                                "daily": args.daily, "auto": args.auto})
+        if by_url:
+            acct = _by_url(args)
+            wallet_id, key = acct["wallet"], acct["key"]
+            args.limit, args.daily, args.auto = acct["limit"], acct["daily"], acct["auto"]
+        else:
+            acct = _call(home, "wallet_provision", {"wallet": wallet_id, "key": key.hex(), "limit": args.limit,
+                                                    "daily": args.daily, "auto": args.auto})
         msg = m.Message(wl.PROVISION, wallet=wallet_id, key=key, provider=acct["provider"], limit=args.limit,
                         daily=args.daily, auto=args.auto)
         ack = exchange(t, msg, (wl.PROVISION_ACK,))
@@ -115,8 +164,26 @@ def _provision_run(args, out):
         raise CommandError("the wallet's acknowledgement does not prove the key: provisioning failed", "refused")
     result = {"wallet": wallet_id, "provider": acct["provider"], "limit": args.limit, "daily": args.daily,
               "auto": args.auto, "balance": 0}
+    topup = "HOME" if by_url else args.provider
     out.result(result, "wallet %s provisioned with provider %s\ntop it up with: amiko wallet topup --provider %s "
-               "--wallet %s AMOUNT" % (wallet_id, acct["provider"], args.provider, wallet_id))
+               "--wallet %s AMOUNT" % (wallet_id, acct["provider"], topup, wallet_id))
+    return EXIT_OK
+
+
+def _invite_args(p):
+    p.add_argument("--home", required=True, metavar="PROVIDER_HOME", help="the provider node's home")
+    p.add_argument("--limit", type=_amount, default=10000, help="most per payment (default 10000)")
+    p.add_argument("--daily", type=_amount, default=50000, help="most per day (default 50000)")
+    p.add_argument("--auto", type=int, default=0, help="amounts up to this need no button press (default 0)")
+    p.add_argument("--ttl", type=int, default=86400, help="seconds the invitation stays valid (default 86400)")
+
+
+def _invite_run(args, out):
+    home = _provider_home(args.home)
+    r = _call(home, "wallet_invite", {"limit": args.limit, "daily": args.daily, "auto": args.auto, "ttl": args.ttl})
+    out.result(r, "invitation code (one use, valid until %s UTC): %s\nprovision with: amiko wallet provision --port "
+               "PORT --provider '%s' --invite %s" % (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["expires"])),
+                                                     r["code"], r["url"], r["code"]))
     return EXIT_OK
 
 
@@ -252,6 +319,7 @@ def _pay_run(args, out):
 
 _SUB = {
     "provision": (_provision_args, _provision_run, "pair a wallet with a provider node"),
+    "invite": (_invite_args, _invite_run, "a one-time invitation to provision a wallet through this provider's URL"),
     "topup": (_topup_args, _topup_run, "credit a wallet's channel at its provider"),
     "history": (_history_args, _history_run, "proofs of payment stored on a wallet"),
     "info": (_info_args, _info_run, "a wallet's account at its provider"),
