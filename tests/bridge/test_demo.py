@@ -55,19 +55,28 @@ def wallet_history(home):
         board.stop()
 
 
-def test_demo_once_json_pays_with_the_virtual_wallet_on_serial(tmp_path):
+def test_demo_once_json_pays_over_nfc_ble_and_serial(tmp_path):
+    """One bridge with the three readers (nfc, ble, serial), one virtual wallet board with the three
+    transports: the demo pays once over each (the card tapped, the wallet in BLE range, the cable)."""
     directory = tmp_path / "d"
     t0 = time.monotonic()
-    p = subprocess.run(amiko_argv() + ["demo", "--once", "--json", "--payments", "2", "--dir", str(directory)],
+    p = subprocess.run(amiko_argv() + ["demo", "--once", "--json", "--dir", str(directory)],
                        capture_output=True, text=True, timeout=90, env=amiko_env())
     took = time.monotonic() - t0
     assert p.returncode == 0, (p.stdout, p.stderr)
     assert took < 30, "the demo took %.1f s" % took
     records = [json.loads(line) for line in p.stdout.splitlines()]
-    assert [r["payment"] for r in records] == [1, 2]
+    assert [r["payment"] for r in records] == [1, 2, 3]
+    assert [r["transport"] for r in records] == ["nfc", "ble", "serial"]
+    specs = [r["transport_spec"] for r in records]
+    assert specs[0].startswith("nfc:udp:127.0.0.1:")  # nfcpy's reader on the simulated PN532's RF link
+    assert specs[1].startswith("ble:Amiko-D1?hci=tcp-client:127.0.0.1:")  # bleak over bumble
+    assert specs[2].startswith("serial:/dev/pts/")  # the virtual board's USB serial port
+    bridge_config = (directory / "bridge.toml").read_text()
+    for spec in specs:
+        assert json.dumps(spec) in bridge_config  # one bridge, configured with the three readers
     for r in records:
         assert r["state"] == "committed" and r["reason"] is None and r["wallet_state"] == "committed"
-        assert r["transport"].startswith("serial:/dev/pts/")  # the virtual board's USB serial port
         assert r["wallet_proof"] == {"state": "committed", "proof_ok": True, "signature_ok": True}
         assert r["wallet"].startswith("w-") and r["hops"] == 3
         assert 0 < r["tap_to_paid_ms"] < 10000
@@ -76,8 +85,8 @@ def test_demo_once_json_pays_with_the_virtual_wallet_on_serial(tmp_path):
         assert t["confirm"] <= t["routing"] and t["provider_routed"] <= t["provider_locked"] <= t["provider_committed"]
         assert t["paid_on_page"] == r["tap_to_paid_ms"]
         assert r["url"].startswith("amikopay://127.0.0.1:") and len(r["txid"]) == 40
-    assert records[0]["txid"] != records[1]["txid"]
-    assert records[0]["wallet"] == records[1]["wallet"]
+    assert len({r["txid"] for r in records}) == 3
+    assert len({r["wallet"] for r in records}) == 1
     wait_gone(directory)  # nodes, bridge, virtual board: all stopped
 
     # the proofs are on the wallet's flash: the board boots again and `amiko wallet history` reads them

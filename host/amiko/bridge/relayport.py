@@ -18,7 +18,12 @@ the provider's Status routed/locked/committed to it (amiko.bridge.sale.MARKS).
 The session ends with the payment: rearm() (after any outcome) does not cut it short, so the
 wallet still gets Commit{token} and its provider's answer; cancel(sale_id) does (the sale was
 called off before the customer confirmed), and the reader is ready for the next sale either
-way. One wallet pays a sale: the first reader with an open port takes the offer. A sale gets
+way. One wallet pays a sale: a reader takes the offer only while its wallet is present (a
+transport with a `present` attribute: a card in the NFC field, a connected BLE wallet; one
+without it, a serial port, is present while open), and the first present reader in the
+configured order wins: with ["nfc:..", "ble:..", "serial:.."] a wallet tapped or connected over
+the air pays rather than one left on the cable. While a sale waits for a present wallet the idle
+readers look again every PRESENCE_POLL seconds. A sale gets
 one payment link: once the wallet sent Pay, a wallet that leaves ends it (the shop node then
 cancels the request, see SaleMachine.wallet_left); a session that ended before Pay leaves the
 sale on offer for the next contact (after RETAP seconds).
@@ -37,6 +42,7 @@ log = logging.getLogger("amiko.bridge.wallets")
 REOPEN = 0.5
 RETAP = 1.0
 SESSION_TIMEOUT = 120
+PRESENCE_POLL = 0.02
 # the provider's Status to the wallet, as marks in the sale's timeline (amiko.bridge.sale.MARKS)
 _STATUS_MARKS = {wl.ROUTED: "provider_routed", wl.LOCKED: "provider_locked", wl.COMMITTED: "provider_committed"}
 
@@ -108,6 +114,7 @@ class Reader:
         self._wake = asyncio.Event()
         self._logged_absent = False
         self._idle_watch = _Watch(self._idle_message)
+        self._read = None  # the idle read in flight (kept across idle rounds)
 
     def start(self):
         self.task = asyncio.ensure_future(self._run())
@@ -130,9 +137,30 @@ class Reader:
                     continue
             offer = self.port.take_offer(self)
             if offer is not None:
-                await self._session(*offer)
+                if await self._stop_idle_read():
+                    await self._session(*offer)
+                else:
+                    self.port.session_over(offer[0], offer[1], again=True)
             else:
                 await self._idle()
+
+    def present(self):
+        return self.transport is not None and bool(getattr(self.transport, "present", True))
+
+    async def _stop_idle_read(self):
+        """Cancel the idle read before a session; False when it had found the wallet gone."""
+        read, self._read = self._read, None
+        if read is not None and not read.done():
+            read.cancel()
+        if read is not None:
+            await asyncio.gather(read, return_exceptions=True)
+            if read.cancelled():
+                return True
+            if read.exception() is not None or read.result() == b"":
+                self._lost("%s" % (read.exception() or "end of stream"))
+                return False
+            self._idle_watch.feed(read.result())
+        return True
 
     async def _sleep(self, seconds):
         self._wake.clear()
@@ -144,16 +172,20 @@ class Reader:
     async def _idle(self):
         """No sale for us: watch the port until an offer arrives or the wallet talks/leaves."""
         self._wake.clear()
-        read = asyncio.ensure_future(self.transport.read())
+        if self._read is None:
+            self._read = asyncio.ensure_future(self.transport.read())
+        read = self._read
         wake = asyncio.ensure_future(self._wake.wait())
+        # a sale waiting for a present wallet: look again soon (presence changes make no bytes)
+        timeout = PRESENCE_POLL if self.port.offer_ is not None else None
         try:
-            done, _ = await asyncio.wait([read, wake], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([read, wake], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (read, wake):
-                if not t.done():
-                    t.cancel()
-            await asyncio.gather(read, wake, return_exceptions=True)
-        if read in done:
+            if not wake.done():
+                wake.cancel()
+            await asyncio.gather(wake, return_exceptions=True)
+        if read.done():
+            self._read = None
             exc = read.exception() if not read.cancelled() else None
             data = None if exc is not None or read.cancelled() else read.result()
             if exc is not None or data == b"":
@@ -243,6 +275,10 @@ class Reader:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
+        if self._read is not None:
+            self._read.cancel()
+            await asyncio.gather(self._read, return_exceptions=True)
+            self._read = None
         if self.transport is not None:
             try:
                 self.transport.close()
@@ -269,8 +305,13 @@ class RelayPort:
             r.start()
 
     def take_offer(self, reader):
-        if self.offer_ is None or any(r.session for r in self.readers):
+        if self.offer_ is None or any(r.session for r in self.readers) or not reader.present():
             return None
+        for r in self.readers:  # an earlier reader with its wallet present goes first
+            if r is reader:
+                break
+            if r.present():
+                return None
         offer, self.offer_ = self.offer_, None
         return offer
 

@@ -1,16 +1,24 @@
-"""`amiko demo [--once] [--json] [--payments N] [--hops N]`: the network, the bridge, a virtual wallet.
+"""`amiko demo [--once] [--json] [--payments N] [--transports nfc,ble,serial] [--hops N]`: the network,
+the bridge, a virtual wallet that pays over NFC, Bluetooth LE and USB serial.
 
 Set-up (amiko.demo.network, amiko.demo.wallet_tap): the nodes of a route (provider, hop1,
-mp, shop by default), a virtual wallet board flashed with `amiko flash`, provisioned at the
-provider (`amiko wallet provision`, confirms by itself up to AUTO) and topped up, plugged into
-`amiko bridge` on USB serial, and the bridge's cashier page. Every payment is a cashier's sale
-(POST /api/sale): the bridge taps the wallet with the sale's amikopay URL over serial, the
+mp, shop by default), a virtual wallet board (USB serial on a pty, an NFC card behind a
+simulated PN532 whose RF side is nfcpy's udp link, a BLE radio on bumble virtual controllers)
+flashed with `amiko flash`, provisioned at the provider (`amiko wallet provision`, confirms by
+itself up to AUTO) and topped up, and `amiko bridge` with three readers, in this order:
+nfc:udp:HOST:PORT (nfcpy), ble:Amiko-D1?hci=... (bleak over bumble), serial:/dev/pts/N; and
+the bridge's cashier page. Every payment is a cashier's sale (POST /api/sale) paid over one
+transport in turn (--transports; --payments N rounds): for "nfc" the card is held in the
+reader's field, for "ble" the wallet comes into range (the bridge connects), for "serial"
+neither (the cable stays plugged in); the bridge offers the sale to the first reader whose
+wallet is present (amiko.bridge.relayport), taps the wallet with the sale's amikopay URL, the
 wallet pays through its provider and the network, the page shows paid. What is printed per
 payment comes from the bridge's own timeline of the sale (its clock; 0 = contact, the wallet's
-Hello answering this sale's tap on the serial line): contact, receipt, confirm, routing, locked, token, paid on the page
+Hello answering this sale's tap): contact, receipt, confirm, routing, locked, token, paid on the page
 and what the wallet and its provider said on the line; or, with --json, one JSON object a line:
 
-    {"payment": N, "transport": "serial:/dev/pts/N", "state": "committed"|"cancelled",
+    {"payment": N, "transport": "nfc"|"ble"|"serial", "transport_spec": "serial:/dev/pts/N"|...,
+     "state": "committed"|"cancelled",
      "reason": ..., "tap_to_paid_ms": INT (contact until the page shows paid, bridge's clock),
      "page_tap_to_paid_ms": INT (what the page shows: from the sale's "connected", which for a
      wallet left plugged in includes waiting for its previous sale's session to end),
@@ -22,11 +30,11 @@ With --once the bridge is stopped after the payments, the wallet's history is re
 serial (`amiko wallet history`) and each record gets the proof the wallet stored; records are
 printed then. Without --once they are printed as they come, then the network, the wallet and
 the page keep running until Ctrl-C (SIGINT/SIGTERM): sales started on the page are paid by the
-virtual wallet (above AUTO: `amiko emulate press confirm --home HOME`).
+virtual wallet (on the cable: the last transport leaves the card out of the field and BLE out
+of range; above AUTO: `amiko emulate press confirm --home HOME`).
 Exit 0 when every payment committed (with --once: and the wallet holds its proof), 1 when
 one did not, 2 on a set-up error, 130 when interrupted during set-up. Every child process (nodes,
-bridge, virtual board) is stopped on every way out, and dies with the demo if it is killed.
-"""
+bridge, virtual board, simulated PN532) is stopped on every way out, and dies with the demo if it is killed."""
 
 import json
 import shutil
@@ -38,7 +46,7 @@ import urllib.error
 import urllib.request
 
 from amiko.demo.network import DemoError, DemoNetwork
-from amiko.demo.wallet_tap import VirtualWallet, WalletError
+from amiko.demo.wallet_tap import KINDS, VirtualWallet, WalletError
 
 POLL = 0.02
 AUTO = 5000  # the demo wallet confirms by itself up to this amount
@@ -101,7 +109,8 @@ class Demo:
         if failed:
             raise failed[0]
         self.wallet.provision(self.net.nodes["provider"].home, auto=AUTO, limit=LIMIT, daily=DAILY, topup=self.topup)
-        self.net.start_bridge([self.wallet.transport])
+        specs = self.wallet.transports
+        self.net.start_bridge([specs[k] for k in KINDS])  # nfc, ble, serial: the reader order
         return self
 
     def close(self):
@@ -125,14 +134,26 @@ _TIMELINE = (("hello", "contact"), ("confirming", "receipt"), ("confirm", "confi
              ("provider_committed", "provider_committed"), ("wallet_done", "wallet_done"), ("cancelled", "cancelled"))
 
 
-def one_payment(demo, number, amount, receipt):
-    """A sale on the page, paid by the virtual wallet on serial; returns the JSON-ready record."""
+def one_payment(demo, number, amount, receipt, kind=None):
+    """A sale on the page, paid by the virtual wallet; returns the JSON-ready record. kind ("nfc",
+    "ble", "serial"): the wallet is first held to the terminal over that transport only (the card
+    in the NFC field, the wallet in BLE range, or neither: the cable), and the bridge has seen it
+    leave the others; None: as it is (the cable, unless tapped or connected)."""
     page = demo.page
+    if kind is not None:
+        specs = demo.wallet.transports
+        others = [specs[k] for k in ("nfc", "ble") if k != kind]
+        demo.wallet.bring(kind)
+        _until(page, lambda s: s["wallet_present"] not in others, 30, "the wallet gone from %s" % " and ".join(others))
     _http(page + "api/sale", {"amount": amount, "receipt": receipt})
     state = _until(page, lambda s: s["phase"] in ("paid", "cancelled"), FINAL_TIMEOUT, "paid or cancelled")
     paid = state["phase"] == "paid"
     if paid:  # the page is paid; the wallet says Done and its provider commits its balance
         state = _until(page, _wallet_finished, WALLET_DONE_TIMEOUT, "the wallet's Done and its provider's commit")
+        if kind in ("nfc", "ble"):
+            # the customer holds the wallet there until the session ends (the provider's last Status
+            # has reached it), else the wallet finishes that exchange at its next contact
+            time.sleep(RELAY_LINGER)
     sale = state["sale"]
     bridge_times = sale["timeline_ms"]
     # contact: the wallet's Hello answering this sale's tap (the wallet stays plugged in, so the
@@ -144,7 +165,8 @@ def one_payment(demo, number, amount, receipt):
             if key in bridge_times:
                 timeline[name] = bridge_times[key] - zero
     return {
-        "payment": number, "transport": sale["transport"] or "none (no wallet connected)",
+        "payment": number, "transport": (sale["transport"] or "none").split(":")[0],
+        "transport_spec": sale["transport"] or "none (no wallet connected)",
         "state": "committed" if paid else "cancelled",
         "reason": None if paid else sale.get("reason"),
         "tap_to_paid_ms": timeline["paid_on_page"] if paid and "contact" in timeline else None,
@@ -196,7 +218,7 @@ _LABELS = {
 
 
 def format_payment(rec):
-    lines = ["payment %d: %s sat \"%s\" via %s: %s" % (rec["payment"], rec["amount"], rec["receipt"], rec["transport"],
+    lines = ["payment %d: %s sat \"%s\" via %s: %s" % (rec["payment"], rec["amount"], rec["receipt"], rec["transport_spec"],
                                                         rec["state"] + (" (%s)" % rec["reason"] if rec["reason"] else ""))]
     for key, ms in sorted(rec["timeline_ms"].items(), key=lambda kv: (kv[1], list(_LABELS).index(kv[0]))):
         lines.append("  %6d ms  %s" % (ms, _LABELS[key]))
@@ -213,7 +235,10 @@ def format_payment(rec):
 
 def _args(p):
     p.add_argument("--once", action="store_true", help="exit after the payments instead of running until Ctrl-C")
-    p.add_argument("--payments", type=int, default=1, metavar="N", help="how many payments (default 1)")
+    p.add_argument("--payments", type=int, default=1, metavar="N",
+                   help="how many payments over each transport (default 1)")
+    p.add_argument("--transports", default=",".join(KINDS), metavar="LIST",
+                   help="the wallet pays over these in turn (default %s)" % ",".join(KINDS))
     p.add_argument("--amount", type=int, default=1500, metavar="SAT",
                    help="amount of each payment (default 1500; the wallet confirms by itself up to %d)" % AUTO)
     p.add_argument("--hops", type=int, default=3, metavar="N", help="links between the provider and the shop (default 3)")
@@ -235,6 +260,9 @@ def _run(args, out):
 
     if not 1 <= args.payments <= 10000:
         raise CommandError("--payments must be 1..10000", "usage")
+    kinds = [k.strip() for k in args.transports.split(",") if k.strip()]
+    if not kinds or any(k not in KINDS for k in kinds):
+        raise CommandError("--transports: a comma-separated list of %s" % ", ".join(KINDS), "usage")
     if not 1 <= args.amount <= LIMIT:
         raise CommandError("--amount must be 1..%d (the demo wallet's limit per payment)" % LIMIT, "usage")
     directory = args.dir or tempfile.mkdtemp(prefix="amiko-demo-")
@@ -245,11 +273,12 @@ def _run(args, out):
     try:
         out.note("starting the demo in %s" % directory)
         demo = Demo(directory, hops=args.hops, page_listen=args.listen, note=out.note,
-                    topup=max(100000, args.amount * args.payments + 10000))
+                    topup=max(100000, args.amount * args.payments * len(kinds) + 10000))
         demo.start()
         setting_up = False
-        for i in range(1, args.payments + 1):
-            rec = one_payment(demo, i, args.amount, "demo coffee #%d" % i)
+        for i in range(1, args.payments * len(kinds) + 1):
+            kind = kinds[(i - 1) % len(kinds)]
+            rec = one_payment(demo, i, args.amount, "demo coffee #%d" % i, kind)
             records.append(rec)
             if not args.once:
                 _emit(out, rec)
@@ -290,5 +319,5 @@ def _run(args, out):
 def commands():
     from amiko.cli import Command
 
-    return [Command("demo", "a local network, a virtual wallet on USB serial, the bridge and its page, payments "
-                    "(--once --json for scripts)", _args, _run, uses_home=False)]
+    return [Command("demo", "a local network, a virtual wallet on NFC, BLE and USB serial, the bridge and its page, "
+                    "payments (--once --json for scripts)", _args, _run, uses_home=False)]

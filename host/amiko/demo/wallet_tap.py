@@ -2,18 +2,22 @@
 
 VirtualWallet(directory, note).power_on(), .flash_firmware(), .provision(provider_home, ...) do what a developer does with a new
 board, with the same code as the commands:
-  1. a virtual board (amiko.emulate.VirtualBoard, HOME = DIR/wallet): the MicroPython unix port
-     on a pty, "plugged in" for the whole demo;
-  2. `amiko flash --board VIRTUAL --port PTY --set storage_root=data`: the firmware and the core as .mpy (mpy-cross),
+  1. a virtual board (amiko.emulate.VirtualBoard(HOME, ble=True, nfc=True), HOME = DIR/wallet):
+     the MicroPython unix port on a pty, "plugged in" for the whole demo; an NFC card behind a
+     simulated PN532 (amiko.emulate.pn532_sim, RF on nfcpy's udp link) and a BLE radio (bumble);
+     boards.json's VIRTUAL entry lists both, so the flashed firmware starts them;
+  2. `amiko flash --board VIRTUAL --port PTY --set storage_root=data --set ble_name=Amiko-D1`: the firmware and the core as .mpy (mpy-cross),
      copied with mpremote's serial transport (amiko.flash.flash), the board restarts into the
      wallet firmware;
   3. `amiko wallet provision --port PTY --provider HOME --auto N --limit N --daily N`: key and
      account at the provider node, Provision over serial, the wallet's MAC'd acknowledgement;
   4. `amiko wallet topup --provider HOME --wallet ID AMOUNT`.
-Then .transport ("serial:/dev/pts/N") goes into the bridge's config: the bridge taps the wallet
+Then .transports ({"nfc": "nfc:udp:H:P", "ble": "ble:Amiko-D1?hci=...", "serial": "serial:/dev/pts/N"})
+go into the bridge's config, and .bring(kind) holds the wallet to the terminal over one of them
+(the card in the field or not, BLE in range or not; the cable stays): the bridge taps the wallet
 by itself when the cashier starts a sale (amiko.bridge.relayport), and the wallet confirms by
 itself below `auto` (no button press), so every payment is the real one: wallet firmware,
-USB serial, bridge relay, provider, network, shop node.
+NFC / BLE / USB serial, bridge relay, provider, network, shop node.
 
 history() reads the proofs stored on the wallet over serial (`amiko wallet history`); the port
 must be free (the bridge stopped). stop() stops the board (its flash directory stays).
@@ -23,21 +27,32 @@ import argparse
 import io
 import json
 import os
-import select
-import subprocess
-import sys
+import time
 
 from amiko.emulate import VirtualBoard
-from amiko.emulate.emulator import EmulatorError, layout
+from amiko.emulate.emulator import EmulatorError
 
 BOARD_ID = "VIRTUAL"
 # `amiko flash --set storage_root=data`: the wallet's state in HOME/flash/data (relative to the
 # board's "/", as docs/notes on the virtual board say; see the report on "/data")
-SETTINGS = {"storage_root": "data"}
+SETTINGS = {"storage_root": "data", "ble_name": "Amiko-D1"}
+BLE_NAME = SETTINGS["ble_name"]  # whole in the advertising data (<= 8 bytes)
+KINDS = ("nfc", "ble", "serial")  # the bridge's reader order: a wallet over the air before one on the cable
+
+
+BLE_SETTLE = 0.5  # after the link is up: the terminal's GATT discovery and subscription
 
 
 class WalletError(Exception):
     pass
+
+
+def _wait(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise WalletError("timed out after %s s waiting for %s" % (timeout, what))
+        time.sleep(0.01)
 
 
 def _die_with_parent():
@@ -51,20 +66,10 @@ def _die_with_parent():
 
 
 class _DemoBoard(VirtualBoard):
-    """A VirtualBoard whose emulator gets SIGTERM when the demo dies, even by SIGKILL (its
-    micropython child dies with the emulator), so no board outlives a killed demo."""
+    """A VirtualBoard whose emulator (and simulated PN532) get SIGTERM when the demo dies, even by
+    SIGKILL (its micropython child dies with the emulator), so no board outlives a killed demo."""
 
-    def start(self, timeout=10):
-        cmd = [sys.executable, "-m", "amiko.emulate", self.home, str(self.heapsize or "")]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                                     preexec_fn=_die_with_parent)
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line:
-            self.stop()
-            raise EmulatorError("the emulator did not start (see %s)" % layout(self.home)["log"])
-        self.info = json.loads(line)
-        return self
+    preexec_fn = staticmethod(_die_with_parent)
 
 
 class _Notes:
@@ -104,14 +109,26 @@ class VirtualWallet:
     def transport(self):
         return "serial:" + self.pty
 
+    @property
+    def transports(self):
+        """{"nfc": "nfc:udp:H:P", "ble": "ble:NAME?hci=...", "serial": "serial:/dev/pts/N"}: the bridge's specs."""
+        return {"nfc": self.board.nfc_transport,
+                "ble": "ble:%s?hci=%s" % (BLE_NAME, self.board.info["ble"]["hci"]),
+                "serial": self.transport}
+
     def power_on(self):
         """Start the virtual board (call it from the thread that lives as long as the board:
         the board's emulator gets SIGTERM when the thread that started it ends)."""
         try:
-            self.board = _DemoBoard(self.home).start()
+            self.board = _DemoBoard(self.home, ble=True, nfc=True).start()
         except EmulatorError as e:
             raise WalletError("virtual board: %s" % e) from None
-        self.note("virtual wallet board up: USB serial on %s, flash in %s" % (self.pty, self.board.flash))
+        # the customer holds the wallet away from the NFC reader and out of BLE range until a payment
+        self.board.nfc_leave()
+        self.board.ble_away(True)
+        self.note("virtual wallet board up: USB serial on %s, NFC card behind a simulated PN532 (%s), "
+                  "BLE radio (bumble, %s); flash in %s" % (self.pty, self.board.nfc_transport,
+                                                           self.board.info["ble"]["hci"], self.board.flash))
         return self
 
     def flash_firmware(self):
@@ -122,8 +139,8 @@ class VirtualWallet:
             self.flashed = flash(boards.find(BOARD_ID), self.pty, _Notes(lambda text: None), dict(SETTINGS))
         except FlashError as e:
             raise WalletError("amiko flash: %s" % e.message) from None
-        self.note("flashed: amiko flash --board %s --port %s --set storage_root=data (%d files copied, %d bytes of .mpy and main.py)"
-                  % (BOARD_ID, self.pty, len(self.flashed["copied"]), self.flashed["bytes_copied"]))
+        self.note("flashed: amiko flash --board %s --port %s --set storage_root=data --set ble_name=%s (%d files copied, %d bytes of .mpy and main.py)"
+                  % (BOARD_ID, self.pty, BLE_NAME, len(self.flashed["copied"]), self.flashed["bytes_copied"]))
         try:
             self.board.wait_for_screen(lambda lines: lines != [], timeout=10)  # the firmware runs
         except EmulatorError as e:
@@ -134,7 +151,7 @@ class VirtualWallet:
         """`amiko wallet provision` at the provider node, then `amiko wallet topup`."""
         from amiko.wallet import cli as wallet_cli
 
-        r = _command(wallet_cli._provision_run, port=self.pty, provider=provider_home, wallet=None,
+        r = _command(wallet_cli._provision_run, port=self.pty, provider=provider_home, wallet=None, invite=None, home=None,
                      limit=limit, daily=daily, auto=auto)
         self.wallet_id = r["wallet"]
         self.note("provisioned: wallet %s with provider %s (confirms by itself up to %d, at most %d a payment)"
@@ -142,6 +159,24 @@ class VirtualWallet:
         r = _command(wallet_cli._topup_run, provider=provider_home, wallet=self.wallet_id, port=None, amount=topup)
         self.note("topped up: wallet %s balance %d" % (self.wallet_id, r["balance"]))
         return self
+
+    def bring(self, kind):
+        """Hold the wallet to the terminal over `kind` only ("nfc": in the reader's field, "ble": in
+        range, "serial": neither; the cable stays plugged in). Returns once the terminal's side sees
+        it (nfc: the reader selected the card and polls it; ble: a central is connected)."""
+        b = self.board
+        if kind != "nfc":
+            b.nfc_leave()
+        if kind != "ble":
+            b.ble_away(True)
+        if kind == "nfc":
+            before = b.nfc_stats()["apdus"]
+            b.nfc_enter()
+            _wait(lambda: b.nfc_stats()["apdus"] >= before + 2, 15, "the NFC reader to select the card")
+        elif kind == "ble":
+            b.ble_away(False)
+            _wait(lambda: b.ble_links() > 0, 20, "the terminal to connect over BLE")
+            time.sleep(BLE_SETTLE)
 
     def history(self):
         """The wallet's stored payments ({txid, state, proof_ok, signature_ok, ...}), over serial."""

@@ -3,6 +3,13 @@
 Python API for tests and tools:
 
     board = VirtualBoard(home, heapsize=None).start()   # returns once the pty exists
+    VirtualBoard(home, ble=True)           # + a simulated BLE radio: board.info["ble"]["hci"]
+    VirtualBoard(home, nfc="HOST:PORT")    # + a simulated PN532 (its own process, amiko.emulate.pn532_sim),
+                                           # nfc=True: a free udp port; board.nfc_transport ("nfc:udp:H:P"),
+                                           # board.nfc_leave() / nfc_enter() (the card leaves / enters the
+                                           # reader's field; it starts in it), board.nfc_stats()
+    board.ble_away(True|False)  # the BLE wallet walks out of / back into the terminal's range
+    board.ble_links()           # centrals connected to the BLE wallet now
     board.pty                  # "/dev/pts/N": the board's USB serial port
     board.flash                # HOME/flash, the board's filesystem
     board.press("confirm")     # or "cancel"
@@ -89,14 +96,102 @@ def running(home):
     return info
 
 
+def _free_udp_port():
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class VirtualBoard:
-    def __init__(self, home, heapsize=None, ble=False):
+    preexec_fn = None  # run in the children (emulator, PN532 simulator) before exec
+
+    def __init__(self, home, heapsize=None, ble=False, nfc=None):
         self.home = str(Path(home).resolve())
         self.heapsize = heapsize
         self.ble = ble  # a simulated BLE radio (emulate/ble_radio.py); self.info["ble"]["hci"] reaches it
+        if nfc is True:
+            nfc = "127.0.0.1:%d" % _free_udp_port()
+        self.nfc = nfc  # "HOST:PORT": the simulated PN532's RF side on nfcpy's udp link
+        self.nfc_transport = None
+        self._sim = None
         self.proc = None
         self.info = None
         prepare_home(self.home)
+
+    def _start_nfc(self):
+        env = dict(os.environ)
+        root = Path(__file__).resolve().parents[3]
+        env["PYTHONPATH"] = os.pathsep.join([str(root / "host"), str(root / "shared"), env.get("PYTHONPATH", "")])
+        self._sim = subprocess.Popen([sys.executable, "-m", "amiko.emulate.pn532_sim", "--udp", self.nfc],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                                     preexec_fn=self.preexec_fn)
+        line = self._sim.stdout.readline()
+        if not line:
+            self._stop_nfc()
+            raise EmulatorError("the simulated PN532 did not start")
+        info = json.loads(line)
+        link = os.path.join(layout(self.home)["hw"], "pn532")
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(info["uart"], link)
+        self.nfc_transport = "nfc:udp:%s:%d" % tuple(info["udp"])
+
+    def _nfc_cmd(self, word):
+        if self._sim is None:
+            raise EmulatorError("the virtual board in %s has no simulated PN532 (VirtualBoard(home, nfc=...))" % self.home)
+        self._sim.stdin.write(word + "\n")
+        self._sim.stdin.flush()
+        return json.loads(self._sim.stdout.readline())
+
+    def nfc_leave(self):
+        return self._nfc_cmd("leave")
+
+    def nfc_enter(self):
+        return self._nfc_cmd("enter")
+
+    def nfc_stats(self):
+        """{"activations", "apdus", "released", "wtx", "in_field"}: the simulated chip's counters."""
+        return self._nfc_cmd("stats")
+
+    def ble_away(self, gone=True):
+        from amiko.emulate.ble_radio import away
+
+        away(layout(self.home)["hw"], gone)
+
+    def ble_stats(self):
+        """{"links": centrals connected now, "rx_bytes", "tx_bytes": GATT values written by them /
+        notified to them so far (updated at every connect and disconnect)}."""
+        try:
+            with open(os.path.join(layout(self.home)["hw"], "ble_links")) as f:
+                return json.loads(f.read())
+        except (OSError, ValueError):
+            return {"links": 0, "rx_bytes": 0, "tx_bytes": 0}
+
+    def ble_links(self):
+        """How many centrals (terminals) are connected to the BLE wallet now."""
+        return self.ble_stats()["links"]
+
+    def _stop_nfc(self):
+        sim, self._sim = self._sim, None
+        if sim is None:
+            return
+        try:
+            sim.stdin.write("quit\n")
+            sim.stdin.flush()
+            sim.wait(5)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            sim.kill()
+            sim.wait()
+        for f in (sim.stdin, sim.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        link = os.path.join(layout(self.home)["hw"], "pn532")
+        if os.path.islink(link):
+            os.unlink(link)
 
     @property
     def flash(self):
@@ -109,8 +204,17 @@ class VirtualBoard:
     def start(self, timeout=10):
         if running(self.home):
             raise EmulatorError("a virtual board already runs in %s" % self.home)
+        if self.nfc and self._sim is None:
+            self._start_nfc()  # before the board boots: the ROM opens HW_DIR/pn532 then
+        if self.ble:
+            self.ble_away(False)
+            try:
+                os.unlink(os.path.join(layout(self.home)["hw"], "ble_links"))
+            except FileNotFoundError:
+                pass
         cmd = [sys.executable, "-m", "amiko.emulate", self.home, str(self.heapsize or "")] + (["ble"] if self.ble else [])
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                     preexec_fn=self.preexec_fn)
         import select
 
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -132,6 +236,7 @@ class VirtualBoard:
                     self.proc.wait()
             self.proc.stdout.close()
             self.proc = None
+        self._stop_nfc()
 
     def __enter__(self):
         return self.start() if self.proc is None else self

@@ -16,6 +16,11 @@ The radio outlives MicroPython resets: when the firmware process dies (power cut
 reset), its socket closes, advertising stops and a connected central is disconnected, like a
 board losing power; the next boot registers its services again (same layout: same handles).
 Wire format on the socket: see sim_bluetooth.py.
+
+Range: while the file HW_DIR/ble_away exists the wallet is out of the terminal's range (the
+customer walked away): advertising stops, a connected central is disconnected, new connections
+are refused; when the file is removed the last advertising the firmware asked for resumes
+(`away(hw_dir, True|False)` from any process; checked every AWAY_POLL seconds).
 """
 
 import asyncio
@@ -28,6 +33,20 @@ import struct
 import threading
 
 log = logging.getLogger("amiko.emulate.ble")
+
+AWAY_POLL = 0.02
+
+
+def away(hw_dir, gone):
+    """Move the virtual board's BLE wallet out of (gone=True) or back into the terminal's range."""
+    path = os.path.join(hw_dir, "ble_away")
+    if gone:
+        open(path, "a").close()
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def _address(seed):
@@ -51,6 +70,11 @@ class BleRadio:
         self.board = None  # (reader, writer) of the MicroPython process
         self.connections = {}  # handle -> bumble Connection
         self.pairing = {}  # the firmware's ble.config() pairing keys
+        self.away_path = os.path.join(hw_dir, "ble_away")
+        self.away = False
+        self.rx_bytes = 0  # GATT write values from centrals, in total
+        self.tx_bytes = 0  # notification values to centrals, in total
+        self.advertising = None  # the firmware's last gap_advertise request (resumed back in range)
 
     def start(self, timeout=10):
         threading.Thread(target=self._thread, daemon=True, name="ble-radio").start()
@@ -95,6 +119,36 @@ class BleRadio:
         except FileNotFoundError:
             pass
         self.server = await asyncio.start_unix_server(self._board_session, self.sock_path)
+        asyncio.ensure_future(self._watch_range())
+
+    async def _watch_range(self):
+        while True:
+            gone = os.path.exists(self.away_path)
+            if gone != self.away:
+                self.away = gone
+                try:
+                    if gone:
+                        if self.device.is_advertising:
+                            await self.device.stop_advertising()
+                        for conn in list(self.connections.values()):
+                            try:
+                                await conn.disconnect()
+                            except Exception:
+                                pass
+                    elif self.board is not None and self.advertising is not None:
+                        await self._advertise(self.advertising)
+                except Exception as e:
+                    log.warning("ble radio: range change failed: %s", e)
+            await asyncio.sleep(AWAY_POLL)
+
+    async def _advertise(self, msg):
+        if self.device.is_advertising:
+            await self.device.stop_advertising()
+        if msg.get("interval_us") is not None and not self.away:
+            ms = max(20.0, msg["interval_us"] / 1000.0)
+            await self.device.start_advertising(
+                advertising_data=bytes.fromhex(msg["adv"]), scan_response_data=bytes.fromhex(msg["resp"]),
+                advertising_interval_min=ms, advertising_interval_max=ms)
 
     # -- bumble -> board
 
@@ -103,15 +157,17 @@ class BleRadio:
             self.board[1].write(op + struct.pack(">H", len(payload)) + payload)
 
     def _on_connection(self, connection):
-        if self.board is None:  # the board is off: nobody answers
+        if self.board is None or self.away:  # the board is off or out of range: nobody answers
             asyncio.ensure_future(connection.disconnect())
             return
         self.connections[connection.handle] = connection
+        self._mark_links()
         addr = bytes(connection.peer_address)[::-1]
         self._send(b"c", struct.pack(">HB", connection.handle, int(connection.peer_address.address_type) & 0xFF) + addr)
 
         def on_disconnection(reason):
             self.connections.pop(connection.handle, None)
+            self._mark_links()
             self._send(b"d", struct.pack(">H", connection.handle))
 
         def on_mtu():
@@ -125,8 +181,20 @@ class BleRadio:
         connection.on("connection_att_mtu_update", on_mtu)
         connection.on("connection_encryption_change", on_encryption)
 
+    def _mark_links(self):
+        """HW_DIR/ble_links: {"links": centrals connected now, "rx_bytes"/"tx_bytes": GATT write and notification
+        values so far} (for tools: VirtualBoard.ble_links(), ble_stats())."""
+        try:
+            with open(os.path.join(self.hw, "ble_links.tmp"), "w") as f:
+                f.write(json.dumps({"links": len(self.connections), "rx_bytes": self.rx_bytes,
+                                    "tx_bytes": self.tx_bytes}) + "\n")
+            os.replace(os.path.join(self.hw, "ble_links.tmp"), os.path.join(self.hw, "ble_links"))
+        except OSError:
+            pass
+
     def _on_write(self, handle):
         def write(connection, value):
+            self.rx_bytes += len(value)
             self._send(b"w", struct.pack(">HH", connection.handle, handle) + bytes(value))
 
         return write
@@ -155,6 +223,7 @@ class BleRadio:
             await self._power_off()
 
     async def _power_off(self):
+        self.advertising = None  # the next boot advertises again itself
         if self.device.is_advertising:
             await self.device.stop_advertising()
         for conn in list(self.connections.values()):
@@ -163,24 +232,21 @@ class BleRadio:
             except Exception:
                 pass
         self.connections.clear()
+        self._mark_links()
 
     async def _board_op(self, op, p):
         if op == b"R":
             self._register(json.loads(p))
         elif op == b"A":
             msg = json.loads(p)
-            if self.device.is_advertising:
-                await self.device.stop_advertising()
-            if msg.get("interval_us") is not None:
-                ms = max(20.0, msg["interval_us"] / 1000.0)
-                await self.device.start_advertising(
-                    advertising_data=bytes.fromhex(msg["adv"]), scan_response_data=bytes.fromhex(msg["resp"]),
-                    advertising_interval_min=ms, advertising_interval_max=ms)
+            self.advertising = msg
+            await self._advertise(msg)
         elif op == b"N":
             conn, handle = struct.unpack(">HH", p[:4])
             connection = self.connections.get(conn)
             if connection is not None and handle in self.chars:
                 await self.device.notify_subscriber(connection, self.chars[handle], p[4:])
+                self.tx_bytes += len(p) - 4
         elif op == b"D":
             connection = self.connections.get(struct.unpack(">H", p[:2])[0])
             if connection is not None:

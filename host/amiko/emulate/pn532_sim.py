@@ -6,7 +6,8 @@ then takes commands on stdin, one per line, and answers each with one JSON line:
     leave   the card leaves the field: RF goes silent, the firmware sees the target released
     leave_after N   leave when the N-th APDU from now arrives (that APDU is lost in the air)
     enter   the card is in the field again (the start state)
-    stats   {"activations", "apdus", "released", "wtx", "in_field"[, "oversized"]}
+    stats   {"activations", "apdus", "released", "wtx", "in_field"[, "oversized", "bytes_in", "bytes_out"]}
+            (bytes_in/out: C-APDU bytes from the reader, R-APDU bytes answered)
     quit
 
 UART side (what the firmware's board/pn532.py talks to): the chip's host-link frames
@@ -305,6 +306,7 @@ class SimPN532:
     def ask_firmware(self, dev, target, apdu, gen, field):
         with self.lock:
             self.stats["apdus"] += 1
+            self.stats["bytes_in"] = self.stats.get("bytes_in", 0) + len(apdu)  # C-APDU bytes from the reader
             if self.leave_at is not None and self.stats["apdus"] >= self.leave_at:
                 self.leave_at = None
                 leave = True
@@ -326,6 +328,8 @@ class SimPN532:
                 raise nfc.clf.BrokenLinkError("left the field")
             if answer is not None and answer[0] == gen:
                 self._waits = 0
+                with self.lock:
+                    self.stats["bytes_out"] = self.stats.get("bytes_out", 0) + len(answer[1])  # R-APDU bytes
                 return answer[1]
             # ask for a waiting time extension; the reader echoes the S(WTX) block
             waits = getattr(self, "_waits", 0) + 1

@@ -157,6 +157,11 @@ class BleTransport:
         if self.outbox:
             self._out_ready.set()
 
+    @property
+    def present(self):
+        """A wallet is connected (the bridge offers a sale to a present wallet first)."""
+        return self.client is not None
+
     def _notified(self, _char, data):
         self.bytes_in += len(data)
         self.inbox.put_nowait(bytes(data))

@@ -305,6 +305,12 @@ class NfcTransport:
                     self.pending = []
         return self.contact
 
+    @property
+    def present(self):
+        """A wallet is in the field: this transport's contact, or the reader's next one."""
+        c = self.contact if self.contact is not None else self.reader.contact
+        return c is not None and not c.gone
+
     def _poke(self):
         if self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
