@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "shared"), str(ROOT / "host")]
+
+from amiko.demo.network import DemoNode  # noqa: E402
 
 AMOUNT = 100
 FUNDING = 10_000_000
@@ -118,12 +119,6 @@ def profiled_node(out, home):
 
 # -- the network
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def chain_names(hops):
     """Nodes from payer to payee for a route of `hops` links; the meeting point in the middle."""
     if hops == 1:
@@ -142,66 +137,19 @@ def child_env():
     return env
 
 
-class BenchNode:
-    def __init__(self, directory, name, meeting_points=(), external=()):
-        from amiko.node import daemon, home as homes
+class BenchNode(DemoNode):
+    """The demo's node process (home, control client, wait_ready, stop), started optionally under cProfile."""
 
-        self.name = name
-        self.home = os.path.join(directory, name)
-        self.port = free_port()
-        home, _, _ = homes.create(self.home, "127.0.0.1:%d" % self.port, name=name,
-                                  meeting_points=list(meeting_points), external_meeting_points=list(external))
-        daemon.create_database(home)
-        self.socket_path = home.socket_path
-        self.log_path = os.path.join(directory, name + ".stderr")
-        self.profile_out = None
-        self.proc = None
-        self._log = None
+    profile_out = None
 
     def start(self, profile_out=None):
+        if not profile_out:
+            return super().start()
         self.profile_out = profile_out
         self._log = open(self.log_path, "ab")
-        if profile_out:
-            argv = [sys.executable, str(Path(__file__).resolve()), "--profiled-node", profile_out, self.home]
-        else:
-            argv = [sys.executable, "-m", "amiko.cli", "node", "--home", self.home]
+        argv = [sys.executable, str(Path(__file__).resolve()), "--profiled-node", profile_out, self.home]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
                                      env=child_env())
-
-    def client(self, timeout=30):
-        from amiko.node.control import ControlClient
-
-        return ControlClient(self.home, self.socket_path, timeout=timeout)
-
-    def call(self, method, params=None, timeout=30):
-        with self.client(timeout) as c:
-            return c.call(method, params, timeout=timeout)
-
-    def wait_ready(self, timeout=30):
-        from amiko.node.control import ControlError
-
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise SystemExit("node %s exited (%s): see %s" % (self.name, self.proc.returncode, self.log_path))
-            try:
-                return self.call("info", timeout=2)
-            except ControlError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("node %s did not start within %s s: see %s" % (self.name, timeout, self.log_path))
-                time.sleep(0.05)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 def wait_for(condition, timeout, what, delay=0.02):
