@@ -10,7 +10,9 @@ Grammar (ASCII only, at most 512 characters, no whitespace or control characters
     query   = pair *("&" pair), at most 8 pairs, keys unique
     pair    = 1..16 of [A-Za-z0-9._~-] "=" 1..128 of [A-Za-z0-9._~-]
 
-- amikopay://host[:port]/ID: the payment ID a payee's node assigned (seeds/004).
+- amikopay://host[:port]/ID?key=HEX: the payment ID a payee's node assigned (seeds/004);
+  key is the payee node's public key (33 bytes compressed secp256k1, 66 hex digits): the
+  payer's BOLT 8 connection is pinned to it and the receipt must be signed by it.
 - amikolink://host[:port]/NAME: the name of a link on a node (the callback of ConnectLink).
 - dns-name: labels of 1..63 characters [a-z0-9-], not starting or ending with "-",
   at most 253 characters, no empty label (so no trailing dot); the last label is not
@@ -331,9 +333,10 @@ def parse_link(text):
     return u
 
 
-def format_pay(host, port, payment_id):
-    """Canonical amikopay URL; port None means the default. Raises URLError on bad parts."""
-    return str(AmikoURL(PAY, host, port, payment_id))
+def format_pay(host, port, payment_id, key=None):
+    """Canonical amikopay URL; port None means the default; key (hex text) is the payee's
+    public key, carried as ?key=. Raises URLError on bad parts."""
+    return str(AmikoURL(PAY, host, port, payment_id, None if key is None else {"key": key}))
 
 
 def format_link(host, port, name):

@@ -52,14 +52,15 @@ def test_wrong_scheme_vector(vec):
 @pytest.mark.parametrize("vec", VECTORS["format"], ids=lambda v: v["url"])
 def test_format_vector(vec):
     fn = url.format_pay if vec["scheme"] == "amikopay" else url.format_link
-    assert fn(vec["host"], vec["port"], vec["id"]) == vec["url"]
+    extra = (vec["key"],) if "key" in vec else ()
+    assert fn(vec["host"], vec["port"], vec["id"], *extra) == vec["url"]
 
 
 @pytest.mark.parametrize("vec", VECTORS["format_invalid"], ids=lambda v: v["reason"])
 def test_format_invalid_vector(vec):
     fn = url.format_pay if vec["scheme"] == "amikopay" else url.format_link
     with pytest.raises(URLError) as info:
-        fn(vec["host"], vec["port"], vec["id"])
+        fn(vec["host"], vec["port"], vec["id"], *((vec["key"],) if "key" in vec else ()))
     assert vec["reason"] in info.value.reason
 
 

@@ -49,10 +49,12 @@ def test_wrong_scheme():
 def test_format_vectors():
     for vec in vectors("url")["format"]:
         fn = url.format_pay if vec["scheme"] == "amikopay" else url.format_link
-        eq(fn(vec["host"], vec["port"], vec["id"]), vec["url"], vec["url"])
+        extra = (vec["key"],) if "key" in vec else ()
+        eq(fn(vec["host"], vec["port"], vec["id"], *extra), vec["url"], vec["url"])
     for vec in vectors("url")["format_invalid"]:
         fn = url.format_pay if vec["scheme"] == "amikopay" else url.format_link
-        e = raises(URLError, fn, vec["host"], vec["port"], vec["id"])
+        extra = (vec["key"],) if "key" in vec else ()
+        e = raises(URLError, fn, vec["host"], vec["port"], vec["id"], *extra)
         check_reason(e, vec["reason"], vec)
 
 
