@@ -254,26 +254,43 @@ class Node:
         self._connections.add(task)
         peer = writer.get_extra_info("peername")
         try:
+            # TEMPORARY until the one listener (host/amiko/wire/listener.py, branch `links`) lands:
+            # a plain frame magic first is a node link of the old LinkManager; everything else
+            # must be a BOLT 8 handshake, and its first frame picks the endpoint handler.
             try:
-                first = await asyncio.wait_for(paylink_tcp.read_frame(reader), FIRST_FRAME_TIMEOUT)
-            except DecodeError as e:
-                log.info("connection from %s: bad first frame: %s", peer, e.reason)
-                writer.write(paylink_tcp.error_frame(paylink_tcp.ERR_BAD_FRAME, e.reason))
-                return
+                magic = await asyncio.wait_for(reader.readexactly(1), FIRST_FRAME_TIMEOUT)
             except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
                 return
-            if first.type == m.CONNECT_LINK:
-                await self.links.handle_incoming(reader, writer, first)
-            elif first.type == m.PAY:
-                await self.paylinks.serve_payee(reader, writer, first)
-            elif first.type == wl.AUTH:
-                await self.provider.serve(reader, writer, first)
-            elif first.type == provisioning.REQUEST:  # a wallet provisioned through an invitation
-                await provisioning.serve(self.provider, reader, writer, first)
-            else:
-                reason = "first message must be ConnectLink or Pay, got type %d" % first.type
-                log.info("connection from %s: %s", peer, reason)
-                writer.write(paylink_tcp.error_frame(paylink_tcp.ERR_UNEXPECTED, reason, first.type))
+            reader._buffer[0:0] = magic  # put the peeked byte back (asyncio.StreamReader has no unread)
+            if magic == b"\xa5":
+                try:
+                    first = await asyncio.wait_for(_read_plain_frame(reader), FIRST_FRAME_TIMEOUT)
+                except DecodeError as e:
+                    log.info("connection from %s: bad first frame: %s", peer, e.reason)
+                    writer.write(paylink_tcp.error_frame(paylink_tcp.ERR_BAD_FRAME, e.reason))
+                    return
+                except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+                    return
+                if first.type == m.CONNECT_LINK:
+                    await self.links.handle_incoming(reader, writer, first)
+                else:
+                    reason = "plain frames are refused: connect over BOLT 8 with the node key (?key= of the URL)"
+                    log.info("connection from %s: %s (type %d)", peer, reason, first.type)
+                    writer.write(paylink_tcp.error_frame(paylink_tcp.ERR_UNEXPECTED, reason, first.type))
+                return
+            from amiko.wire import stream as streams
+
+            try:
+                stream = await streams.accept(reader, writer, self.identity, timeout=FIRST_FRAME_TIMEOUT)
+                first = await stream.recv(timeout=FIRST_FRAME_TIMEOUT)
+            except streams.StreamError as e:
+                log.info("connection from %s: %s", peer, e.reason)
+                return
+            try:
+                await self._dispatch(stream, first)
+            finally:
+                stream.close()
+            return
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -282,6 +299,20 @@ class Node:
             self._connections.discard(task)
             if not writer.is_closing():
                 writer.close()
+
+    async def _dispatch(self, stream, first):
+        """The handler the first frame of an authenticated stream names."""
+        if first.type == m.PAY:
+            await self.paylinks.serve_payee(stream, first)
+        elif first.type == wl.AUTH:
+            await self.provider.serve(stream, first)
+        elif first.type == provisioning.REQUEST:  # a wallet provisioned through an invitation
+            await provisioning.serve(self.provider, stream, first)
+        else:
+            reason = "first message must be Pay, Auth or ProvisionRequest, got type %d" % first.type
+            log.info("connection from %s: %s", stream.peer, reason)
+            stream.send(paylink_tcp.error_frame(paylink_tcp.ERR_UNEXPECTED, reason, first.type))
+            await stream.drain()
 
     # -- control methods
 
@@ -388,7 +419,7 @@ class Node:
         if not isinstance(receipt, str) or len(receipt.encode("utf-8")) > 512:
             raise ControlError("invalid", "receipt must be text of at most 512 bytes")
         req = self.transact(self.engine.create_request, amount, receipt)
-        url = format_pay(self.config.host, self.config.port, req["payment_id"])
+        url = format_pay(self.config.host, self.config.port, req["payment_id"], self.identity.pubkey.hex())
         return {"url": url, "payment_id": req["payment_id"], "txid": _hex(req["txid"]), "amount": amount,
                 "receipt": receipt, "meeting_points": list(req["meeting_points"])}
 
@@ -425,6 +456,23 @@ class Node:
             return self.paylinks.decline_payer(handle, params.get("reason"))
         except paylink_tcp.PayError as e:
             raise ControlError(e.code, e.reason) from None
+
+
+async def _read_plain_frame(reader):
+    """TEMPORARY (old node links only, until the one listener lands): one plain frame."""
+    from amiko_core import frame as frames
+
+    header = await reader.readexactly(frames.HEADER_SIZE)
+    if header[:2] != frames.MAGIC:
+        raise DecodeError("frame: bad magic 0x%s, want 0xa54b" % header[:2].hex())
+    if frames.crc8(header, 0, 6) != header[6]:
+        raise DecodeError("frame: bad header check")
+    n = (header[4] << 8) | header[5]
+    if frames.OVERHEAD + n > frames.DEFAULT_MAX_FRAME:
+        raise DecodeError("frame: body length %d makes a %d-byte frame, over max frame %d"
+                          % (n, frames.OVERHEAD + n, frames.DEFAULT_MAX_FRAME))
+    rest = await reader.readexactly(n + frames.TRAILER_SIZE)
+    return frames.decode_one(header + rest, frames.DEFAULT_MAX_FRAME)
 
 
 async def _run(home, config, identity, json_ready, stdout):

@@ -1,9 +1,19 @@
-"""The payment link (seeds/004) over TCP, driving amiko_core.paylink and the engine.
+"""The payment link (seeds/004) over BOLT 8, driving amiko_core.paylink and the engine.
 
-Wire: frames (amiko_core.frame, at most 4096 bytes) carrying payment-link messages, one
-payment per connection. The payee side is served on the node's port: the daemon hands
-over a connection whose first frame is Pay. The payer side connects to the host:port of
-an amikopay:// URL for `amiko pay`.
+Wire: one amiko.wire.stream.Stream (BOLT 8, one frame of at most 4096 bytes per message)
+carrying payment-link messages, one payment per connection. The payee side is served on the
+node's port: the listener hands over an authenticated stream whose first frame is Pay
+(serve_payee). The payer side (`amiko pay`) connects to the host:port of the amikopay URL
+with this node's identity, pinned to the URL's ?key= (the payee node's key): a URL without a
+key is refused, a node that does not hold the key fails the handshake, and a Receipt that is
+not signed by that same key is declined ("receipt not signed by the payee key in the URL").
+
+A payment id belongs to the payer whose session is in progress: a second Pay for it gets a
+Cancel on its own connection and changes nothing else. A payer that goes away, declines or
+times out BEFORE it confirmed ends only its own attempt: the request stays open (a bystander
+who saw the QR code and sends Pay then disconnects or Cancel cannot call off the sale). The
+request itself is cancelled only by the shop (`amiko cancel` / control `cancel`) or when a
+session that was confirmed (routing started) ends cancelled.
 
 Effects of the paylink state machines are carried out here:
   send -> a frame on the connection (dropped, with a log line, once it is closed)
@@ -35,25 +45,24 @@ production, they make the node misbehave on purpose for the failure scenario tes
   AMIKO_TEST_CONTROL=1          adds the control method debug_drop_link {link}: drops the
                                 link's connection as a network failure would (test_methods)
 
-Bounds: one frame at a time of at most 4096 bytes; a first frame within FIRST_FRAME_TIMEOUT;
-at most MAX_SESSIONS payment links at once.
+Bounds: one frame at a time of at most 4096 bytes (the stream's max_frame); the session's
+phase timers end a silent peer; at most MAX_SESSIONS payment links at once.
 """
 
 import asyncio
 import logging
 import os
 
-from amiko_core import frame as frames
 from amiko_core import messages as m
 from amiko_core import paylink
 from amiko_core.errors import AmikoError, DecodeError, ProtocolError, URLError
 from amiko_core.url import parse_pay
 
 from amiko.node import identity as identities
+from amiko.wire import stream as streams
 
 log = logging.getLogger("amiko.paylink")
 
-FIRST_FRAME_TIMEOUT = 10
 CONNECT_TIMEOUT = 10
 MAX_SESSIONS = 1000
 PAYER, PAYEE = 0, 1
@@ -100,23 +109,6 @@ class PayError(AmikoError):
         self.code = code
 
 
-async def read_frame(reader, max_frame=frames.DEFAULT_MAX_FRAME):
-    """Read exactly one frame (no byte past it); DecodeError on a bad or oversize header.
-
-    Raises asyncio.IncompleteReadError when the peer closes mid-frame or before one.
-    """
-    header = await reader.readexactly(frames.HEADER_SIZE)
-    if header[:2] != frames.MAGIC:
-        raise DecodeError("frame: bad magic 0x%s, want 0xa54b" % header[:2].hex())
-    if frames.crc8(header, 0, 6) != header[6]:
-        raise DecodeError("frame: bad header check")
-    n = (header[4] << 8) | header[5]
-    if frames.OVERHEAD + n > max_frame:
-        raise DecodeError("frame: body length %d makes a %d-byte frame, over max frame %d" % (n, frames.OVERHEAD + n, max_frame))
-    rest = await reader.readexactly(n + frames.TRAILER_SIZE)
-    return frames.decode_one(header + rest, max_frame)
-
-
 def error_frame(code, reason, ref_type=None):
     fields = {"code": code, "reason": reason[:200]}
     if ref_type is not None:
@@ -128,6 +120,21 @@ def _hex(b):
     return b.hex() if isinstance(b, (bytes, bytearray)) else b
 
 
+def payee_key(url):
+    """The payee's node key pinned by an amikopay URL's ?key= (33 bytes); PayError if absent or bad."""
+    text = url.query.get("key")
+    if text is None:
+        raise PayError("the payment URL carries no payee key (?key=...): ask the payee for a current URL "
+                       "(`amiko request` prints amikopay://HOST:PORT/ID?key=HEX)", "invalid")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if not identities.valid_pubkey(key):
+        raise PayError("the payment URL's key= is not a compressed secp256k1 public key (66 hex digits)", "invalid")
+    return key
+
+
 class _Run:
     """One payment-link session: its connection, timer and the effects it causes."""
 
@@ -137,8 +144,7 @@ class _Run:
         self.links = links
         self.node = links.node
         self.session = session
-        self.reader = None
-        self.writer = None
+        self.stream = None  # amiko.wire.stream.Stream
         self.timer = None
         self.done = asyncio.get_running_loop().create_future()
         self.reader_task = None
@@ -264,16 +270,18 @@ class _Run:
     # -- connection
 
     def send(self, msg):
-        if self.writer is None or self.writer.is_closing():
+        if self.stream is None or self.stream.is_closing():
             log.info("%s %s: connection closed, %s not sent", self.session.ROLE, self.session.payment_id, msg.name)
             return
-        self.writer.write(m.to_frame(msg))
+        try:
+            self.stream.send_message(msg)
+        except streams.StreamClosed:
+            log.info("%s %s: connection closed, %s not sent", self.session.ROLE, self.session.payment_id, msg.name)
 
     async def read_loop(self):
         try:
             while True:
-                fr = await read_frame(self.reader)
-                msg = m.from_frame(fr)
+                msg = await self.stream.recv_message()
                 if msg.type not in self.session.HANDLERS:
                     raise DecodeError("%s is not a payment-link message" % msg.name)
                 try:
@@ -282,9 +290,9 @@ class _Run:
                     if self.session.outcome is not None:
                         continue  # late message for a finished payment (e.g. Commit after settle)
                     log.warning("%s %s: refused %s: %s", self.session.ROLE, self.session.payment_id, msg.name, e.reason)
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (streams.StreamClosed, ConnectionError):
             pass
-        except DecodeError as e:
+        except (streams.StreamError, DecodeError) as e:
             log.warning("%s %s: closing the payment link: %s", self.session.ROLE, self.session.payment_id, e.reason)
         except asyncio.CancelledError:
             raise
@@ -293,8 +301,8 @@ class _Run:
             self.on_disconnect()
 
     def close_connection(self):
-        if self.writer is not None and not self.writer.is_closing():
-            self.writer.close()
+        if self.stream is not None and not self.stream.is_closing():
+            self.stream.close()
 
     def close(self):
         """Drop the connection; the session stays registered until it is done."""
@@ -340,6 +348,11 @@ class _Run:
 
 class PayeeRun(_Run):
     side = PAYEE
+    shop_cancel = False  # the shop (`amiko cancel`) ended this session: the request goes too
+
+    def routed(self):
+        """Did this payer confirm (the payee's half was started)? Only then is the sale its own."""
+        return self.session.meeting_point is not None
 
     def record(self, db, txid, amount):
         r = self.session.receipt_message
@@ -358,6 +371,16 @@ class PayeeRun(_Run):
             self.apply(self.session.cancel(event[3] if len(event) > 3 else "rolled back"))
 
     def _done(self, outcome, reason):
+        if outcome == paylink.CANCELLED and not self.routed() and not self.shop_cancel:
+            # This payer's attempt ended before it confirmed (it went away, declined or timed out):
+            # the request stays open for its payer; nothing was routed, nothing to record.
+            log.info("payee %s: an attempt ended before the payer confirmed (%s): the request stays open",
+                     self.session.payment_id, reason)
+            if not self.done.done():
+                self.done.set_result((outcome, reason))
+            self.links.active_payees.pop(self.session.payment_id, None)
+            self.links.node.loop.call_soon(self.close)
+            return
         super()._done(outcome, reason)
         self.links.active_payees.pop(self.session.payment_id, None)
         if outcome == paylink.CANCELLED:
@@ -404,14 +427,15 @@ class PayerRun(_Run):
             })
 
     def _check_receipt(self, r):
-        wanted = self.url.query.get("key")
-        if r.signature is not None or r.payee_key is not None:
-            if r.signature is None or r.payee_key is None:
-                return "receipt signature incomplete"
-            if not identities.verify(r.payee_key, m.receipt_signed_bytes(r), r.signature):
-                return "receipt signature does not verify"
-        if wanted is not None and (r.payee_key is None or r.payee_key.hex() != wanted.lower()):
-            return "receipt not signed by the payee key in the URL"
+        """Why this Receipt is refused, or None: it must be signed by the key the URL pins (the
+        key this stream's handshake authenticated)."""
+        wanted = self.stream.remote_key if self.stream is not None else payee_key(self.url)
+        if r.payee_key is None or r.signature is None:
+            return "receipt not signed by the payee key in the URL (it carries no signature)"
+        if bytes(r.payee_key) != bytes(wanted):
+            return "receipt not signed by the payee key in the URL (signed for key %s)" % bytes(r.payee_key).hex()[:16]
+        if not identities.verify(r.payee_key, m.receipt_signed_bytes(r), r.signature):
+            return "receipt not signed by the payee key in the URL (the signature does not verify)"
         return None
 
     def _done(self, outcome, reason):
@@ -471,13 +495,14 @@ class PaymentLinks:
 
     # -- payee
 
-    async def serve_payee(self, reader, writer, first_frame):
-        """A connection whose first frame is Pay: run the payee session until it ends."""
+    async def serve_payee(self, stream, first_frame):
+        """An authenticated stream whose first frame is Pay: run the payee session until it ends.
+        A Pay for a payment id with a session in progress gets a Cancel on this stream only."""
         try:
             pay = m.from_frame(first_frame)
         except DecodeError as e:
-            writer.write(error_frame(ERR_BAD_FRAME, e.reason, first_frame.type))
-            writer.close()
+            log.info("payee: bad Pay from %s: %s", stream.peer, e.reason)
+            await _send_close(stream, error_frame(ERR_BAD_FRAME, e.reason, first_frame.type))
             return
         payment_id = pay.id
         refusal = None
@@ -485,7 +510,7 @@ class PaymentLinks:
         if len(self.sessions) >= MAX_SESSIONS:
             refusal = "payee busy: too many payments at once, try again"
         elif payment_id in self.active_payees:
-            refusal = "payment %s is already in progress" % payment_id
+            refusal = "payment %s is already in progress with another payer" % payment_id
         else:
             request = self.node.find_request(payment_id)
             if request is None:
@@ -495,9 +520,8 @@ class PaymentLinks:
             elif request["payment_state"] not in (None, "requested"):
                 refusal = "payment %s is %s already" % (payment_id, request["payment_state"])
         if refusal is not None:
-            log.info("payee: refused Pay{%s}: %s", payment_id, refusal)
-            writer.write(m.to_frame(m.Message(m.CANCEL, {"id": payment_id, "reason": refusal})))
-            await _drain_close(writer)
+            log.info("payee: refused Pay{%s} from %s: %s", payment_id, stream.peer, refusal)
+            await _send_close(stream, m.to_frame(m.Message(m.CANCEL, {"id": payment_id, "reason": refusal})))
             return
         identity = self.node.identity
         session = paylink.PayeeSession(
@@ -505,7 +529,7 @@ class PaymentLinks:
             timeouts=self.timeouts(), payee_key=identity.pubkey, sign=identity.sign)
         run = PayeeRun(self, session)
         run.request = request
-        run.reader, run.writer = reader, writer
+        run.stream = stream
         self.active_payees[payment_id] = run
         self.sessions.add(run)
         run.apply(session.receive(pay))
@@ -519,16 +543,13 @@ class PaymentLinks:
             url = parse_pay(url_text)
         except URLError as e:
             raise PayError("bad payment URL: %s" % e.reason, "invalid") from None
+        key = payee_key(url)
         if len(self.sessions) >= MAX_SESSIONS:
             raise PayError("too many payments in progress on this node: wait for some to finish", "refused")
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(url.host, url.port), CONNECT_TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as e:
-            raise PayError("cannot reach the payee at %s:%d (%s): check the URL and that the payee's node is running"
-                           % (url.host, url.port, getattr(e, "strerror", None) or type(e).__name__), "unreachable") from None
+        stream = await connect_payee(url, self.node.identity, key)
         session = paylink.PayerSession(url.path, timeouts=self.timeouts())
         run = PayerRun(self, session, url)
-        run.reader, run.writer = reader, writer
+        run.stream = stream
         self.sessions.add(run)
         self.payers[run.handle] = run
         run.reader_task = asyncio.ensure_future(run.read_loop())
@@ -591,6 +612,7 @@ class PaymentLinks:
             if run.side == PAYER:
                 run.apply(s.decline(reason or "cancelled by payer"))
             else:
+                run.shop_cancel = True
                 run.apply(s.cancel(reason or "cancelled by payee"))
             results.append({"role": s.ROLE, "result": s.outcome, "reason": s.reason})
         return results[0] if len(results) == 1 else {"result": "cancelled", "sessions": results}
@@ -671,9 +693,28 @@ class PaymentLinks:
         self.sessions.clear()
 
 
-async def _drain_close(writer):
+async def connect_payee(url, identity, key, timeout=CONNECT_TIMEOUT):
+    """A BOLT 8 stream to the payee of a parsed amikopay URL, pinned to its key; PayError otherwise."""
+    where = "%s:%d" % (url.host, url.port)
     try:
-        await asyncio.wait_for(writer.drain(), 5)
-    except (ConnectionError, asyncio.TimeoutError):
+        return await streams.connect(url.host, url.port, identity, key, timeout=timeout)
+    except streams.StreamError as e:
+        if e.code == "auth" or isinstance(e, streams.StreamClosed):
+            raise PayError("the node at %s does not hold the payee key of the URL (BOLT 8 handshake failed: %s): "
+                           "the URL is wrong or someone else answers at that address" % (where, e.reason),
+                           "refused") from None
+        raise PayError("cannot reach the payee at %s (%s): check the URL and that the payee's node is running"
+                       % (where, e.reason), "unreachable") from None
+    except (OSError, asyncio.TimeoutError) as e:
+        raise PayError("cannot reach the payee at %s (%s): check the URL and that the payee's node is running"
+                       % (where, getattr(e, "strerror", None) or type(e).__name__), "unreachable") from None
+
+
+async def _send_close(stream, frame_bytes):
+    """Send one last frame, flush it (at most 5 s), close."""
+    try:
+        stream.send(frame_bytes)
+        await asyncio.wait_for(stream.drain(), 5)
+    except (streams.StreamError, ConnectionError, asyncio.TimeoutError):
         pass
-    writer.close()
+    stream.close()

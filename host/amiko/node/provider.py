@@ -16,8 +16,9 @@ Tables (SCHEMA):
     wallet_payments(txid PK, wallet, amount, meeting_point, state, reason, token, day, created,
         updated)  state: routing | routed | locked | committed | cancelled
 
-Wire (amiko_core.walletlink): a TCP connection whose first frame is an Auth (relayed by a
-terminal) is served here: every Auth is answered with one Status (or an Error frame when the
+Wire (amiko_core.walletlink): a BOLT 8 stream (amiko.wire.stream; the terminal's relay connects
+with an ephemeral key, pinned to this node's key from the wallet's amikolink URL) whose first
+frame is an Auth is served here (serve): every Auth is answered with one Status (or an Error frame when the
 Auth is not authenticated: unknown wallet, bad MAC, counter not above the last one: such an
 Auth changes nothing); while the payment is routing, a second Status (same ref, next
 counter) follows when the route is found or fails. Rules per action, all idempotent per txid:
@@ -49,6 +50,7 @@ from amiko.node import paylink_tcp
 from amiko.node import routing, settlement
 from amiko.node import store as _store
 from amiko.node.control import ControlError
+from amiko.wire import stream as streams
 
 log = logging.getLogger("amiko.provider")
 
@@ -266,8 +268,9 @@ class Provider:
 
     # ---------------------------------------------------------------- connections
 
-    async def serve(self, reader, writer, first):
-        """A terminal relays a wallet's Auth frames: answer each with a Status."""
+    async def serve(self, stream, first):
+        """A terminal relays a wallet's Auth frames over an authenticated stream: answer each
+        with a Status (or an Error frame). A frame that does not decode ends the connection."""
         tasks = set()
         fr = first
         try:
@@ -275,36 +278,40 @@ class Provider:
                 try:
                     msg = m.from_frame(fr)
                 except DecodeError as e:
-                    writer.write(paylink_tcp.error_frame(paylink_tcp.ERR_BAD_FRAME, e.reason, fr.type))
+                    log.info("provider: bad frame from %s: %s", stream.peer, e.reason)
+                    stream.send(paylink_tcp.error_frame(paylink_tcp.ERR_BAD_FRAME, e.reason, fr.type))
                     break
                 if msg.type != wl.AUTH:
-                    writer.write(paylink_tcp.error_frame(ERR_UNEXPECTED, "the provider takes only Auth, got %s"
-                                                         % msg.name, msg.type))
+                    stream.send(paylink_tcp.error_frame(ERR_UNEXPECTED, "the provider takes only Auth, got %s"
+                                                        % msg.name, msg.type))
                 elif len(tasks) >= MAX_PENDING_ANSWERS:
-                    writer.write(paylink_tcp.error_frame(ERR_UNEXPECTED, "too many authorisations in progress",
-                                                         msg.type))
+                    stream.send(paylink_tcp.error_frame(ERR_UNEXPECTED, "too many authorisations in progress",
+                                                        msg.type))
                 else:
-                    task = asyncio.ensure_future(self._answer(writer, msg))
+                    task = asyncio.ensure_future(self._answer(stream, msg))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 try:
-                    fr = await paylink_tcp.read_frame(reader)
-                except DecodeError as e:
-                    writer.write(paylink_tcp.error_frame(paylink_tcp.ERR_BAD_FRAME, e.reason))
+                    fr = await stream.recv()
+                except streams.StreamClosed:
                     break
-        except (asyncio.IncompleteReadError, ConnectionError):
+                except streams.StreamError as e:
+                    log.info("provider: closing the connection from %s: %s", stream.peer, e.reason)
+                    break
+            await asyncio.wait_for(stream.drain(), 5)
+        except (streams.StreamError, ConnectionError, asyncio.TimeoutError):
             pass
         finally:
             for t in list(tasks):
                 t.cancel()
 
-    async def _answer(self, writer, msg):
+    async def _answer(self, stream, msg):
         """Answer at once; while the payment is routing, send a fresh Status (same ref, next
         counter) when the route is found or fails (at most WAIT s later)."""
         answer, wait = self.node.transact(self.handle_auth, msg)
-        if writer.is_closing():
+        if stream.is_closing():
             return
-        writer.write(answer if isinstance(answer, bytes) else m.to_frame(answer))
+        _send(stream, answer if isinstance(answer, bytes) else m.to_frame(answer))
         if wait is None:
             return
         ev = self._waiters.setdefault(wait, asyncio.Event())
@@ -316,8 +323,8 @@ class Provider:
             if self._waiters.get(wait) is ev:
                 del self._waiters[wait]
         answer = self.node.transact(self._fresh_status, msg)
-        if not writer.is_closing():
-            writer.write(m.to_frame(answer))
+        if not stream.is_closing():
+            _send(stream, m.to_frame(answer))
 
     def _fresh_status(self, db, msg):
         w = self.wallet(db, msg.wallet)
@@ -418,6 +425,13 @@ class Provider:
         return {"wallet": wallet_id, "balance": w["balance"], "available": w["balance"] - held,
                 "limit": w["limit"], "daily": w["daily"], "auto": w["auto"], "counter": w["counter"],
                 "provider": self.provider_url(wallet_id), "payments": payments}
+
+
+def _send(stream, frame_bytes):
+    try:
+        stream.send(frame_bytes)
+    except streams.StreamClosed:
+        pass  # the terminal went away; the wallet asks again with a fresh Auth (query)
 
 
 def _id_problem(text):

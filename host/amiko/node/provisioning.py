@@ -6,7 +6,9 @@ it: id = HMAC-SHA256(c, "amiko invite id") and k = HMAC-SHA256(c, "amiko invite 
 expiry and the limits it allows (table invitations). An invitation is used at most once.
 
 `amiko wallet provision --port P --provider amikolink://host:port/WALLET?key=PUB --invite c`
-(on the wallet owner's machine) opens TCP to the provider node; the first frame is a
+(on the wallet owner's machine) opens a BOLT 8 connection (amiko.wire.stream.connect_blocking)
+to the provider node with a fresh ephemeral transport key, pinned to PUB: a node that does not
+hold PUB fails the handshake before any byte of the request is sent. The first frame is a
 ProvisionRequest (host-only message types 50..53, registered here, dispatched by daemon.py):
 
     host -> provider  ProvisionRequest{invite = id, wallet, provider_key = PUB (pinned),
@@ -43,13 +45,13 @@ with the account it creates, in one transaction: a second use is refused ("used 
 Errors are Error frames (messages.Error) with a one-line reason; the connection then closes.
 """
 
+import asyncio
 import base64
 import logging
 import os
-import socket
 import time
 
-from amiko_core import cbor, frame
+from amiko_core import cbor
 from amiko_core import messages as m
 from amiko_core.errors import AmikoError, DecodeError, URLError
 from amiko_core.hashing import hmac_sha256, sha256
@@ -243,18 +245,20 @@ def check_request(provider, db, req, now):
     return inv, values
 
 
-async def serve(provider, reader, writer, first):
-    """The provider's side of one provisioning connection (first frame: a ProvisionRequest)."""
-    import asyncio
-
+async def serve(provider, stream, first):
+    """The provider's side of one provisioning connection (an authenticated stream whose first
+    frame is a ProvisionRequest)."""
     from amiko.node import paylink_tcp
+    from amiko.wire import stream as streams
 
     try:
         req = m.from_frame(first)
         if req.type != REQUEST:
             raise DecodeError("expected ProvisionRequest, got %s" % req.name)
     except DecodeError as e:
-        writer.write(paylink_tcp.error_frame(paylink_tcp.ERR_BAD_FRAME, e.reason, first.type))
+        log.info("provisioning: bad request from %s: %s", stream.peer, e.reason)
+        stream.send(paylink_tcp.error_frame(paylink_tcp.ERR_BAD_FRAME, e.reason, first.type))
+        await _drain(stream)
         return
     node = provider.node
     try:
@@ -271,12 +275,11 @@ async def serve(provider, reader, writer, first):
         box, tag = seal(shared, t, key)
         grant = m.Message(GRANT, wallet=req.wallet, provider=url, box=box, tag=tag,
                           signature=node.identity.sign(signed_bytes(t, box, tag)), **values)
-        writer.write(m.to_frame(grant))
+        stream.send_message(grant)
         try:
-            fr = await asyncio.wait_for(paylink_tcp.read_frame(reader), CONFIRM_TIMEOUT)
-            confirm = m.from_frame(fr)
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, DecodeError):
-            log.info("provisioning %s: no confirmation, nothing created", req.wallet)
+            confirm = await stream.recv_message(timeout=CONFIRM_TIMEOUT)
+        except (streams.StreamError, ConnectionError, DecodeError) as e:
+            log.info("provisioning %s: no confirmation (%s), nothing created", req.wallet, e)
             return
         if confirm.type != CONFIRM or not constant_time_equal(
                 hmac_sha256(key, b"amiko provision confirm" + t), confirm.proof):
@@ -290,48 +293,73 @@ async def serve(provider, reader, writer, first):
 
         node.transact(commit)
         log.info("wallet %s provisioned through an invitation", req.wallet)
-        writer.write(m.to_frame(m.Message(DONE, mac=hmac_sha256(shared, b"amiko provision done" + t))))
+        stream.send_message(m.Message(DONE, mac=hmac_sha256(shared, b"amiko provision done" + t)))
     except ProvisionError as e:
         log.info("provisioning refused: %s", e.reason)
-        writer.write(_error(e.reason))
+        stream.send(_error(e.reason))
+    except streams.StreamClosed:
+        return
+    await _drain(stream)
+
+
+async def _drain(stream):
+    from amiko.wire import stream as streams
+
     try:
-        await writer.drain()
-    except ConnectionError:
+        await asyncio.wait_for(stream.drain(), 5)
+    except (streams.StreamError, ConnectionError, asyncio.TimeoutError):
         pass
 
 
 # ---------------------------------------------------------------- host side
 
 class _Conn:
-    def __init__(self, host, port, timeout):
+    """The host's blocking BOLT 8 connection to the provider, from a fresh ephemeral transport
+    key, pinned to the provider key of the URL."""
+
+    def __init__(self, host, port, pinned, timeout):
+        from amiko.node.identity import Identity
+        from amiko.wire import stream as streams
+
+        self.timeout = timeout
         try:
-            self.s = socket.create_connection((host, port), timeout=timeout)
+            self.s = streams.connect_blocking(host, port, Identity.generate(), pinned, timeout)
+        except streams.StreamError as e:
+            if e.code == "auth" or isinstance(e, streams.StreamClosed):
+                raise ProvisionError("the node at %s:%s does not hold the provider key pinned in the URL (BOLT 8 "
+                                     "handshake failed: %s): wrong URL or someone else answers there, nothing "
+                                     "provisioned" % (host, port, e.reason), "refused") from None
+            raise ProvisionError("cannot reach the provider at %s:%s: %s" % (host, port, e.reason),
+                                 "unreachable") from None
         except OSError as e:
             raise ProvisionError("cannot reach the provider at %s:%s: %s" % (host, port, e.strerror or e),
                                  "unreachable") from None
-        self.dec = frame.FrameDecoder()
-        self.pending = []
 
     def send(self, msg):
-        self.s.sendall(m.to_frame(msg))
+        from amiko.wire import stream as streams
+
+        try:
+            self.s.send_message(msg)
+        except (streams.StreamError, OSError) as e:
+            raise ProvisionError("connection to the provider failed: %s" % getattr(e, "reason", e),
+                                 "unreachable") from None
 
     def recv(self, want):
-        while not self.pending:
-            try:
-                chunk = self.s.recv(4096)
-            except socket.timeout:
-                raise ProvisionError("the provider did not answer in time", "timeout") from None
-            except OSError as e:
-                raise ProvisionError("connection to the provider failed: %s" % (e.strerror or e), "unreachable") \
-                    from None
-            if not chunk:
-                raise ProvisionError("the provider closed the connection", "unreachable")
-            try:
-                self.pending += self.dec.feed(chunk)
-            except DecodeError as e:
-                raise ProvisionError("the provider sent a bad frame: %s" % e.reason) from None
+        from amiko.wire import stream as streams
+
         try:
-            msg = m.from_frame(self.pending.pop(0))
+            fr = self.s.recv(timeout=self.timeout)
+        except streams.StreamClosed:
+            raise ProvisionError("the provider closed the connection", "unreachable") from None
+        except streams.StreamError as e:
+            if e.code == "timeout":
+                raise ProvisionError("the provider did not answer in time", "timeout") from None
+            raise ProvisionError("the provider sent a bad frame: %s" % e.reason) from None
+        except OSError as e:
+            raise ProvisionError("connection to the provider failed: %s" % (e.strerror or e), "unreachable") \
+                from None
+        try:
+            msg = m.from_frame(fr)
         except DecodeError as e:
             raise ProvisionError("the provider sent a bad message: %s" % e.reason) from None
         if msg.type == m.ERROR:
@@ -379,7 +407,7 @@ def request_account(url_text, code_text, wallet=None, limit=None, daily=None, au
     fields["mac"] = request_mac(invite_key(code), {k: v for k, v in fields.items() if v is not None})
     req = m.Message(REQUEST, fields)
     body = m.encode(req)
-    conn = _Conn(host, port, timeout)
+    conn = _Conn(host, port, pinned, timeout)
     try:
         conn.send(req)
         g = conn.recv(GRANT)
