@@ -44,7 +44,8 @@ def test_bridge_sells_over_ble(net, tmp_path):
         r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, "3000", "--json")
         assert r.returncode == 0, r
         transport = "ble:%s?hci=%s" % (BLE_NAME, board.info["ble"]["hci"])
-        bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["%s"]\n' % transport)
+        bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["%s"]\nproviders = ["127.0.0.1:%d"]\n'
+                               % (transport, prov.port))
         for amount, receipt in ((400, "croissant"), (250, "tea")):
             api(bridge, "api/sale", {"amount": amount, "receipt": receipt})
             s = wait_phase(bridge, "paid", amount, 40)

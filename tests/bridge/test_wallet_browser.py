@@ -45,7 +45,8 @@ def test_virtual_wallet_on_serial_pays_and_declines_on_the_page(tmp_path, browse
     try:
         prov, shop, board, wallet = wallet_shop(tmp_path, net)
         transport = "serial:" + board.pty
-        bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["%s"]\n' % transport)
+        bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["%s"]\nproviders = ["127.0.0.1:%d"]\n'
+                               % (transport, prov.port))
         page = open_page(browser, bridge.url)
 
         # 1. below the wallet's auto-confirm amount: tap, paid
@@ -111,7 +112,8 @@ def test_wallet_pulled_out_mid_payment_and_plugged_in_again(tmp_path, browser):
         prov, shop, board, wallet = wallet_shop(tmp_path, net)
         link = tmp_path / "wallet-port"
         plug(link, board.pty)
-        bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["serial:%s"]\n' % link)
+        bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["serial:%s"]\nproviders = ["127.0.0.1:%d"]\n'
+                               % (link, prov.port))
         page = open_page(browser, bridge.url)
 
         # pulled out while the customer is asked to confirm: a clear end, nothing moved

@@ -142,11 +142,12 @@ def test_node_down_ends_the_sale_with_a_clear_reason_and_cancel_reaches_the_node
             r = await client.get("/api/payments")
             assert r.status == 503 and "cannot reach" in (await r.json())["error"]
             node.down = False
-            node.methods.add("cancel_request")
+            node.methods.add("cancel")
             await client.post("/api/sale", json={"amount": 5})
             await until(lambda: bridge.machine.phase == "waiting", "waiting")
             await client.post("/api/cancel")
-            await until(lambda: ("cancel_request", {"payment_id": "pay1"}) in node.calls, "cancel_request call")
+            await until(lambda: ("cancel", {"id": "pay1", "reason": "cancelled by the shop"}) in node.calls,
+                        "the node's cancel call")
             assert bridge.machine.sale.reason == "cancelled by the cashier"
             # the page lists it as cancelled although the node's row stays 'requested'
             rows = await (await client.get("/api/payments")).json()

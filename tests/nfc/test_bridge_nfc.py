@@ -47,7 +47,8 @@ def test_bridge_pays_by_nfc_taps(tmp_path):
         assert r.returncode == 0, r
         r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, "8000", "--json")
         assert r.returncode == 0, r
-        bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["%s"]\n' % sim.spec)
+        bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["%s"]\nproviders = ["127.0.0.1:%d"]\n'
+                               % (sim.spec, prov.port))
 
         sale(bridge, 400, "croissant")
         wait(lambda: state(bridge)["phase"] == "waiting", 20, "the page waiting for a tap")

@@ -6,6 +6,11 @@
                                       # unix socket: forward it with e.g. socat or ssh -L)
     listen = "127.0.0.1:8080"         # HOST:PORT of the cashier page (0.0.0.0:8080 to reach it from a phone)
     transports = ["serial:/dev/ttyACM0"]   # where wallets connect ([] = QR code / amikopay URL only)
+    providers = ["203.0.113.7:4321"]  # the wallet providers this shop accepts (HOST:PORT, [IPv6]:PORT):
+                                      # a wallet's Hello naming another provider is refused and the
+                                      # relay connects nowhere; default: the shop node's own address
+                                      # (its `listen`). A listed name that resolves to a loopback or
+                                      # private address is refused: list the address itself.
     shop_name = "Amiko shop"          # shown on the page and on printed receipts
     receipt = ""                      # default receipt text for a sale
     currency = "sat"                  # unit label of amounts on the page
@@ -32,6 +37,7 @@ DEFAULTS = {
     "node": None,
     "listen": "127.0.0.1:8080",
     "transports": [],
+    "providers": None,
     "shop_name": "Amiko shop",
     "receipt": "",
     "currency": "sat",
@@ -100,6 +106,18 @@ class Config:
         self.transports = list(merged["transports"])
         for t in self.transports:
             parse_transport(t)
+        providers = merged["providers"]
+        if providers is not None:
+            from amiko.relay.policy import parse_entry
+
+            if not isinstance(providers, list):
+                raise ConfigError("providers must be a list like [\"provider.example:4321\"]")
+            for entry in providers:
+                try:
+                    parse_entry(entry)
+                except ValueError as e:
+                    raise ConfigError("providers: %s" % e) from None
+        self.providers = None if providers is None else list(providers)
         for key in ("shop_name", "currency", "receipt"):
             if not isinstance(merged[key], str) or len(merged[key]) > 200:
                 raise ConfigError("%s must be text of at most 200 characters" % key)

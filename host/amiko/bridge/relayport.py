@@ -8,7 +8,10 @@ One Reader per configured transport ("serial:/dev/ttyACM0"), each a task that:
     state; the bytes are dropped), end of stream / an error means the wallet left;
   - when a sale is offered (offer(sale_id, url)), taps the wallet with it: one relay session
     (Relay(transport).run(url)) that carries the payment link to the shop node and the Auth
-    exchange to the wallet's provider, until the wallet says Done and the line is quiet.
+    exchange to the wallet's provider over BOLT 8, until the wallet says Done and the line is
+    quiet. The relay connects to a provider only if the port's ProviderPolicy allows it (the
+    bridge config's `providers`); a wallet naming another one ends the sale as cancelled with
+    that reason (events.wallet_declined), and nothing reaches the shop node or anywhere else.
 The bridge hears what the wallet does by watching the frames in both directions (the relay
 decodes and re-encodes them; this only reads their types): Hello -> wallet_arrived,
 Receipt to the wallet -> wallet_confirming, Cancel from the wallet -> wallet_declined; and,
@@ -24,8 +27,10 @@ without it, a serial port, is present while open), and the first present reader 
 configured order wins: with ["nfc:..", "ble:..", "serial:.."] a wallet tapped or connected over
 the air pays rather than one left on the cable. While a sale waits for a present wallet the idle
 readers look again every PRESENCE_POLL seconds. A sale gets
-one payment link: once the wallet sent Pay, a wallet that leaves ends it (the shop node then
-cancels the request, see SaleMachine.wallet_left); a session that ended before Pay leaves the
+one payment link: once the wallet sent Pay, a wallet that leaves before its Confirm ends the
+sale (events.wallet_declined: the bridge cancels the request at the shop node, which keeps a
+request open when a payer merely goes away); one that leaves after its Confirm leaves the
+verdict to the shop node (SaleMachine.wallet_left); a session that ended before Pay leaves the
 sale on offer for the next contact (after RETAP seconds).
 """
 
@@ -212,6 +217,7 @@ class Reader:
         events = self.port.events
         arrived = []
         paying = []
+        confirmed = []
 
         marking = getattr(events, "wallet_mark", None)
 
@@ -227,6 +233,7 @@ class Reader:
                 events.wallet_arrived(self.spec)
                 mark("hello")
             elif msg.type == m.CONFIRM:
+                confirmed.append(True)
                 mark("confirm")
             elif msg.type == m.CANCEL:
                 events.wallet_declined("the customer declined on the wallet")
@@ -247,12 +254,15 @@ class Reader:
                 mark(_STATUS_MARKS[msg.state])
 
         observed = _ObservedTransport(self.transport, from_wallet, to_wallet)
-        relay = Relay(observed)
+        relay = Relay(observed, providers=self.port.providers)
         task = asyncio.ensure_future(relay.run(url, timeout=SESSION_TIMEOUT))
         self.session = (sale_id, task)
         try:
             result = await task
             log.info("bridge: relay session for sale %s on %s: %s", sale_id, self.spec, result.get("result"))
+            if relay.blocked is not None:
+                log.warning("bridge: sale %s: %s", sale_id, relay.blocked)
+                events.wallet_declined("refused: %s" % relay.blocked)
         except asyncio.CancelledError:
             if self.port.closing:
                 raise
@@ -262,6 +272,10 @@ class Reader:
         finally:
             self.session = None
             self.port.session_over(sale_id, url, again=not paying)
+        if observed.ended and paying and not confirmed:
+            # The shop node keeps a request open when its payer goes away before confirming (a
+            # bystander's Pay must not end a sale): the shop calls this sale off itself.
+            events.wallet_declined("the wallet left before the payment was confirmed")
         if observed.ended:
             self._lost("contact ended during the payment")
         if not paying:
@@ -290,10 +304,11 @@ class Reader:
 class RelayPort:
     """The bridge's wallet port (see amiko.bridge.wallets) over amiko.relay and amiko.transports."""
 
-    def __init__(self, transports, events, opener=None):
+    def __init__(self, transports, events, opener=None, providers=None):
         if opener is None:
             from amiko.transports import open_transport as opener
         self.events = events
+        self.providers = providers  # amiko.relay.policy.ProviderPolicy (None: any provider)
         self.readers = [Reader(self, spec, opener) for spec in transports]
         self.offer_ = None  # (sale_id, url) not yet taken by a reader
         self.done_sales = set()  # sales that ended here (paid, cancelled): never offered again
@@ -317,8 +332,8 @@ class RelayPort:
 
     def session_over(self, sale_id, url, again):
         """A session ended. Once the wallet opened the payment link (Pay), the sale is never
-        offered again: if the wallet left before confirming, the shop node cancels that request
-        (payer disconnected) and the sale ends with that reason. If it ended before any Pay (the
+        offered again: if the wallet left before confirming, the sale was called off
+        (wallet_declined) and the bridge cancels the request at the shop node. If it ended before any Pay (the
         wallet went away or refused the tap), the request is untouched: the sale stays on offer
         for the next wallet contact."""
         if not again:

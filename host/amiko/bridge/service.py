@@ -46,7 +46,8 @@ class Bridge:
         self.clock = clock
         self.wall_clock = wall_clock
         self.machine = sales.SaleMachine(config.timeouts)
-        self.wallets = wallet_port if wallet_port is not None else open_wallet_port(config.transports, self, config.node)
+        self.wallets = wallet_port if wallet_port is not None else open_wallet_port(
+            config.transports, self, config.node, providers=self.provider_policy())
         self._subscribers = set()
         self._watches = {}  # sale id -> task
         self._tasks = set()
@@ -55,6 +56,17 @@ class Bridge:
         self.node_problem = None
         self.outcomes = {}  # txid -> {transport, tap_to_paid_ms, sale_id} for today's payments
         self.recent = []  # (wall time, text) of recent sale events, newest last
+
+    def provider_policy(self):
+        """Where the relay may reach a wallet's provider: the config's `providers`, by default
+        the shop node's own address (its `listen`, asked once)."""
+        from amiko.relay.policy import ProviderPolicy
+
+        async def shop_node():
+            info = await self.node.call("info", timeout=5)
+            return [info["listen"]]
+
+        return ProviderPolicy(getattr(self.config, "providers", None), default=shop_node)
 
     # -- life cycle
 
@@ -201,7 +213,7 @@ class Bridge:
 
     async def _cancel_request(self, payment_id):
         try:
-            await self.node.call("cancel_request", {"payment_id": payment_id}, timeout=5)
+            await self.node.call("cancel", {"id": payment_id, "reason": "cancelled by the shop"}, timeout=5)
         except ControlError as e:
             if e.code != "unknown_method":
                 log.warning("bridge: the node did not cancel request %s: %s", payment_id, e.message)

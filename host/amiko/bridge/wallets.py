@@ -53,10 +53,11 @@ class NoWallets:
         pass
 
 
-def open_wallet_port(transports, events, node_address=None):
+def open_wallet_port(transports, events, node_address=None, providers=None):
     """The port for these transports: amiko.relay.open_bridge_port if the relay package offers
     one, else the bridge's own RelayPort over amiko.relay.core (amiko.bridge.relayport), else
-    NoWallets when there are no transports or no relay."""
+    NoWallets when there are no transports or no relay. providers: the
+    amiko.relay.policy.ProviderPolicy the relay connects by (None: any provider)."""
     if not transports:
         return NoWallets()
     try:
@@ -65,9 +66,9 @@ def open_wallet_port(transports, events, node_address=None):
         return NoWallets(transports, "the relay (amiko.relay) is not available: %s" % e)
     factory = getattr(relay, "open_bridge_port", None)
     if factory is not None:
-        return factory(transports, events, node_address=node_address)
+        return factory(transports, events, node_address=node_address, providers=providers)
     try:
         from amiko.bridge.relayport import RelayPort
     except ImportError as e:
         return NoWallets(transports, "the relay core (amiko.relay.core) is not available: %s" % e)
-    return RelayPort(transports, events)
+    return RelayPort(transports, events, providers=providers)

@@ -210,9 +210,11 @@ class DemoNetwork:
         """`amiko bridge` on the shop node, its reader on `transports` (["serial:/dev/pts/N"])."""
         config = os.path.join(self.dir, "bridge.toml")
         with open(config, "w") as f:
+            # the demo wallet's provider is the one this shop accepts (a node on loopback: listed)
             f.write('node = "%s"\nlisten = "%s"\nshop_name = "Amiko demo shop"\nreceipt = "demo coffee"\n'
-                    'transports = %s\n%s' % (self.nodes["shop"].home, self.page_listen, json.dumps(list(transports)),
-                                              self.bridge_extra))
+                    'transports = %s\nproviders = ["127.0.0.1:%d"]\n%s'
+                    % (self.nodes["shop"].home, self.page_listen, json.dumps(list(transports)),
+                       self.nodes["provider"].port, self.bridge_extra))
         self._bridge_log = open(os.path.join(self.dir, "bridge.stderr"), "ab")
         self.bridge = subprocess.Popen(amiko_argv() + ["bridge", "--config", config, "--json"], stdin=subprocess.DEVNULL,
                                        stdout=subprocess.PIPE, stderr=self._bridge_log, text=True, env=child_env(),

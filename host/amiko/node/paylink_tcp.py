@@ -699,7 +699,7 @@ async def connect_payee(url, identity, key, timeout=CONNECT_TIMEOUT):
     try:
         return await streams.connect(url.host, url.port, identity, key, timeout=timeout)
     except streams.StreamError as e:
-        if e.code == "auth" or isinstance(e, streams.StreamClosed):
+        if e.code == "auth":
             raise PayError("the node at %s does not hold the payee key of the URL (BOLT 8 handshake failed: %s): "
                            "the URL is wrong or someone else answers at that address" % (where, e.reason),
                            "refused") from None

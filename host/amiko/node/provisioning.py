@@ -325,7 +325,7 @@ class _Conn:
         try:
             self.s = streams.connect_blocking(host, port, Identity.generate(), pinned, timeout)
         except streams.StreamError as e:
-            if e.code == "auth" or isinstance(e, streams.StreamClosed):
+            if e.code == "auth":
                 raise ProvisionError("the node at %s:%s does not hold the provider key pinned in the URL (BOLT 8 "
                                      "handshake failed: %s): wrong URL or someone else answers there, nothing "
                                      "provisioned" % (host, port, e.reason), "refused") from None

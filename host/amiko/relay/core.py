@@ -2,8 +2,16 @@
 
 The wallet has no network address; a terminal (this relay) carries its frames for one contact:
 
-    wallet --(transport: serial, later NFC/BLE)--> relay --TCP--> payee node (amikopay URL)
-                                                         --TCP--> provider node (Hello.provider)
+    wallet --(transport: serial, NFC, BLE)--> relay --BOLT 8--> payee node (amikopay URL)
+                                                    --BOLT 8--> provider node (Hello.provider)
+
+Both connections are amiko.wire.stream streams from a fresh ephemeral identity per contact (the
+relay is no node), pinned to the key the URL names: the payee's ?key= of the amikopay URL, the
+provider's ?key= of the amikolink URL in the wallet's Hello. A URL without a key is refused
+(nothing is sent anywhere). Where the relay may connect to a provider at all is the caller's
+policy (providers: the bridge allows only its configured providers, amiko.relay.policy); a
+Hello naming another place ends the contact before anything crosses (no Pay to the payee):
+the wallet gets a Cancel for its payment, the caller a "refused" result with the reason.
 
 Router is the sans-IO part: it decodes the frames of each side and says where each goes.
     wallet -> payee:     payment-link messages (Pay, Confirm, Cancel)
@@ -12,7 +20,8 @@ Router is the sans-IO part: it decodes the frames of each side and says where ea
     payee -> wallet:     payment-link messages (Receipt, Cancel, HavePayeeRoute, Commit)
     provider -> wallet:  Status (its Error frames are logged)
 Anything else is dropped and counted. Frames are relayed as decoded and re-encoded: a
-malformed frame never crosses. The relay holds no secret and cannot forge anything the
+malformed frame never crosses. The wallet side is a byte stream (from_wallet(bytes)); the
+network sides arrive as frames from their streams (from_payee_frame / from_provider_frame). The relay holds no secret and cannot forge anything the
 wallet or the provider accept (amiko_core.walletlink).
 
 Relay drives a Router over asyncio for one session (one contact): pay(url) taps the wallet
@@ -28,8 +37,10 @@ import logging
 from amiko_core import frame
 from amiko_core import messages as m
 from amiko_core import walletlink as wl
-from amiko_core.errors import AmikoError, DecodeError
+from amiko_core.errors import AmikoError, DecodeError, URLError
 from amiko_core.url import parse_link, parse_pay
+
+from amiko.wire import stream as streams
 
 log = logging.getLogger("amiko.relay")
 
@@ -50,8 +61,11 @@ class Router:
         self.done = None
 
     def _messages(self, side, data):
+        return self._decode(side, self.decoders[side].feed(data))
+
+    def _decode(self, side, frames):
         out = []
-        for fr in self.decoders[side].feed(data):
+        for fr in frames:
             try:
                 out.append(m.from_frame(fr))
             except DecodeError as e:
@@ -79,8 +93,11 @@ class Router:
         return actions
 
     def _to_wallet(self, side, data, allowed):
+        return self._frames_to_wallet(side, self.decoders[side].feed(data), allowed)
+
+    def _frames_to_wallet(self, side, frames, allowed):
         actions = []
-        for msg in self._messages(side, data):
+        for msg in self._decode(side, frames):
             if msg.type in allowed:
                 actions.append(("wallet", m.to_frame(msg)))
             else:
@@ -95,57 +112,117 @@ class Router:
     def from_provider(self, data):
         return self._to_wallet("provider", data, FROM_PROVIDER)
 
+    def from_payee_frame(self, fr):
+        return self._frames_to_wallet("payee", [fr], FROM_PAYEE)
+
+    def from_provider_frame(self, fr):
+        return self._frames_to_wallet("provider", [fr], FROM_PROVIDER)
+
 
 class RelayError(Exception):
     pass
 
 
-class Relay:
-    """One contact between a wallet transport and the network."""
+def pinned_key(u, what):
+    """The 33-byte key a parsed URL pins with ?key=; RelayError if it has none."""
+    from amiko.node.identity import valid_pubkey
 
-    def __init__(self, transport, connect=None, connect_timeout=10):
+    try:
+        key = bytes.fromhex(u.query.get("key", ""))
+    except ValueError:
+        key = b""
+    if not valid_pubkey(key):
+        raise RelayError("the %s URL %s pins no key (?key=<66 hex digits>): refusing to connect to an "
+                         "unauthenticated %s" % (what, u, what))
+    return key
+
+
+class Relay:
+    """One contact between a wallet transport and the network.
+
+    connect: async (host, port, identity, key, timeout) -> Stream (amiko.wire.stream.connect);
+    providers: None (any provider: the user's own computer as the terminal) or an
+    amiko.relay.policy.ProviderPolicy (`await providers.check(url)` -> host to dial, or
+    RelayError with the reason)."""
+
+    def __init__(self, transport, connect=None, connect_timeout=10, providers=None, identity=None):
+        from amiko.node.identity import Identity
+
         self.transport = transport
         self.router = Router()
-        self.connect = connect or asyncio.open_connection
+        self.connect = connect or streams.connect
         self.connect_timeout = connect_timeout
+        self.providers = providers
+        self.identity = identity or Identity.generate()  # the relay's ephemeral transport key
         self.pay_url = None
-        self.conns = {}  # "payee"/"provider" -> (reader, writer)
+        self.conns = {}  # "payee"/"provider" -> Stream
         self.tasks = []
         self.errors = []
         self._done = asyncio.Event()
         self._activity = asyncio.Event()
         self.last_wallet_tx = 0.0
         self.refused = None
+        self.blocked = None  # why the contact was refused by the provider policy
 
-    async def _open(self, side):
-        if side in self.conns:
-            return self.conns[side][1]
-        if side == "payee":
-            u = parse_pay(self.pay_url)
-        else:
+    async def _target(self, side):
+        """(host to dial, port, key) the side's URL names; RelayError when it may not be reached."""
+        try:
+            if side == "payee":
+                u = parse_pay(self.pay_url)
+                return u.host, u.port, pinned_key(u, "payment")
             if self.router.hello is None:
                 raise RelayError("the wallet sent Auth before Hello: no provider to relay to")
             u = parse_link(self.router.hello.provider)
-        reader, writer = await asyncio.wait_for(self.connect(u.host, u.port), self.connect_timeout)
-        self.conns[side] = (reader, writer)
-        self.tasks.append(asyncio.ensure_future(self._pump_tcp(side, reader)))
-        return writer
+        except URLError as e:
+            raise RelayError("bad %s URL: %s" % (side, e.reason)) from None
+        key = pinned_key(u, "provider")
+        host = u.host if self.providers is None else await self.providers.check(u)
+        return host, u.port, key
 
-    async def _pump_tcp(self, side, reader):
-        feed = self.router.from_payee if side == "payee" else self.router.from_provider
+    async def _open(self, side):
+        if side in self.conns:
+            return self.conns[side]
+        host, port, key = await self._target(side)
+        stream = await self.connect(host, port, self.identity, key, self.connect_timeout)
+        self.conns[side] = stream
+        self.tasks.append(asyncio.ensure_future(self._pump_stream(side, stream)))
+        return stream
+
+    async def _pump_stream(self, side, stream):
+        feed = self.router.from_payee_frame if side == "payee" else self.router.from_provider_frame
         try:
             while True:
-                data = await reader.read(4096)
-                if not data:
-                    break
-                for dest, payload in feed(data):
+                fr = await stream.recv()
+                for dest, payload in feed(fr):
                     self.transport.write(payload)
                     self.last_wallet_tx = asyncio.get_running_loop().time()
                     self._activity.set()
+        except streams.StreamClosed:
+            pass
+        except streams.StreamError as e:
+            self.errors.append("%s: %s" % (side, e.reason))
+            log.warning("relay: the connection to the %s failed: %s", side, e.reason)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            self.conns.pop(side, None)
+            if self.conns.get(side) is stream:
+                self.conns.pop(side, None)
+
+    def _refuse_contact(self, reason):
+        """The wallet's Hello names a provider we may not reach: relay nothing more, tell the
+        wallet its payment is cancelled, end the contact."""
+        self.refused = self.blocked = reason
+        self.errors.append("provider: %s" % reason)
+        log.warning("relay: %s", reason)
+        pid = None
+        if self.pay_url is not None:
+            try:
+                pid = parse_pay(self.pay_url).path
+            except URLError:
+                pid = None
+        if pid is not None:
+            self.transport.write(m.to_frame(m.Message(m.CANCEL, id=pid, reason=reason[:200])))
+        self._done.set()
 
     async def _pump_wallet(self):
         while True:
@@ -153,15 +230,25 @@ class Relay:
             if not data:
                 self._done.set()
                 return
+            if self.refused is not None:
+                continue  # the contact is over: nothing crosses any more
             for dest, payload in self.router.from_wallet(data):
                 self._activity.set()
+                if self.refused is not None:
+                    break
+                if dest == "hello" and self.providers is not None:
+                    try:
+                        await self._target("provider")
+                    except RelayError as e:
+                        self._refuse_contact(str(e))
+                        break
                 if dest in ("payee", "provider"):
                     try:
-                        writer = await self._open(dest)
-                        writer.write(payload)
+                        stream = await self._open(dest)
+                        stream.send(payload)
                     except (OSError, asyncio.TimeoutError, RelayError, AmikoError) as e:
-                        self.errors.append("%s: %s" % (dest, e))
-                        log.warning("relay: cannot reach the %s: %s", dest, e)
+                        self.errors.append("%s: %s" % (dest, getattr(e, "reason", None) or e))
+                        log.warning("relay: cannot reach the %s: %s", dest, getattr(e, "reason", None) or e)
                 elif dest == "done":
                     self._done.set()
                 elif dest == "error":
@@ -212,8 +299,8 @@ class Relay:
     async def close(self):
         for t in self.tasks:
             t.cancel()
-        for _, writer in list(self.conns.values()):
-            writer.close()
+        for stream in list(self.conns.values()):
+            stream.close()
         self.conns.clear()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks = []
