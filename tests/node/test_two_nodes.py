@@ -120,12 +120,24 @@ def test_pay_declined_unknown_unreachable_and_no_funds(net):
     assert r.returncode == 1 and r.json["result"] == "cancelled" and "Pay 10 for pie? [y/N]" in r.stderr
 
     # unknown payment id at a live payee
-    r = run_amiko(["pay", "--home", a.home, "amikopay://127.0.0.1:%d/nosuchpayment" % b.port, "--yes"])
+    r = run_amiko(["pay", "--home", a.home, "amikopay://127.0.0.1:%d/nosuchpayment?key=%s" % (b.port, b.key), "--yes"])
     assert r.returncode == 1 and r.stdout.startswith("cancelled: ") and "unknown payment" in r.stdout, r
 
     # nobody listening: an error (exit 2) that says what to check
-    r = run_amiko(["pay", "--home", a.home, "amikopay://127.0.0.1:%d/x" % free_port(), "--yes"])
+    r = run_amiko(["pay", "--home", a.home, "amikopay://127.0.0.1:%d/x?key=%s" % (free_port(), b.key), "--yes"])
     assert r.returncode == 2 and "cannot reach the payee" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
+
+    # a URL without the payee key is refused before any connection; one pinning another key
+    # (here a's own) fails the handshake at b: one-line errors, b's request stays payable
+    req = b.cli("request", 7, "--receipt", "bun")
+    url = req["url"]
+    assert url.endswith("?key=" + b.key)
+    r = run_amiko(["pay", "--home", a.home, url.split("?")[0], "--yes"])
+    assert r.returncode == 2 and "carries no payee key" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
+    r = run_amiko(["pay", "--home", a.home, url.split("?")[0] + "?key=" + a.key, "--yes"])
+    assert r.returncode == 2 and "does not hold the payee key" in r.stderr, r
+    row = next(p for p in b.status()["history"] if p["txid"] == req["txid"] and p["role"] == "payee")
+    assert row["state"] == "requested", row
 
     # more than the channel can carry: no route, cancelled
     url = b.cli("request", 101)["url"]

@@ -1,8 +1,8 @@
-"""The provider role of a real node, spoken to over TCP as a hostile terminal would: only Auths
-with the wallet's MAC and a fresh counter count; limits and balance hold; answers are MAC'd."""
+"""The provider role of a real node, spoken to over BOLT 8 as a hostile terminal would: only Auths
+with the wallet's MAC and a fresh counter count; limits and balance hold; answers are MAC'd;
+plain frames, a wrong pinned key, replayed, reordered and oversized ciphertext get nothing."""
 
 import os
-import socket
 
 from amiko_core import frame
 from amiko_core import messages as m
@@ -11,6 +11,10 @@ from amiko_core.token import new_token, transaction_id
 
 from amiko.node.control import ControlClient
 
+from amiko.node.identity import Identity
+from amiko.wire import stream as streams
+
+from bolt8_client import ciphertext, exchange, open_stream, plain_exchange, read_all, send_raw
 from harness import net  # noqa: F401
 
 KEY = bytes(range(100, 132))
@@ -22,18 +26,12 @@ def control(node, method, params):
 
 
 class Conn:
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.dec = frame.FrameDecoder(4096)
-        self.pending = []
+    def __init__(self, port, key):
+        self.s = open_stream(port, key)
 
     def ask(self, data):
-        self.s.sendall(data if isinstance(data, bytes) else m.to_frame(data))
-        while not self.pending:
-            chunk = self.s.recv(4096)
-            assert chunk, "provider closed the connection"
-            self.pending += [m.from_frame(fr) for fr in self.dec.feed(chunk)]
-        return self.pending.pop(0)
+        self.s.send(data if isinstance(data, bytes) else m.to_frame(data))
+        return m.from_frame(self.s.recv(timeout=20))
 
     def close(self):
         self.s.close()
@@ -48,7 +46,8 @@ def test_provider_refuses_forged_replayed_and_over_limit(net):
     r = control(prov, "wallet_provision", {"wallet": "w-1", "key": KEY.hex(), "limit": 500, "daily": 700, "auto": 0})
     assert r["provider"].startswith("amikolink://127.0.0.1:%d/w-1?key=" % prov.port)
     assert control(prov, "wallet_topup", {"wallet": "w-1", "amount": 600})["balance"] == 600
-    c = Conn(prov.port)
+    pkey = prov.rpc("info")["key"]
+    c = Conn(prov.port, pkey)
     try:
         txid = transaction_id(new_token())
         # unknown wallet, wrong key, altered field: an Error, nothing changes
@@ -87,13 +86,57 @@ def test_provider_refuses_forged_replayed_and_over_limit(net):
         assert info["balance"] == 600 and info["available"] == 600 and info["counter"] == 5
     finally:
         c.close()
-    bad = socket.create_connection(("127.0.0.1", prov.port), timeout=10)
-    try:
-        bad.sendall(frame.encode(wl.AUTH, b"\xff\xff\xff"))
-        data = bad.recv(4096)
-        fr = frame.FrameDecoder().feed(data)
-        assert m.from_frame(fr[0]).type == m.ERROR
-    finally:
-        bad.close()
+    got, closed = exchange(prov.port, pkey, frame.encode(wl.AUTH, b"\xff\xff\xff"))
+    assert closed and got[0].type == m.ERROR
     # the daily limit counts committed and pending payments of the day (here: none)
     assert control(prov, "wallet_info", {"wallet": "w-1"})["payments"][0]["state"] == "cancelled"
+
+
+def test_provider_over_bolt8_only(net):
+    """A genuine Auth sent in the clear, to a wrong key, replayed or reordered as ciphertext, or
+    inside an oversized message moves nothing; the wallet's counter stays where it was."""
+    prov = net.node("prov")
+    pkey = prov.rpc("info")["key"]
+    control(prov, "wallet_provision", {"wallet": "w-1", "key": KEY.hex(), "limit": 500, "daily": 700, "auto": 0})
+    control(prov, "wallet_topup", {"wallet": "w-1", "amount": 600})
+    txid = transaction_id(new_token())
+    query = m.to_frame(auth(1, wl.QUERY, txid))
+    # plain (unencrypted) Auth: no Status, at most an Error, closed; the counter is untouched
+    data, closed = plain_exchange(prov.port, query)
+    assert closed and all(fr.type == m.ERROR for fr in frame.FrameDecoder().feed(data)), data
+    # a terminal pinning another key: the handshake fails, nothing reaches the provider
+    try:
+        open_stream(prov.port, Identity.generate().pubkey)
+        raise AssertionError("handshake with a wrong key succeeded")
+    except streams.StreamError as e:
+        assert e.code == "auth", e
+    # the same Auth replayed as ciphertext on its stream, and two Auths sent out of order
+    s = open_stream(prov.port, pkey)
+    try:
+        first = ciphertext(s, query)
+        send_raw(s, first)
+        st = m.from_frame(s.recv(timeout=10))
+        assert st.type == wl.STATUS and st.ref == 1
+        send_raw(s, first)  # the very same bytes again: the MAC under the next nonce fails
+        assert read_all(s) == ([], True)
+    finally:
+        s.close()
+    s = open_stream(prov.port, pkey)
+    try:
+        a2 = ciphertext(s, m.to_frame(auth(2, wl.QUERY, txid)))
+        a3 = ciphertext(s, m.to_frame(auth(3, wl.QUERY, txid)))
+        send_raw(s, a3 + a2)
+        assert read_all(s) == ([], True)
+    finally:
+        s.close()
+    # an oversized message (announced over 4096 bytes): dropped at its length header
+    got, closed = exchange(prov.port, pkey, frame.encode(wl.AUTH, b"\0" * 9000, max_frame=65535), max_frame=65535)
+    assert closed and got == []
+    assert control(prov, "wallet_info", {"wallet": "w-1"})["counter"] == 1
+    # and a genuine terminal still gets its answers
+    c = Conn(prov.port, pkey)
+    try:
+        st = c.ask(auth(4, wl.QUERY, txid))
+        assert st.type == wl.STATUS and wl.verify(KEY, st) and st.ref == 4
+    finally:
+        c.close()

@@ -1,9 +1,10 @@
 """Provisioning through a provider URL with a one-time invitation (amiko.node.provisioning):
 a virtual board is provisioned by URL + invite against a real provider node and pays once;
 replayed, wrong and expired invitations, a wrong pinned key, tampered answers and garbage or
-oversized first frames are refused with one-line errors, and nothing is created."""
+oversized first frames are refused with one-line errors, and nothing is created. Every
+connection is BOLT 8 (amiko.wire.stream) pinned to the provider key; plain frames, a wrong key,
+replayed and reordered ciphertext get nothing."""
 
-import socket
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from amiko_core import messages as m
 from amiko.node import provisioning as pv
 from amiko.node.identity import Identity
 
+from bolt8_client import ciphertext, exchange, open_stream, plain_exchange, read_all, send_raw
 from harness import net  # noqa: F401
 from wallet_harness import pay_through_relay, start_wallet, wallet_cli
 
@@ -111,9 +113,16 @@ def test_hostile_invitations(net, tmp_path):
     assert "malformed" in fails("abc")
     # limits above the invitation's
     assert "over the invitation" in fails(inv["code"], limit=501)
-    # a wrong pinned key: the real provider refuses (the request names another key)
+    # a wrong pinned key: the BOLT 8 handshake fails before the request is sent
     other = Identity.generate().pubkey.hex()
-    assert "pins provider key" in fails(inv["code"], url_for(prov, "w-h1", other))
+    assert "does not hold the provider key pinned" in fails(inv["code"], url_for(prov, "w-h1", other))
+    # a request naming another provider key over a genuine connection: the provider refuses it
+    code = pv.parse_code(inv["code"])
+    f = {"invite": pv.invite_id(code), "wallet": "w-h1", "provider_key": bytes.fromhex(other),
+         "ephemeral": Identity.generate().pubkey}
+    f["mac"] = pv.request_mac(pv.invite_key(code), f)
+    got, closed = exchange(prov.port, key, m.Message(pv.REQUEST, f))
+    assert closed and got[0].type == m.ERROR and "pins provider key" in got[0].reason
     assert wallets(prov) == [] and invitation_rows(prov) == [(None, None)]
 
     # an answer tampered on the way (a man in the middle flips a byte of box / provider URL):
@@ -176,19 +185,33 @@ def test_hostile_invitations(net, tmp_path):
     # the same with an ephemeral key that is no curve point (x >= p): refused before anything
     bad = dict(fields, ephemeral=b"\x02" + b"\xff" * 32)
     bad["mac"] = pv.request_mac(pv.invite_key(code), {k: v for k, v in bad.items() if k != "mac"})
-    got, closed = exchange_raw(prov.port, m.to_frame(m.Message(pv.REQUEST, bad)))
-    assert closed and "not a valid secp256k1 point" in m.from_frame(got[0]).reason
+    got, closed = exchange(prov.port, key, m.Message(pv.REQUEST, bad))
+    assert closed and "not a valid secp256k1 point" in got[0].reason
     for _ in range(2):
-        s = socket.create_connection(("127.0.0.1", prov.port), timeout=10)
+        s = open_stream(prov.port, key)
         try:
-            s.sendall(m.to_frame(req))
-            got = frame.FrameDecoder().feed(s.recv(4096))
-            assert m.from_frame(got[0]).type == pv.GRANT
-            s.sendall(m.to_frame(m.Message(pv.CONFIRM, proof=bytes(32))))  # no key: a guessed proof
-            rest = frame.FrameDecoder().feed(s.recv(4096))
-            assert rest and m.from_frame(rest[0]).type == m.ERROR
+            s.send_message(req)
+            assert s.recv_message(timeout=10).type == pv.GRANT
+            s.send_message(m.Message(pv.CONFIRM, proof=bytes(32)))  # no key: a guessed proof
+            rest, _ = read_all(s)
+            assert rest and rest[0].type == m.ERROR
         finally:
             s.close()
+    # the same request as plain frames (no BOLT 8): no grant, nothing created
+    data, closed = plain_exchange(prov.port, m.to_frame(req))
+    assert closed and all(fr.type == m.ERROR for fr in frame.FrameDecoder().feed(data)), data
+    # a Confirm replayed as ciphertext, and one sent ahead of its turn (reordered): the MAC fails,
+    # the connection is dropped, nothing created
+    s = open_stream(prov.port, key)
+    try:
+        s.send_message(req)
+        assert s.recv_message(timeout=10).type == pv.GRANT
+        first = ciphertext(s, m.to_frame(m.Message(pv.CONFIRM, proof=bytes(32))))
+        second = ciphertext(s, m.to_frame(m.Message(pv.CONFIRM, proof=bytes(range(32)))))
+        send_raw(s, second + first)
+        assert read_all(s) == ([], True)
+    finally:
+        s.close()
     assert wallets(prov) == ["w-h1"]
 
     # the CLI: a URL without --invite, a URL without a pinned key: one-line errors
@@ -203,38 +226,26 @@ def header(mtype, length, version=1):
     return bytes(h)
 
 
-def exchange_raw(port, data):
-    """(frames received, closed by the node?)"""
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    got, dec = [], frame.FrameDecoder()
-    try:
-        s.sendall(data)
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                return got, True
-            got += dec.feed(chunk)
-    except socket.timeout:
-        return got, False
-    finally:
-        s.close()
-
-
 def test_garbage_and_oversized_first_frames(net):
     prov = net.node("prov")
+    key = prov.rpc("info")["key"]
     unknown = m.encode(m.Message(pv.REQUEST, invite=bytes(32), wallet="w-g", provider_key=Identity.generate().pubkey,
                                  ephemeral=Identity.generate().pubkey, mac=bytes(32)))
     for body in (b"\xff\xff\xff", b"", cbor.dumps({1: 1}), cbor.dumps([1, 2]), m.encode(m.Message(m.PAY, id="x")),
                  unknown):
-        got, closed = exchange_raw(prov.port, frame.encode(pv.REQUEST, body))
-        assert closed and got and m.from_frame(got[0]).type == m.ERROR, body
+        got, closed = exchange(prov.port, key, frame.encode(pv.REQUEST, body))
+        assert closed and got and got[0].type == m.ERROR, body
         assert len(got) == 1
-    # a header announcing a 65 KiB body: refused at the header
-    got, closed = exchange_raw(prov.port, header(pv.REQUEST, 0xFFFF) + b"\0" * 100)
-    assert closed and m.from_frame(got[0]).type == m.ERROR and "max frame" in m.from_frame(got[0]).reason
+    # a BOLT 8 message of 20000 bytes (over the 4096-byte max frame): dropped at its length header
+    got, closed = exchange(prov.port, key, frame.encode(pv.REQUEST, b"\0" * 20000, max_frame=65535),
+                           max_frame=65535)
+    assert closed and got == []
+    # a plaintext that is not one frame (a bad header inside the encryption): dropped
+    got, closed = exchange(prov.port, key, header(pv.REQUEST, 0xFFFF) + b"\0" * 100)
+    assert closed and got == []
     # the other host-only types are no first frames
     for mtype in (pv.GRANT, pv.CONFIRM, pv.DONE):
-        got, closed = exchange_raw(prov.port, frame.encode(mtype, cbor.dumps({1: bytes(32)})))
-        assert closed and m.from_frame(got[0]).type == m.ERROR
+        got, closed = exchange(prov.port, key, frame.encode(mtype, cbor.dumps({1: bytes(32)})))
+        assert closed and got[0].type == m.ERROR
     assert wallets(prov) == []
     assert prov.rpc("info")["name"] == "prov"  # still serving
