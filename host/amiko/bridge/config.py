@@ -6,7 +6,7 @@
                                       # unix socket: forward it with e.g. socat or ssh -L)
     listen = "127.0.0.1:8080"         # HOST:PORT of the cashier page (0.0.0.0:8080 to reach it from a phone)
     transports = ["serial:/dev/ttyACM0"]   # where wallets connect ([] = QR code / amikopay URL only)
-    providers = ["203.0.113.7:4321"]  # the wallet providers this shop accepts (HOST:PORT, [IPv6]:PORT):
+    providers = ["provider.example:4321"]  # the wallet providers this shop accepts (HOST:PORT, [IPv6]:PORT):
                                       # a wallet's Hello naming another provider is refused and the
                                       # relay connects nowhere; default: the shop node's own address
                                       # (its `listen`). A listed name that resolves to a loopback or
