@@ -1,10 +1,11 @@
 """`amiko node`: the node process, wiring store, engine, links, payment links and control.
 
-- One TCP listener on the node's port (node.toml `listen`). The first frame of a
-  connection decides what it is: ConnectLink -> LinkManager.handle_incoming (a node link),
+- One TCP listener on the node's port (node.toml `listen`). Endpoint connections run BOLT 8
+  (amiko.wire.stream.accept); the first frame of the authenticated stream decides what it is:
   Pay -> the payee side of a payment link (paylink_tcp), Auth -> the provider of wallet
   accounts (amiko.node.provider, issue 5), ProvisionRequest -> a wallet provisioned through an
-  invitation (amiko.node.provisioning). Anything else, a bad frame, or
+  invitation (amiko.node.provisioning). Node links (ConnectLink) still arrive as plain frames
+  until the links' BOLT 8 listener replaces this dispatch. Anything else, a bad frame, or
   no frame within FIRST_FRAME_TIMEOUT: an Error frame (when a frame was read) and close.
   At most MAX_CONNECTIONS connections are served at once; more are closed at once.
 - The control server on HOME/control.sock (amiko.node.control) for the `amiko` commands.

@@ -9,7 +9,8 @@ provision --port PORT --provider HOME [--wallet ID] [--limit N] [--daily N] [--a
     (Tap without URL: Hello = provisioned), so no account is made for a wallet that refuses.
 provision --port PORT --provider amikolink://host:port/WALLET?key=HEX --invite CODE [--limit N ...]
     The same through the network, with a one-time invitation code from the provider's owner
-    (`amiko wallet invite`): the key is agreed with the provider node over TCP, encrypted to
+    (`amiko wallet invite`): the key is agreed with the provider node over BOLT 8 (pinned to
+    the URL's key, from an ephemeral transport key), encrypted to
     a fresh ephemeral key and signed by the node key pinned in the URL (amiko.node.provisioning
     describes the construction); limits default to the invitation's and may only be lower.
 invite --home HOME [--limit N] [--daily N] [--auto N] [--ttl S]
@@ -22,8 +23,9 @@ history --port PORT [--limit N]
     meeting point, token; hash160(token) == txid is checked here).
 info --provider HOME --wallet ID: the provider's view (balance, available, payments).
 pay --port PORT [URL]: this computer as the terminal (amiko.relay): taps the wallet with the
-    payment URL and relays until it is done (exit 0 committed, 1 otherwise); without URL a
-    contact in which the wallet finishes a pending payment.
+    payment URL and relays until it is done (exit 0 committed, 1 otherwise), over BOLT 8 to
+    the payee (the URL's ?key=) and to the wallet's provider (its amikolink URL's key); without
+    URL a contact in which the wallet finishes a pending payment.
 PORT is a device path or serial:/dev/...
 """
 
