@@ -262,6 +262,9 @@ class Node:
                 magic = await asyncio.wait_for(reader.readexactly(1), FIRST_FRAME_TIMEOUT)
             except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
                 return
+            if magic not in (b"\xa5", b"\x00"):  # neither a frame nor BOLT 8 act one (version 0)
+                log.info("connection from %s: neither BOLT 8 nor a link frame: closed", peer)
+                return
             reader._buffer[0:0] = magic  # put the peeked byte back (asyncio.StreamReader has no unread)
             if magic == b"\xa5":
                 try:
