@@ -175,3 +175,76 @@ def test_stalled_connections_are_dropped_and_payments_go_on(net):
         quiet.close()
     net.quiet()
     assert mirrored(a, b)
+
+
+class FakePayee:
+    """A BOLT 8 responder holding `identity` that answers Pay with a Receipt of its making."""
+
+    def __init__(self, identity, make_receipt):
+        import asyncio
+        import threading
+
+        self.identity, self.make_receipt = identity, make_receipt
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(10)
+
+    def _run(self):
+        import asyncio
+
+        asyncio.set_event_loop(self.loop)
+
+        async def serve(reader, writer):
+            try:
+                s = await streams.accept(reader, writer, self.identity)
+                pay = await s.recv_message(timeout=10)
+                s.send_message(self.make_receipt(pay.id))
+                await s.drain()
+                await s.recv(timeout=10)  # until the payer closes
+            except streams.StreamError:
+                pass
+            finally:
+                writer.close()
+
+        async def start():
+            self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+            self.ready.set()
+
+        self.loop.run_until_complete(start())
+        self.loop.run_forever()
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def test_the_receipt_must_be_signed_by_the_key_the_url_pins(net):
+    """A node that holds the URL's key (the handshake succeeds) but hands out a receipt signed by
+    another key, or unsigned, or with a broken signature: the payer declines it, nothing routes."""
+    from amiko_core.token import new_token, transaction_id
+
+    a = net.node("a", meeting_points=["mp-a"])
+    pinned, other = Identity.generate(), Identity.generate()
+
+    def receipt(pid, signer, key):
+        fields = {"id": pid, "amount": 10, "receipt": "x", "txid": transaction_id(new_token()),
+                  "meeting_points": ["mp-a"], "payee_key": key}
+        if signer is not None:
+            fields["signature"] = signer.sign(m.receipt_signed_bytes(m.Message(m.RECEIPT, fields)))
+        return m.Message(m.RECEIPT, fields)
+
+    cases = [(lambda pid: receipt(pid, other, other.pubkey), "signed for key"),
+             (lambda pid: receipt(pid, None, None), "carries no signature"),
+             (lambda pid: receipt(pid, other, pinned.pubkey), "does not verify")]
+    for make, why in cases:
+        fake = FakePayee(pinned, make)
+        try:
+            r = a.run("pay", "amikopay://127.0.0.1:%d/sale-1?key=%s" % (fake.port, pinned.pubkey.hex()), "--yes")
+        finally:
+            fake.close()
+        assert r.returncode == 1 and r.json["result"] == "cancelled", r
+        assert "receipt not signed by the payee key in the URL" in r.json["reason"] and why in r.json["reason"], r
+    assert [p for p in a.status()["history"] if p["role"] == "payer"] == []
