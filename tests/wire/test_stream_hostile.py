@@ -284,3 +284,47 @@ def test_stalled_in_the_middle_of_a_message_times_out_and_resumes():
             writer.close()
 
     run(scenario())
+
+
+def test_recv_batch_delivers_the_good_frames_before_the_bad_one():
+    async def scenario():
+        b = new_identity()
+        async with Server(b) as srv:
+            reader, writer, enc, _dec = await raw_initiator(srv.port, b.pubkey)
+            server = await srv.next()
+            good = [enc.encrypt(frame.encode(21, bytes([i]))) for i in range(3)]
+            bad = bytearray(enc.encrypt(FRAME))
+            bad[20] ^= 0x80
+            writer.write(b"".join(good) + bytes(bad))
+            await writer.drain()
+            await asyncio.sleep(0.2)  # let everything arrive: one read holds all four
+            batch = await server.recv_batch(timeout=5)
+            assert [fr.body for fr in batch] == [b"\x00", b"\x01", b"\x02"]
+            with pytest.raises(StreamError) as e:
+                await server.recv(timeout=5)
+            assert e.value.code == "mac"
+            assert await sees_closed(reader)
+            writer.close()
+
+    run(scenario())
+
+
+def test_recv_batch_limit():
+    async def scenario():
+        a, b = new_identity(), new_identity()
+        async with Server(b) as srv:
+            client = await st.connect("127.0.0.1", srv.port, a, b.pubkey)
+            server = await srv.next()
+            for i in range(10):
+                client.send(frame.encode(21, bytes([i])))
+            await asyncio.sleep(0.2)
+            got = []
+            while len(got) < 10:
+                batch = await server.recv_batch(timeout=5, limit=4)
+                assert 1 <= len(batch) <= 4
+                got += batch
+            assert [fr.body for fr in got] == [bytes([i]) for i in range(10)]
+            client.close()
+            server.close()
+
+    run(scenario())
