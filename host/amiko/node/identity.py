@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 
+import coincurve
 import ecdsa
 from ecdsa.util import sigdecode_string, sigencode_string_canonize
 
@@ -45,6 +46,7 @@ class Identity:
         self.path = path
         self._key = ecdsa.SigningKey.from_secret_exponent(secret, curve=CURVE, hashfunc=hashlib.sha256)
         self.pubkey = self._key.get_verifying_key().to_string("compressed")
+        self._cc = coincurve.PrivateKey(secret.to_bytes(32, "big"))
 
     @classmethod
     def generate(cls):
@@ -132,6 +134,10 @@ class Identity:
             raise ValueError("not a compressed secp256k1 public key")
         e = ecdsa.ECDH(curve=CURVE, private_key=self._key, public_key=vk)
         return hashlib.sha256(e.generate_sharedsecret_bytes()).digest()
+
+    def ecdh_compressed(self, pubkey):
+        """BOLT 8's ECDH: sha256 of the compressed point secret * pubkey (the transport's)."""
+        return self._cc.ecdh(bytes(pubkey))
 
     def __repr__(self):
         return "Identity(%s)" % self.pubkey.hex()

@@ -1,0 +1,1 @@
+"""The one transport of every TCP connection: BOLT 8 (noise: sans-IO; stream: asyncio)."""

@@ -1,0 +1,177 @@
+"""amiko.wire.stream over real sockets on 127.0.0.1: the contract's happy paths and errors."""
+
+import asyncio
+import threading
+
+import pytest
+
+from amiko_core import frame, messages
+from amiko.wire import stream as st
+from amiko.wire.stream import StreamClosed, StreamError
+from wire.wirekit import Server, new_identity
+
+PAY = messages.Message(messages.PAY, id="p1")
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_connect_accept_both_ways():
+    async def scenario():
+        a, b = new_identity(), new_identity()
+        async with Server(b) as srv:
+            client = await st.connect("127.0.0.1", srv.port, a, b.pubkey)
+            server = await srv.next()
+            assert client.remote_key == b.pubkey and client.local_key == a.pubkey
+            assert server.remote_key == a.pubkey and server.local_key == b.pubkey
+            assert server.peer.startswith("127.0.0.1:") and client.peer == "127.0.0.1:%d" % srv.port
+            client.send_message(PAY)
+            client.send(frame.encode(9, b"\x01\x02"))
+            assert (await server.recv_message(timeout=5)).fields == PAY.fields
+            fr = await server.recv(timeout=5)
+            assert (fr.type, fr.body) == (9, b"\x01\x02")
+            for i in range(1100):  # across two key rotations each way
+                server.send(frame.encode(7, i.to_bytes(2, "big")))
+            await server.drain()
+            for i in range(1100):
+                assert (await client.recv(timeout=5)).body == i.to_bytes(2, "big")
+            client.close()
+            with pytest.raises(StreamClosed):
+                await server.recv(timeout=5)
+            assert server.is_closing()
+            with pytest.raises(StreamClosed):
+                client.send(frame.encode(7, b""))
+
+    run(scenario())
+
+
+def test_wrong_key_is_auth_error_and_responder_refuses():
+    async def scenario():
+        a, b, other = new_identity(), new_identity(), new_identity()
+        async with Server(b) as srv:
+            with pytest.raises(StreamError) as e:
+                await st.connect("127.0.0.1", srv.port, a, other.pubkey)
+            assert e.value.code == "auth"
+            assert other.pubkey.hex() in e.value.reason
+            refused = await srv.next()
+            assert isinstance(refused, StreamError) and refused.code == "auth"
+            assert "act one MAC" in refused.reason
+
+    run(scenario())
+
+
+def test_recv_timeout_keeps_the_stream():
+    async def scenario():
+        a, b = new_identity(), new_identity()
+        async with Server(b) as srv:
+            client = await st.connect("127.0.0.1", srv.port, a, b.pubkey)
+            server = await srv.next()
+            with pytest.raises(StreamError) as e:
+                await server.recv(timeout=0.05)
+            assert e.value.code == "timeout" and not server.is_closing()
+            client.send_message(PAY)
+            assert (await server.recv_message(timeout=5)).type == messages.PAY
+            client.abort()
+            server.abort()
+
+    run(scenario())
+
+
+def test_plaintext_that_is_not_a_frame_is_refused():
+    async def scenario():
+        a, b = new_identity(), new_identity()
+        async with Server(b) as srv:
+            client = await st.connect("127.0.0.1", srv.port, a, b.pubkey)
+            server = await srv.next()
+            client.send_plaintext(frame.encode(1, b"") + b"x")  # a frame and one byte more
+            with pytest.raises(StreamError) as e:
+                await server.recv(timeout=5)
+            assert e.value.code == "frame" and server.is_closing()
+            with pytest.raises(StreamClosed):
+                await client.recv(timeout=5)
+
+    run(scenario())
+
+
+def test_send_refuses_over_max_frame():
+    async def scenario():
+        a, b = new_identity(), new_identity()
+        async with Server(b, max_frame=100) as srv:
+            client = await st.connect("127.0.0.1", srv.port, a, b.pubkey, max_frame=100)
+            server = await srv.next()
+            with pytest.raises(StreamError) as e:
+                client.send(b"\0" * 101)
+            assert e.value.code == "oversize"
+            client.close()
+            server.close()
+
+    run(scenario())
+
+
+def test_connect_refused_is_stream_closed():
+    async def scenario():
+        probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        with pytest.raises(StreamClosed) as e:
+            await st.connect("127.0.0.1", port, new_identity(), new_identity().pubkey)
+        assert "127.0.0.1:%d" % port in e.value.reason
+
+    run(scenario())
+
+
+def test_connect_blocking_against_accept():
+    a, b = new_identity(), new_identity()
+    ready = threading.Event()
+    box = {}
+
+    async def serve():
+        async with Server(b) as srv:
+            box["port"] = srv.port
+            ready.set()
+            server = await srv.next()
+            box["remote"] = server.remote_key
+            msg = await server.recv_message(timeout=10)
+            server.send_message(msg)
+            server.close()
+            await asyncio.sleep(0.2)
+
+    t = threading.Thread(target=lambda: asyncio.run(serve()))
+    t.start()
+    try:
+        assert ready.wait(10)
+        c = st.connect_blocking("127.0.0.1", box["port"], a, b.pubkey, timeout=10)
+        assert c.remote_key == b.pubkey
+        c.send_message(PAY)
+        assert c.recv_message(timeout=10).fields == PAY.fields
+        with pytest.raises(StreamClosed):
+            c.recv(timeout=10)
+        c.close()
+    finally:
+        t.join(20)
+    assert box["remote"] == a.pubkey
+
+
+def test_connect_blocking_wrong_key():
+    a, b = new_identity(), new_identity()
+    ready = threading.Event()
+    box = {}
+
+    async def serve():
+        async with Server(b) as srv:
+            box["port"] = srv.port
+            ready.set()
+            box["result"] = await srv.next()
+
+    t = threading.Thread(target=lambda: asyncio.run(serve()))
+    t.start()
+    try:
+        assert ready.wait(10)
+        with pytest.raises(StreamError) as e:
+            st.connect_blocking("127.0.0.1", box["port"], a, new_identity().pubkey, timeout=10)
+        assert e.value.code == "auth"
+    finally:
+        t.join(20)
+    assert box["result"].code == "auth"
