@@ -610,3 +610,186 @@ def test_clean_reason():
     assert len(links.clean_reason("\u20ac" * 300).encode()) <= links.MAX_REASON
     assert links.clean_reason("") == "error"
     m.Message(m.ERROR, {"code": 1, "reason": links.clean_reason("x\x9f" * 500)})
+
+
+# ---- who may link: invitations (issue 11: the first to connect no longer wins the link)
+
+
+async def _refused(peer, link, what):
+    await wait_until(lambda: peer.mgr.status(link)["failures"] >= 1, what)
+    st = peer.mgr.status(link)
+    assert not st["connected"], st
+    return st["last_error"]
+
+
+def test_unpinned_link_needs_an_invitation(tmp_path):
+    """A stranger who knows b's URL (key and link name) but has no invitation is refused;
+    the real peer then links with the invitation b issued."""
+    async def main():
+        b = Peer(tmp_path, "b", links_known=["dave"])
+        await b.listen()
+        stranger = Peer(tmp_path, "stranger")
+        dave = Peer(tmp_path, "dave")
+        try:
+            stranger.mgr.connect("to-b", b.url("dave"))  # no invitation at all
+            err = await _refused(stranger, "to-b", "stranger refused")
+            assert "peer refused" in err and "no pinned peer key" in err and "code 5" in err
+            assert not b.pinned("dave") and "refused" in b.mgr.status("dave")["last_error"]
+            url = b.invite("dave")
+            dave.mgr.connect("to-b", url)
+            await wait_until(lambda: dave.mgr.is_connected("to-b") and b.mgr.is_connected("dave"), "dave linked")
+            assert b.pinned("dave") == dave.identity.pubkey
+            dave.send("to-b", [1])
+            await wait_until(lambda: b.received("dave") == [1], "dave delivers")
+            # the stranger, now holding dave's used invitation URL, is still refused
+            await stranger.mgr.close()
+            stranger = Peer(tmp_path, "stranger2")
+            stranger.mgr.connect("to-b", url)
+            err = await _refused(stranger, "to-b", "stranger refused again")
+            assert "pinned" in err
+            assert b.pinned("dave") == dave.identity.pubkey and b.mgr.is_connected("dave")
+        finally:
+            await stranger.close()
+            await dave.close()
+            await b.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("case", ["wrong", "used", "expired", "other-link"])
+def test_bad_invitations_are_refused(tmp_path, case):
+    async def main():
+        b = Peer(tmp_path, "b", links_known=["dave", "erin"])
+        await b.listen()
+        mallory = Peer(tmp_path, "mallory")
+        first = None
+        try:
+            if case == "wrong":
+                b.invite("dave")
+                url = b.url("dave", invite=bytes(32))
+                why = "unknown"
+            elif case == "used":
+                url = b.invite("dave")
+                first = Peer(tmp_path, "first")
+                first.mgr.connect("to-b", url)
+                await wait_until(lambda: b.mgr.is_connected("dave"), "first use")
+                await first.close()
+                with b.store.transaction() as db:  # the operator un-pins: the invitation stays used
+                    db.execute("UPDATE links SET remote_key = NULL WHERE name = 'dave'")
+                why = "already used"
+            elif case == "expired":
+                url = b.invite("dave", expiry=60, now=b.mgr.clock() - 61)
+                why = "expired"
+            else:
+                url = b.invite("erin").replace("/erin?", "/dave?")  # bound to another name
+                why = "unknown"
+            mallory.mgr.connect("to-b", url)
+            err = await _refused(mallory, "to-b", "mallory refused")
+            assert "invitation refused" in err, err
+            assert not b.pinned("dave")
+            assert why in b.mgr.status("dave")["last_error"]
+        finally:
+            await mallory.close()
+            await b.close()
+
+    run(main())
+
+
+def test_invitation_is_stored_only_as_an_hmac(tmp_path):
+    async def main():
+        b = Peer(tmp_path, "b", links_known=["dave"])
+        await b.listen()
+        try:
+            url = b.invite("dave")
+            secret = bytes.fromhex(url.split("invite=")[1])
+            dump = b.store.dump()
+            assert secret.hex() not in dump.lower() and secret.hex().upper() not in dump
+            with b.store.read() as db:
+                blobs = [bytes(r[0]) for r in db.execute("SELECT mac FROM link_invites")]
+            assert len(blobs) == 1 and secret not in blobs[0] and len(blobs[0]) == 32
+            # and the same secret is one use: the row says used after the link
+            dave = Peer(tmp_path, "dave")
+            dave.mgr.connect("to-b", url)
+            await wait_until(lambda: b.mgr.is_connected("dave"), "dave linked")
+            with b.store.read() as db:
+                assert db.execute("SELECT used FROM link_invites").fetchone()[0] is not None
+            # the dialer stored the URL without the invitation
+            with dave.store.read() as db:
+                stored = channels.get_link(db, "to-b")["remote_url"]
+            assert "invite" not in stored and stored.startswith("amikolink://127.0.0.1:%d/dave" % b.port)
+            await dave.close()
+        finally:
+            await b.close()
+
+    run(main())
+
+
+def test_callback_with_another_key_is_ignored(tmp_path):
+    """An authenticated peer cannot make the responder dial (and pin) some other key."""
+    async def main():
+        b = Peer(tmp_path, "b", links_known=["from-a"])
+        await b.listen()
+        a = Peer(tmp_path, "a")
+        other = Identity.generate().pubkey
+        a.mgr.my_link_url_fn = lambda name: "amikolink://127.0.0.1:9/x?key=%s" % other.hex()
+        try:
+            a.mgr.connect("to-b", b.invite("from-a"))
+            await wait_until(lambda: b.mgr.is_connected("from-a"), "linked")
+            with b.store.read() as db:
+                assert channels.get_link(db, "from-a")["remote_url"] is None
+            assert b.mgr._links["from-a"].dialer is None and b.pinned("from-a") == a.identity.pubkey
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main())
+
+
+# ---- keepalive and the idle deadline
+
+
+def test_idle_link_stays_up_with_keepalives(tmp_path):
+    async def main():
+        a, b = await pair(tmp_path, keepalive=0.1)
+        try:
+            await asyncio.sleep(1.0)  # 10 keepalive periods, 3 idle deadlines, no traffic
+            assert a.mgr.status("to-b")["connects"] == 1 and b.mgr.status("from-a")["connects"] == 1
+            assert a.mgr.is_connected("to-b") and b.mgr.is_connected("from-a")
+            a.send("to-b", [1])
+            await wait_until(lambda: b.received() == [1], "still delivers")
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main())
+
+
+def test_silent_peer_is_dropped_and_redialed(tmp_path, monkeypatch, caplog):
+    """A peer that stops sending anything (keepalives included) is dropped after the idle
+    deadline with ERR_TIMEOUT; the dialer redials and the link works again."""
+    silent = [True]
+    real_send = links._send
+
+    def send(stream, msg):  # a's keepalives and Acks vanish while `silent`
+        if silent[0] and msg.type == links.ACK and stream.local_key == a.identity.pubkey:
+            return
+        real_send(stream, msg)
+
+    monkeypatch.setattr(links, "_send", send)
+    caplog.set_level("WARNING", logger="amiko.links")
+
+    async def main():
+        nonlocal a
+        a, b = await pair(tmp_path, keepalive=0.1)
+        try:
+            await wait_until(lambda: b.mgr.status("from-a")["connects"] >= 2, "b dropped the silent link", 5)
+            assert any("no frame from the peer within 0.3 s" in r.getMessage() for r in caplog.records)
+            silent[0] = False
+            a.send("to-b", [1, 2])
+            await wait_until(lambda: b.received() == [1, 2] and a.pending("to-b") == 0, "delivered after the redial")
+        finally:
+            await a.close()
+            await b.close()
+
+    a = None
+    run(main())
