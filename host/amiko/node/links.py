@@ -263,7 +263,9 @@ async def _send_error_and_close(stream, code, reason, ref_type=None):
 
 
 async def recv_ready(stream, first, limit=BATCH):
-    """first and the frames the stream already holds (never waits for more), at most limit."""
+    """(first and the frames the stream already holds, at most limit; the StreamError that
+    ended the stream after them, or None). Never waits for more: recv(timeout=0) returns what
+    is buffered. The frames before an error are still delivered (and applied)."""
     out = [first]
     while len(out) < limit:
         try:
@@ -271,8 +273,8 @@ async def recv_ready(stream, first, limit=BATCH):
         except StreamError as e:
             if e.code == "timeout":
                 break
-            raise
-    return out
+            return out, e
+    return out, None
 
 
 async def initiator_handshake(stream, remote_name, callback=None, invite=None, timeout=HANDSHAKE_TIMEOUT):
@@ -753,7 +755,7 @@ class LinkManager:
                 if e.code == "timeout":
                     raise LinkError("no frame from the peer within %.3g s: dropping the link" % idle, ERR_TIMEOUT) from None
                 raise
-            batch = await recv_ready(conn.stream, first)
+            batch, stream_error = await recv_ready(conn.stream, first)
             link_msgs = []
             acked = None
             error = None
@@ -787,6 +789,8 @@ class LinkManager:
                 error = apply_error or error
                 if acked is not None and apply_error is None:
                     conn.peer_acked = max(conn.peer_acked, acked)
+            if stream_error is not None:
+                raise stream_error  # the stream is gone: the peer resends what is not acknowledged
             if ack is not None and not conn.closing:
                 # No drain() here: if both ends waited for their peer to read while not
                 # reading themselves, bulk traffic both ways would deadlock. The buffer check

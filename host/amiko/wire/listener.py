@@ -30,7 +30,7 @@ from collections import OrderedDict
 from amiko_core import frame as frames
 from amiko_core import messages as m
 
-from amiko.wire.stream import HANDSHAKE_TIMEOUT, StreamClosed, StreamError, accept
+from amiko.wire.stream import HANDSHAKE_TIMEOUT, StreamClosed, StreamError, accept, decode_plaintext
 
 log = logging.getLogger("amiko.listener")
 
@@ -108,6 +108,11 @@ def _peer_of(writer):
         host = peer[0]
         return host, ("[%s]:%s" if ":" in host else "%s:%s") % (host, peer[1])
     return str(peer), str(peer)
+
+
+def _reason(text):
+    """An Error reason: at most 200 bytes of UTF-8."""
+    return text.encode("utf-8")[:200].decode("utf-8", "ignore") or "error"
 
 
 def _abort(writer):
@@ -269,7 +274,10 @@ class Listener:
     async def _first_frame(self, conn, stream):
         lim = self.limits
         try:
-            return await stream.recv(timeout=lim.first_frame_timeout)
+            # recv_plaintext + decode_plaintext, not recv(): a plaintext that is not a frame
+            # leaves the stream open, so the peer can be told why.
+            plain = await stream.recv_plaintext(timeout=lim.first_frame_timeout)
+            return decode_plaintext(plain, stream.max_frame, stream.peer)
         except StreamClosed:
             if not conn.evicted:
                 self._log(conn.address, logging.INFO, "%s: connection from %s closed before its first frame",
@@ -286,7 +294,7 @@ class Listener:
                 self._log(conn.address, logging.INFO, "%s: connection from %s closed: bad first frame: %s",
                           self.name, stream.peer, e.reason)
                 try:
-                    stream.send_message(m.Message(m.ERROR, {"code": ERR_BAD_FRAME, "reason": e.reason[:200]}))
-                except Exception:
+                    stream.send_message(m.Message(m.ERROR, {"code": ERR_BAD_FRAME, "reason": _reason(e.reason)}))
+                except StreamError:
                     pass
         return None
