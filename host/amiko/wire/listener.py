@@ -15,8 +15,8 @@ Per accepted TCP connection:
      and its idle deadlines from then on; the listener closes the stream when it returns.
 A first frame that does not decode is answered with Error{code: ERR_BAD_FRAME} and closed.
 Every refusal, eviction and missed deadline is logged with the peer address (at most
-LOG_BURST lines per address per LOG_WINDOW seconds, then one line saying how many were
-not logged) and counted in stats().
+LOG_BURST lines per address and kind of event per LOG_WINDOW seconds, then one line saying
+how many were not logged) and counted in stats().
 
 Limits: the module constants are the defaults; a node sets its own through Limits (node.toml
 `handshake_timeout`, `first_frame_timeout`, `max_connections`, `max_connections_per_address`).
@@ -75,18 +75,20 @@ class _Conn:
 
 
 class _RateLog:
-    """At most LOG_BURST lines per key per LOG_WINDOW; then one line with the count left out."""
+    """At most LOG_BURST lines per (address, kind of event) per LOG_WINDOW; then one line with
+    the count left out (written with the next event of that kind after the window)."""
 
     def __init__(self):
         self._windows = {}
 
-    def __call__(self, key, level, fmt, *args):
+    def __call__(self, address, kind, level, fmt, *args):
+        key = (address, kind)
         now = time.monotonic()
         start, count, dropped = self._windows.get(key, (now, 0, 0))
         if now - start >= LOG_WINDOW:
             if dropped:
-                log.warning("connections from %s: %d more events not logged in the last %.0f s", key, dropped,
-                            now - start)
+                log.warning("connections from %s: %d more '%s' events not logged in the last %.0f s", address,
+                            dropped, kind, now - start)
             start, count, dropped = now, 0, 0
         if count < LOG_BURST:
             log.log(level, fmt, *args)
@@ -179,7 +181,7 @@ class Listener:
     def _evict(self, victim, why):
         victim.evicted = True
         self.counts["evicted"] += 1
-        self._log(victim.address, logging.WARNING, "%s: dropped unauthenticated connection from %s (%s)",
+        self._log(victim.address, "evicted", logging.WARNING, "%s: dropped unauthenticated connection from %s (%s)",
                   self.name, victim.peer, why)
         self._forget(victim)
         _abort(victim.writer)
@@ -227,7 +229,7 @@ class Listener:
         refusal = self._admit(conn)
         if refusal is not None:
             self.counts["refused"] += 1
-            self._log(address, logging.WARNING, "%s: refused connection from %s: %s", self.name, peer, refusal)
+            self._log(address, "refused", logging.WARNING, "%s: refused connection from %s: %s", self.name, peer, refusal)
             _abort(writer)
             return
         self.counts["accepted"] += 1
@@ -263,11 +265,11 @@ class Listener:
                 return None
             if e.code == "timeout":
                 self.counts["handshake_timeouts"] += 1
-                self._log(conn.address, logging.INFO, "%s: connection from %s closed: no handshake within %.1f s",
+                self._log(conn.address, "handshake timeout", logging.INFO, "%s: connection from %s closed: no handshake within %.1f s",
                           self.name, conn.peer, lim.handshake_timeout)
             else:
                 self.counts["handshake_failures"] += 1
-                self._log(conn.address, logging.INFO, "%s: connection from %s closed: handshake failed: %s",
+                self._log(conn.address, "handshake failed", logging.INFO, "%s: connection from %s closed: handshake failed: %s",
                           self.name, conn.peer, e.reason)
             return None
 
@@ -280,18 +282,18 @@ class Listener:
             return decode_plaintext(plain, stream.max_frame, stream.peer)
         except StreamClosed:
             if not conn.evicted:
-                self._log(conn.address, logging.INFO, "%s: connection from %s closed before its first frame",
+                self._log(conn.address, "closed", logging.INFO, "%s: connection from %s closed before its first frame",
                           self.name, stream.peer)
         except StreamError as e:
             if conn.evicted:
                 return None
             if e.code == "timeout":
                 self.counts["first_frame_timeouts"] += 1
-                self._log(conn.address, logging.INFO, "%s: connection from %s closed: no first frame within %.1f s "
+                self._log(conn.address, "first frame timeout", logging.INFO, "%s: connection from %s closed: no first frame within %.1f s "
                           "of the handshake", self.name, stream.peer, lim.first_frame_timeout)
             else:
                 self.counts["bad_first_frames"] += 1
-                self._log(conn.address, logging.INFO, "%s: connection from %s closed: bad first frame: %s",
+                self._log(conn.address, "bad first frame", logging.INFO, "%s: connection from %s closed: bad first frame: %s",
                           self.name, stream.peer, e.reason)
                 try:
                     stream.send_message(m.Message(m.ERROR, {"code": ERR_BAD_FRAME, "reason": _reason(e.reason)}))
