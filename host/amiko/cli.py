@@ -171,6 +171,10 @@ def _link_args(p):
     p.add_argument("remote_url", metavar="REMOTE_URL", nargs="?", help="the amikolink:// URL the other node printed")
     p.add_argument("--timeout", type=_seconds, default=10, metavar="S",
                    help="with REMOTE_URL: seconds to wait for the link to come up (default 10)")
+    p.add_argument("--peer-key", metavar="HEX", help="pin the peer node's key (its `amiko info` key) instead of "
+                   "issuing an invitation")
+    p.add_argument("--invite-expiry", type=_seconds, default=3600, metavar="S",
+                   help="without REMOTE_URL: seconds the printed one-time invitation stays valid (default 3600)")
 
 
 def _link_run(args, out):
@@ -180,7 +184,9 @@ def _link_run(args, out):
         check_id(args.name, "link name")
     except HomeError as e:
         raise CommandError("%s: pick a name of letters, digits and . _ ~ -" % e.reason, "invalid") from None
-    params = {"name": args.name}
+    params = {"name": args.name, "invite_expiry": args.invite_expiry}
+    if args.peer_key is not None:
+        params["peer_key"] = args.peer_key
     if args.remote_url is not None:
         from amiko_core.errors import URLError
         from amiko_core.url import parse_link
@@ -389,7 +395,7 @@ def format_status(s):
 BUILTIN_COMMANDS = [
     Command("init", "create a node home (config, key, database)", _init_args, _init_run),
     Command("node", "run the node in the foreground until SIGTERM or SIGINT", _node_args, _node_run),
-    Command("link", "print this side's amikolink:// URL for a link; with REMOTE_URL connect it", _link_args, _link_run),
+    Command("link", "print a one-time invitation URL for a link; with REMOTE_URL connect it", _link_args, _link_run),
     Command("deposit", "open an IOU channel on a link, funded by this side", _deposit_args, _deposit_run),
     Command("withdraw", "close a channel once nothing is pending on it", _withdraw_args, _withdraw_run),
     Command("meetingpoint", "make this node a meeting point", _meetingpoint_args, _meetingpoint_run),

@@ -142,7 +142,8 @@ for _code, _name, _fields in (
         (2, "key", PUBKEY, True),
         (3, "callback", url("amikolink"), False),
         (4, "nonce", nbytes(16, 32), False),
-        (5, "signature", SIGNATURE, False))),
+        (5, "signature", SIGNATURE, False),
+        (6, "invite", nbytes(32), False))),
     (MAKE_ROUTE, "MakeRoute", _TXID_SIDE + (
         _AMOUNT3,
         (4, "meeting_point", MEETING_POINT, True),

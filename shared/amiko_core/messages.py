@@ -28,8 +28,9 @@ Optional fields are left out of the map when absent (null is never a value).
       16 ConnectLink       1 link            link name
                            2 key             bytes[33]
                            3 callback        amikolink URL                ?
-                           4 nonce           bytes[16..32]                ?
-                           5 signature       bytes[64]                    ?
+                           4 nonce           bytes[16..32]                ?  (unused since BOLT 8)
+                           5 signature       bytes[64]                    ?  (unused since BOLT 8)
+                           6 invite          bytes[32]                    ?
       17 MakeRoute         1 txid            bytes[20]
                            2 side            uint <= 1 (0 = payer, 1 = payee)
                            3 amount          amount

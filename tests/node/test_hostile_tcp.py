@@ -1,6 +1,8 @@
-"""Hostile peers against a real node process: garbage, oversize frames, unknown messages,
-negative and huge amounts, wrong keys. Each is refused (connection closed) or rejected with
-an Error, and the node keeps serving: status answers and real payments still go through."""
+"""Hostile peers against a real node process: plain (unencrypted) peers, garbage, oversize
+frames, unknown messages, negative and huge amounts, wrong keys. A peer that does not speak
+BOLT 8 is closed without a byte in answer; one that does (the real transport, then what it
+likes) is refused or rejected with an Error; the node keeps serving: status answers and real
+payments still go through."""
 
 import asyncio
 import json
@@ -13,41 +15,58 @@ from amiko_core import messages as m
 
 from amiko.node import links
 from amiko.node.identity import Identity
+from amiko.wire import noise
+from amiko.wire.stream import StreamError, accept, connect
 
 from harness import net, run_amiko  # noqa: F401
 
 LINK_MSG, ACK = links.LINK_MSG, links.ACK
 
 
-async def read_until_closed(reader, timeout=10):
-    """(frames received, closed by the node?) reading until EOF or timeout."""
-    dec = frames.FrameDecoder()
-    got = []
+async def raw_exchange(port, data, timeout=10):
+    """Plain bytes on a plain TCP connection: (bytes received, closed by the node?)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    got = b""
     try:
+        writer.write(data)
+        await writer.drain()
         async with asyncio.timeout(timeout):
             while True:
-                data = await reader.read(4096)
-                if not data:
+                chunk = await reader.read(4096)
+                if not chunk:
                     return got, True
-                got.extend(dec.feed(data))
+                got += chunk
     except TimeoutError:
         return got, False
     except ConnectionError:
         return got, True
-
-
-async def raw_exchange(port, data, timeout=10):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await read_until_closed(reader, timeout)
     finally:
         writer.close()
 
 
+async def noise_exchange(port, key, frames_, timeout=10, max_frame=noise.MAX_MESSAGE, identity=None):
+    """frames_ (bytes of frames, maybe invalid ones) over a BOLT 8 stream pinned to key (hex):
+    (messages received, closed by the node?)."""
+    stream = await connect("127.0.0.1", port, identity or Identity.generate(), bytes.fromhex(key), timeout=10,
+                           max_frame=max_frame)
+    try:
+        for fr in frames_:
+            stream.send_plaintext(fr)
+        got = []
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    got.append(await stream.recv_message())
+        except TimeoutError:
+            return got, False
+        except StreamError:
+            return got, True
+    finally:
+        stream.close()
+
+
 def errors_in(got):
-    return [m.from_frame(f) for f in got if f.type == m.ERROR]
+    return [x for x in got if x.type == m.ERROR]
 
 
 def header(mtype, length, version=1):
@@ -63,30 +82,38 @@ def test_garbage_oversize_and_unknown_first_frames(net):
     net.deposit(b, a, 1000)
 
     async def scenario():
-        # an HTTP request, random bytes: closed
-        for junk in (b"GET / HTTP/1.0\r\n\r\n", os.urandom(20000), b"\xa5\x4b" * 3000):
+        # plain bytes: an HTTP request, random bytes, plain amiko frames (the old protocol), a
+        # header announcing 65 KiB: closed without a byte in answer (no BOLT 8 handshake)
+        plain = [b"GET / HTTP/1.0\r\n\r\n", os.urandom(20000), b"\xa5\x4b" * 3000,
+                 header(m.CONNECT_LINK, 0xFFFF) + b"\0" * 100,
+                 m.to_frame(m.Message(m.CONNECT_LINK, {"link": "b", "key": Identity.generate().pubkey})),
+                 m.to_frame(m.Message(m.PAY, {"id": "x"}))]
+        for junk in plain:
             got, closed = await raw_exchange(a.port, junk)
-            assert closed
-        # a header announcing a 65 KiB body: refused at the header, with an Error
-        got, closed = await raw_exchange(a.port, header(m.CONNECT_LINK, 0xFFFF) + b"\0" * 100)
-        assert closed and errors_in(got) and "max frame" in errors_in(got)[0].reason
+            assert closed and got == b"", (junk[:20], got)
+        # through the real transport: a message announcing more than the node's max frame
+        got, closed = await noise_exchange(a.port, a.key, [frames.encode(m.CONNECT_LINK, bytes(5000), max_frame=8192)])
+        assert closed and got == []
         # a well-formed frame of an unknown type, and one of a known but wrong type
         for mtype in (99, m.LOCK, m.RECEIPT, LINK_MSG):
-            got, closed = await raw_exchange(a.port, frames.encode(mtype, cbor.dumps({1: 1})))
+            got, closed = await noise_exchange(a.port, a.key, [frames.encode(mtype, cbor.dumps({1: 1}))])
             assert closed and errors_in(got), (mtype, got)
         # a bad CRC, an unsupported version
         good = m.to_frame(m.Message(m.PAY, {"id": "x"}))
-        got, closed = await raw_exchange(a.port, good[:-1] + bytes([good[-1] ^ 1]))
-        assert closed
-        got, closed = await raw_exchange(a.port, frames.encode(m.PAY, m.encode(m.Message(m.PAY, {"id": "x"})), version=9))
+        got, closed = await noise_exchange(a.port, a.key, [good[:-1] + bytes([good[-1] ^ 1])])
+        assert closed and "CRC" in errors_in(got)[0].reason
+        got, closed = await noise_exchange(a.port, a.key, [frames.encode(m.PAY, m.encode(m.Message(m.PAY, {"id": "x"})), version=9)])
         assert closed and errors_in(got)
-        # a ConnectLink with garbage fields, with an unknown link name, with a bad key
+        # a ConnectLink with garbage fields, with an unknown link name, with another key
         bad_hello = frames.encode(m.CONNECT_LINK, cbor.dumps({1: "b", 2: b"\x02" * 33, 4: os.urandom(32)}))
-        got, closed = await raw_exchange(a.port, bad_hello)
+        got, closed = await noise_exchange(a.port, a.key, [bad_hello])
         assert closed and errors_in(got)
-        hello = m.to_frame(m.Message(m.CONNECT_LINK, {"link": "nosuchlink", "key": Identity.generate().pubkey,
-                                                       "nonce": os.urandom(32)}))
-        got, closed = await raw_exchange(a.port, hello)
+        hello = m.to_frame(m.Message(m.CONNECT_LINK, {"link": "nosuchlink", "key": Identity.generate().pubkey}))
+        got, closed = await noise_exchange(a.port, a.key, [hello])
+        assert closed and errors_in(got)[0].code == links.ERR_AUTH  # not the handshake's key
+        ident = Identity.generate()
+        hello = m.to_frame(m.Message(m.CONNECT_LINK, {"link": "nosuchlink", "key": ident.pubkey}))
+        got, closed = await noise_exchange(a.port, a.key, [hello], identity=ident)
         assert closed and "no link" in errors_in(got)[0].reason
     asyncio.run(scenario())
     # 100 idle connections at once do not stop the node from serving
@@ -101,55 +128,58 @@ def test_garbage_oversize_and_unknown_first_frames(net):
 
 
 def test_hostile_payment_link(net):
-    """Payment links run BOLT 8 (more in test_paylink_hostile.py); garbage after a genuine
-    handshake ends only that attempt: the request stays payable by its payer."""
-    from bolt8_client import exchange
-
     a = net.node("a", meeting_points=["mp-a"])
     b = net.node("b")
     net.connect(a, b)
     net.deposit(b, a, 1000)
-    # Pay for an unknown payment id: a Cancel, then closed
-    got, closed = exchange(a.port, a.key, m.Message(m.PAY, {"id": "unknown"}))
-    assert closed and got[0].name == "Cancel" and "unknown payment" in got[0].reason
-    # Pay, then garbage: closed; the request is still open
-    url = a.cli("request", 5)["url"]
-    pid = url.split("?")[0].rsplit("/", 1)[1]
-    got, closed = exchange(a.port, a.key, m.Message(m.PAY, {"id": pid}), os.urandom(50))
-    assert closed and got[0].name == "Receipt"
-    # Pay, Confirm with a meeting point that was not offered, oversize message: closed
-    url2 = a.cli("request", 6)["url"]
-    pid2 = url2.split("?")[0].rsplit("/", 1)[1]
-    got, closed = exchange(a.port, a.key, m.Message(m.PAY, {"id": pid2}),
-                           m.Message(m.CONFIRM, {"id": pid2, "meeting_point": "elsewhere"}),
-                           frames.encode(m.CONFIRM, b"\0" * 0xFFF0, max_frame=65535), max_frame=65535)
-    assert closed
+
+    async def scenario():
+        # Pay for an unknown payment id: a Cancel, then closed
+        msgs, closed = await noise_exchange(a.port, a.key, [m.to_frame(m.Message(m.PAY, {"id": "unknown"}))])
+        assert closed and msgs[0].name == "Cancel" and "unknown payment" in msgs[0].reason
+        # Pay, then garbage: closed, and that request can no longer be paid
+        url = a.cli("request", 5)["url"]
+        pid = url.rsplit("/", 1)[1].split("?")[0]
+        got, closed = await noise_exchange(a.port, a.key, [m.to_frame(m.Message(m.PAY, {"id": pid})), os.urandom(50)])
+        assert closed and got[0].name == "Receipt"
+        # Pay, Confirm with a meeting point that was not offered, oversize frame: closed
+        url2 = a.cli("request", 6)["url"]
+        pid2 = url2.rsplit("/", 1)[1].split("?")[0]
+        data = [m.to_frame(m.Message(m.PAY, {"id": pid2})),
+                m.to_frame(m.Message(m.CONFIRM, {"id": pid2, "meeting_point": "elsewhere"})),
+                header(m.CONFIRM, 0xFFF0)]
+        got, closed = await noise_exchange(a.port, a.key, data)
+        assert closed
+        return url, url2
+
+    url, url2 = asyncio.run(scenario())
+    # the hostile payer never confirmed: the requests stay payable, and a real payer pays them
     for u in (url, url2):
         r = b.run("pay", u, "--yes")
         assert r.returncode == 0 and r.json["result"] == "committed", r
+    assert net.pay(b, a, 10).returncode == 0
     net.quiet()
-    assert a.status()["balance"] == 11 and b.status()["balance"] == 989
+    assert a.status()["balance"] == 21 and b.status()["balance"] == 979
 
 
 class EvilPeer:
-    """A peer with a valid handshake on link `name` of the node, then sending what it likes."""
+    """A peer that links as `name` through the real transport (with the invitation of the
+    node's URL, if any), then sends what it likes."""
 
-    def __init__(self, port, name, node_key, identity=None):
+    def __init__(self, port, name, node_key, identity=None, invite=None):
         self.port, self.name, self.node_key = port, name, bytes.fromhex(node_key)
         self.identity = identity or Identity.generate()
-        self.pending = []
+        self.invite = bytes.fromhex(invite) if invite else None
 
     async def connect(self):
-        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        self.frames = await links.initiator_handshake(self.reader, self.writer, self.identity, self.name, self.node_key)
+        self.stream = await connect("127.0.0.1", self.port, self.identity, self.node_key, timeout=10)
+        await links.initiator_handshake(self.stream, self.name, invite=self.invite)
 
     def send(self, seq, mtype, body):
-        self.writer.write(m.to_frame(m.Message(LINK_MSG, {"seq": seq, "msg_type": mtype, "body": body})))
+        self.stream.send(m.to_frame(m.Message(LINK_MSG, {"seq": seq, "msg_type": mtype, "body": body})))
 
     async def next_msg(self, timeout=10):
-        async with asyncio.timeout(timeout):
-            fr = await self.frames.next()
-        return m.from_frame(fr)
+        return await self.stream.recv_message(timeout=timeout)
 
     async def expect(self, pred, what, timeout=10):
         """Read messages until pred(msg) holds; returns it (ignores others)."""
@@ -169,11 +199,11 @@ class EvilPeer:
 def test_hostile_link_peer_messages_are_rejected(net):
     a = net.node("a", meeting_points=["mp-a"])
     b = net.node("b")
-    a.cli("link", "evil")
+    invite = a.cli("link", "evil")["url"].split("invite=")[1]
     max_amount = m.MAX_AMOUNT
 
     async def scenario():
-        peer = EvilPeer(a.port, "evil", a.key)
+        peer = EvilPeer(a.port, "evil", a.key, invite=invite)
         await peer.connect()
         bad = [
             (99, b"\xa0"),  # unknown message type
@@ -196,7 +226,7 @@ def test_hostile_link_peer_messages_are_rejected(net):
             assert err.reason, err
         seq = len(bad)
         # a top-level frame of an unknown type: an Error frame, the link stays up
-        peer.writer.write(frames.encode(99, b"\xa0"))
+        peer.stream.send(frames.encode(99, b"\xa0"))
         err = await peer.expect(lambda x: x.type == m.ERROR, "top-level Error")
         assert err.ref_type == 99
         # a valid deposit is applied; sent twice (a resend) it is applied once
@@ -211,9 +241,12 @@ def test_hostile_link_peer_messages_are_rejected(net):
         await peer.expect_rejected(seq + 1)
         # a gap in the sequence numbers: the connection is closed
         peer.send(seq + 5, m.DEPOSIT, deposit)
-        got, closed = await read_until_closed(peer.reader)
-        assert closed
-        peer.writer.close()
+        while True:  # the gap: an Error, then the node closes
+            try:
+                await peer.next_msg()
+            except StreamError as e:
+                assert e.code == "closed", e
+                break
         return peer
 
     asyncio.run(scenario())
@@ -237,13 +270,12 @@ def test_wrong_keys_are_refused(net):
         peer = EvilPeer(a.port, "b", a.key)
         try:
             await peer.connect()
-            got, closed = await read_until_closed(peer.reader)
-            return got, closed
+            return "linked", False
         except links.LinkError as e:
-            return e, True
+            return e.reason, True
 
     got, closed = asyncio.run(impostor_initiator())
-    assert closed
+    assert closed and "pinned" in got, got
     assert a.link_status("b")["connected"]
 
     # a node URL with the right host:port but another key: a refuses to link (and says so)
@@ -256,23 +288,17 @@ def test_wrong_keys_are_refused(net):
     assert not a.link_status("c")["connected"] and not c.link_status("a")["connected"]
     assert "key" in a.link_status("c")["last_error"]
 
-    # a fake server at some port that signs with a key other than the one in the URL
+    # a fake BOLT 8 server at some port that holds a key other than the one in the URL
     async def fake_server_test():
         fake = Identity.generate()
         seen = []
 
         async def serve(reader, writer):
-            fr = links.FrameReader(reader)
-            hello = m.from_frame(await fr.next())
-            seen.append(hello.link)
-            nonce = os.urandom(32)
-            t = links.transcript(hello.link, hello.key, hello.nonce, bytes.fromhex(b.key), nonce)
-            # claims b's key but can only sign with its own
-            writer.write(m.to_frame(m.Message(m.CONNECT_LINK, {"link": hello.link, "key": bytes.fromhex(b.key),
-                                                                "nonce": nonce, "signature": fake.sign(t)})))
-            await writer.drain()
-            await read_until_closed(reader, 5)
-            writer.close()
+            try:
+                await accept(reader, writer, fake, timeout=5)
+                seen.append("handshake")
+            except StreamError as e:
+                seen.append(e.code)
 
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -285,11 +311,10 @@ def test_wrong_keys_are_refused(net):
 
     rc, out, seen = asyncio.run(fake_server_test())
     assert rc == 2 and "not connected" in out["error"]["message"]
-    assert seen  # the node did try, and refused the signature
+    assert seen and "handshake" not in seen  # the node did try; the handshake cannot complete
     assert not a.link_status("mallory")["connected"]
-    # (last_error is overwritten by the next redial to the closed fake server: read the log)
-    net.wait(lambda: "responder signature does not verify" in (a.home / "node.log").read_text(errors="replace"), 10,
-             "a's log to show the refused signature")
+    net.wait(lambda: "is not the pinned key" in (a.home / "node.log").read_text(errors="replace"), 10,
+             "a's log to show the refused handshake")
     assert a.link_status("b")["connected"] and a.status()["node"]["name"] == "a"
 
 

@@ -1,7 +1,8 @@
-"""LinkManager between real TCP endpoints on 127.0.0.1 (ephemeral ports, no fixed sleeps)."""
+"""LinkManager between real BOLT 8 endpoints on 127.0.0.1 (ephemeral ports, no fixed sleeps)."""
 
 import asyncio
 import random
+import socket
 import sqlite3
 
 import pytest
@@ -9,9 +10,10 @@ import pytest
 from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 
-from amiko.node import channels, links, outbox
+from amiko.node import channels, invites, links, outbox
 from amiko.node.identity import Identity
 from amiko.node.store import Store
+from amiko.wire import stream as stream_mod
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,6 +57,7 @@ class Peer:
     same transaction that advances the inbox, and raises after recording for channels in fail_on."""
 
     def __init__(self, tmp_path, name, identity=None, links_known=(), url_fn=False, **kw):
+        """links_known: names of links this peer has (no key pinned: the dialer needs an invitation)."""
         self.path = str(tmp_path / ("%s.db" % name))
         self.name = name
         self.identity = identity or Identity.generate()
@@ -97,8 +100,19 @@ class Peer:
         server = await self.mgr.listen("127.0.0.1", self.port or 0)
         self.port = server.sockets[0].getsockname()[1]
 
-    def url(self, link, key=None):
-        return "amikolink://127.0.0.1:%d/%s?key=%s" % (self.port, link, (key or self.identity.pubkey).hex())
+    def url(self, link, key=None, invite=None):
+        url = "amikolink://127.0.0.1:%d/%s?key=%s" % (self.port, link, (key or self.identity.pubkey).hex())
+        return url if invite is None else url + "&invite=" + invite.hex()
+
+    def invite(self, link, expiry=3600, now=None):
+        """The URL of a fresh one-time invitation for link (as `amiko link NAME` prints it)."""
+        with self.store.transaction() as db:
+            secret = invites.issue(db, self.identity, link, expiry, now if now is not None else self.mgr.clock())
+        return self.url(link, invite=secret)
+
+    def pin(self, link, key):
+        with self.store.transaction() as db:
+            channels.add_link(db, link, remote_key=key)
 
     def send(self, link, chans, bulky=False):
         with self.store.transaction() as db:
@@ -142,7 +156,7 @@ async def pair(tmp_path, **kw):
     a = Peer(tmp_path, "a", **kw)
     b = Peer(tmp_path, "b", links_known=["from-a"], **kw)
     await b.listen()
-    a.mgr.connect("to-b", b.url("from-a"))
+    a.mgr.connect("to-b", b.invite("from-a"))
     await wait_until(lambda: a.mgr.is_connected("to-b") and b.mgr.is_connected("from-a"), "link up")
     return a, b
 
@@ -158,7 +172,7 @@ def test_handshake_and_delivery_both_ways(tmp_path):
     async def main():
         a, b = await pair(tmp_path)
         try:
-            assert b.pinned("from-a") == a.identity.pubkey  # responder pinned on first handshake
+            assert b.pinned("from-a") == a.identity.pubkey  # responder pinned through the invitation
             assert a.pinned("to-b") == b.identity.pubkey  # initiator recorded the URL's key
             a.send("to-b", range(1, 21))
             b.send("from-a", range(100, 111))
@@ -186,7 +200,7 @@ def test_messages_enqueued_before_connecting_are_sent_on_connect(tmp_path):
         with b.store.transaction() as db:
             outbox.enqueue(db, "from-a", deposit(7))  # queued on the responder before any connection
         try:
-            a.mgr.connect("to-b", b.url("from-a"))
+            a.mgr.connect("to-b", b.invite("from-a"))
             await wait_until(lambda: len(b.received()) == 50 and a.received() == [7], "backlog delivered")
             assert b.received() == list(range(50))
         finally:
@@ -208,7 +222,7 @@ def test_responder_with_wrong_key_is_refused(tmp_path):
             st = a.mgr.status("to-b")
             assert not st["connected"] and "not the pinned key" in st["last_error"]
             assert not b.mgr.is_connected("from-a")
-            assert not b.pinned("from-a")  # b never saw a valid proof from a
+            assert not b.pinned("from-a")  # the BOLT 8 handshake failed: b never heard a ConnectLink
             a.send("to-b", [1])
             assert b.received() == []
         finally:
@@ -317,10 +331,10 @@ def test_lost_acks_lead_to_resends_that_are_ignored(tmp_path, monkeypatch):
     real_send = links._send
     drop_acks = [True]
 
-    def send(writer, msg):
+    def send(stream, msg):
         if msg.type == links.ACK and drop_acks[0]:
             return
-        real_send(writer, msg)
+        real_send(stream, msg)
 
     monkeypatch.setattr(links, "_send", send)
 
@@ -345,16 +359,16 @@ def test_lost_acks_lead_to_resends_that_are_ignored(tmp_path, monkeypatch):
 def test_bulk_traffic_both_ways_with_small_socket_buffers(tmp_path, monkeypatch):
     """Both ends stream at once through tiny socket buffers: no deadlock (neither end may stop
     reading while it waits for the other to read)."""
-    real = links._keepalive
+    real = stream_mod.Stream.__init__
 
-    def small_buffers(writer):
-        real(writer)
+    def small_buffers(self, reader, writer, *args):
+        real(self, reader, writer, *args)
         sock = writer.get_extra_info("socket")
-        sock.setsockopt(links.socket.SOL_SOCKET, links.socket.SO_SNDBUF, 4096)
-        sock.setsockopt(links.socket.SOL_SOCKET, links.socket.SO_RCVBUF, 4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         writer.transport.set_write_buffer_limits(high=4096)
 
-    monkeypatch.setattr(links, "_keepalive", small_buffers)
+    monkeypatch.setattr(stream_mod.Stream, "__init__", small_buffers)
 
     async def main():
         a, b = await pair(tmp_path)
@@ -508,6 +522,7 @@ def test_reconnect_with_backoff_when_listener_comes_back(tmp_path):
         await b.close()  # nobody listens on port now
         a = Peer(tmp_path, "a")
         b = Peer(tmp_path, "b2", identity=b.identity, links_known=["from-a"])
+        b.pin("from-a", a.identity.pubkey)
         b.port = port
         a.send("to-b", [1, 2, 3])
         a.mgr.connect("to-b", b.url("from-a"))
@@ -552,7 +567,7 @@ def test_both_sides_dialing_converge_on_one_connection(tmp_path):
         b = Peer(tmp_path, "b", links_known=["from-a"])
         await a.listen()
         await b.listen()
-        a.mgr.connect("to-b", b.url("from-a"))
+        a.mgr.connect("to-b", b.invite("from-a"))
         try:
             # b learns a's callback URL and dials it too whenever the link is down
             await wait_until(lambda: b.mgr._links.get("from-a") and b.mgr._links["from-a"].dialer, "b dials back")
@@ -590,20 +605,191 @@ def test_backoff_delay():
     assert links.backoff_delay(1, 0.1, 5.0, lambda: 0.0) == 0.05
 
 
-def test_transcript_binds_every_part():
-    k1, k2 = Identity(1).pubkey, Identity(2).pubkey
-    n1, n2 = bytes(32), b"\x01" * 32
-    t = links.transcript("l", k1, n1, k2, n2)
-    assert len(t) == 32
-    assert t != links.transcript("m", k1, n1, k2, n2)
-    assert t != links.transcript("l", k2, n1, k1, n2)
-    assert t != links.transcript("l", k1, n2, k2, n1)
-    from amiko_core.hashing import sha256
-    assert t == sha256(b"amiko-link-v1" + b"l" + k1 + n1 + k2 + n2)
-
-
 def test_clean_reason():
     assert links.clean_reason("a\x00b\nc") == "a b c"
     assert len(links.clean_reason("\u20ac" * 300).encode()) <= links.MAX_REASON
     assert links.clean_reason("") == "error"
     m.Message(m.ERROR, {"code": 1, "reason": links.clean_reason("x\x9f" * 500)})
+
+
+# ---- who may link: invitations (issue 11: the first to connect no longer wins the link)
+
+
+async def _refused(peer, link, what):
+    await wait_until(lambda: peer.mgr.status(link)["failures"] >= 1, what)
+    st = peer.mgr.status(link)
+    assert not st["connected"], st
+    return st["last_error"]
+
+
+def test_unpinned_link_needs_an_invitation(tmp_path):
+    """A stranger who knows b's URL (key and link name) but has no invitation is refused;
+    the real peer then links with the invitation b issued."""
+    async def main():
+        b = Peer(tmp_path, "b", links_known=["dave"])
+        await b.listen()
+        stranger = Peer(tmp_path, "stranger")
+        dave = Peer(tmp_path, "dave")
+        try:
+            stranger.mgr.connect("to-b", b.url("dave"))  # no invitation at all
+            err = await _refused(stranger, "to-b", "stranger refused")
+            assert "peer refused" in err and "no pinned peer key" in err and "code 5" in err
+            assert not b.pinned("dave") and "refused" in b.mgr.status("dave")["last_error"]
+            url = b.invite("dave")
+            dave.mgr.connect("to-b", url)
+            await wait_until(lambda: dave.mgr.is_connected("to-b") and b.mgr.is_connected("dave"), "dave linked")
+            assert b.pinned("dave") == dave.identity.pubkey
+            dave.send("to-b", [1])
+            await wait_until(lambda: b.received("dave") == [1], "dave delivers")
+            # the stranger, now holding dave's used invitation URL, is still refused
+            await stranger.mgr.close()
+            stranger = Peer(tmp_path, "stranger2")
+            stranger.mgr.connect("to-b", url)
+            err = await _refused(stranger, "to-b", "stranger refused again")
+            assert "pinned" in err
+            assert b.pinned("dave") == dave.identity.pubkey and b.mgr.is_connected("dave")
+        finally:
+            await stranger.close()
+            await dave.close()
+            await b.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("case", ["wrong", "used", "expired", "other-link"])
+def test_bad_invitations_are_refused(tmp_path, case):
+    async def main():
+        b = Peer(tmp_path, "b", links_known=["dave", "erin"])
+        await b.listen()
+        mallory = Peer(tmp_path, "mallory")
+        first = None
+        try:
+            if case == "wrong":
+                b.invite("dave")
+                url = b.url("dave", invite=bytes(32))
+                why = "unknown"
+            elif case == "used":
+                url = b.invite("dave")
+                first = Peer(tmp_path, "first")
+                first.mgr.connect("to-b", url)
+                await wait_until(lambda: b.mgr.is_connected("dave"), "first use")
+                await first.close()
+                with b.store.transaction() as db:  # the operator un-pins: the invitation stays used
+                    db.execute("UPDATE links SET remote_key = NULL WHERE name = 'dave'")
+                why = "already used"
+            elif case == "expired":
+                url = b.invite("dave", expiry=60, now=b.mgr.clock() - 61)
+                why = "expired"
+            else:
+                url = b.invite("erin").replace("/erin?", "/dave?")  # bound to another name
+                why = "unknown"
+            mallory.mgr.connect("to-b", url)
+            err = await _refused(mallory, "to-b", "mallory refused")
+            assert "invitation refused" in err, err
+            assert not b.pinned("dave")
+            assert why in b.mgr.status("dave")["last_error"]
+        finally:
+            await mallory.close()
+            await b.close()
+
+    run(main())
+
+
+def test_invitation_is_stored_only_as_an_hmac(tmp_path):
+    async def main():
+        b = Peer(tmp_path, "b", links_known=["dave"])
+        await b.listen()
+        try:
+            url = b.invite("dave")
+            secret = bytes.fromhex(url.split("invite=")[1])
+            dump = b.store.dump()
+            assert secret.hex() not in dump.lower() and secret.hex().upper() not in dump
+            with b.store.read() as db:
+                blobs = [bytes(r[0]) for r in db.execute("SELECT mac FROM link_invites")]
+            assert len(blobs) == 1 and secret not in blobs[0] and len(blobs[0]) == 32
+            # and the same secret is one use: the row says used after the link
+            dave = Peer(tmp_path, "dave")
+            dave.mgr.connect("to-b", url)
+            await wait_until(lambda: b.mgr.is_connected("dave"), "dave linked")
+            with b.store.read() as db:
+                assert db.execute("SELECT used FROM link_invites").fetchone()[0] is not None
+            # the dialer stored the URL without the invitation
+            with dave.store.read() as db:
+                stored = channels.get_link(db, "to-b")["remote_url"]
+            assert "invite" not in stored and stored.startswith("amikolink://127.0.0.1:%d/dave" % b.port)
+            await dave.close()
+        finally:
+            await b.close()
+
+    run(main())
+
+
+def test_callback_with_another_key_is_ignored(tmp_path):
+    """An authenticated peer cannot make the responder dial (and pin) some other key."""
+    async def main():
+        b = Peer(tmp_path, "b", links_known=["from-a"])
+        await b.listen()
+        a = Peer(tmp_path, "a")
+        other = Identity.generate().pubkey
+        a.mgr.my_link_url_fn = lambda name: "amikolink://127.0.0.1:9/x?key=%s" % other.hex()
+        try:
+            a.mgr.connect("to-b", b.invite("from-a"))
+            await wait_until(lambda: b.mgr.is_connected("from-a"), "linked")
+            with b.store.read() as db:
+                assert channels.get_link(db, "from-a")["remote_url"] is None
+            assert b.mgr._links["from-a"].dialer is None and b.pinned("from-a") == a.identity.pubkey
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main())
+
+
+# ---- keepalive and the idle deadline
+
+
+def test_idle_link_stays_up_with_keepalives(tmp_path):
+    async def main():
+        a, b = await pair(tmp_path, keepalive=0.1)
+        try:
+            await asyncio.sleep(1.0)  # 10 keepalive periods, 3 idle deadlines, no traffic
+            assert a.mgr.status("to-b")["connects"] == 1 and b.mgr.status("from-a")["connects"] == 1
+            assert a.mgr.is_connected("to-b") and b.mgr.is_connected("from-a")
+            a.send("to-b", [1])
+            await wait_until(lambda: b.received() == [1], "still delivers")
+        finally:
+            await a.close()
+            await b.close()
+
+    run(main())
+
+
+def test_silent_peer_is_dropped_and_redialed(tmp_path, monkeypatch, caplog):
+    """A peer that stops sending anything (keepalives included) is dropped after the idle
+    deadline with ERR_TIMEOUT; the dialer redials and the link works again."""
+    silent = [True]
+    real_send = links._send
+
+    def send(stream, msg):  # a's keepalives and Acks vanish while `silent`
+        if silent[0] and msg.type == links.ACK and stream.local_key == a.identity.pubkey:
+            return
+        real_send(stream, msg)
+
+    monkeypatch.setattr(links, "_send", send)
+    caplog.set_level("WARNING", logger="amiko.links")
+
+    async def main():
+        nonlocal a
+        a, b = await pair(tmp_path, keepalive=0.1)
+        try:
+            await wait_until(lambda: b.mgr.status("from-a")["connects"] >= 2, "b dropped the silent link", 5)
+            assert any("no frame from the peer within 0.3 s" in r.getMessage() for r in caplog.records)
+            silent[0] = False
+            a.send("to-b", [1, 2])
+            await wait_until(lambda: b.received() == [1, 2] and a.pending("to-b") == 0, "delivered after the redial")
+        finally:
+            await a.close()
+            await b.close()
+
+    a = None
+    run(main())

@@ -1,13 +1,17 @@
 """`amiko node`: the node process, wiring store, engine, links, payment links and control.
 
-- One TCP listener on the node's port (node.toml `listen`). Endpoint connections run BOLT 8
-  (amiko.wire.stream.accept); the first frame of the authenticated stream decides what it is:
-  Pay -> the payee side of a payment link (paylink_tcp), Auth -> the provider of wallet
-  accounts (amiko.node.provider, issue 5), ProvisionRequest -> a wallet provisioned through an
-  invitation (amiko.node.provisioning). Node links (ConnectLink) still arrive as plain frames
-  until the links' BOLT 8 listener replaces this dispatch. Anything else, a bad frame, or
-  no frame within FIRST_FRAME_TIMEOUT: an Error frame (when a frame was read) and close.
-  At most MAX_CONNECTIONS connections are served at once; more are closed at once.
+- One TCP listener on the node's port (node.toml `listen`), amiko.wire.listener: every
+  connection runs BOLT 8 with the node's identity key, under the bounds of node.toml
+  (`handshake_timeout`, `first_frame_timeout`, `max_connections`,
+  `max_connections_per_address`; a connection over a bound evicts the oldest one that has not
+  authenticated yet). The first frame decides what it is (Node._on_connection): ConnectLink
+  -> LinkManager.handle_incoming (a node link), Pay -> the payee side of a payment link
+  (paylink_tcp), Auth -> the provider of wallet accounts (amiko.node.provider),
+  ProvisionRequest -> a wallet provisioned through an invitation (amiko.node.provisioning).
+  Anything else: an Error frame and close. `amiko status` shows the listener's counters.
+- Node links: `amiko link NAME` issues a one-time invitation (amiko.node.invites) and prints
+  the URL carrying it; `amiko link NAME URL` dials; `--peer-key HEX` pins a key directly.
+  Idle links send keepalives every node.toml `link_keepalive` seconds (amiko.node.links).
 - The control server on HOME/control.sock (amiko.node.control) for the `amiko` commands.
 - Every state change runs in one store transaction (Node.transact); after it commits the
   links are kicked so the messages it enqueued go out. Engine events (delivered after
@@ -30,17 +34,16 @@ import time
 
 from amiko_core import messages as m
 from amiko_core import walletlink as wl
-from amiko_core.errors import AmikoError, DecodeError, URLError
+from amiko_core.errors import AmikoError, URLError
 from amiko_core.url import LINK, AmikoURL, format_pay, id_problem, parse_link
 
 from amiko.node import control as controls
 from amiko.node import paylink_tcp, provisioning
 from amiko.node.control import ControlError
+from amiko.wire.listener import Limits, Listener
 
 log = logging.getLogger("amiko.node")
 
-FIRST_FRAME_TIMEOUT = 10
-MAX_CONNECTIONS = 512
 LINK_WAIT_MAX = 120
 
 
@@ -117,11 +120,10 @@ class Node:
         self.links = None
         self.paylinks = None
         self.provider = None
-        self.server = None
+        self.listener = None
         self.control = None
         self.timers = None  # amiko.node.timer_loop.TimerLoop (issue 4)
         self.stopping = None
-        self._connections = set()
         self.started = time.time()
 
     # -- start / stop
@@ -133,15 +135,20 @@ class Node:
         self.store = store_mod.Store(self.home.db_path)
         self.engine = engine_mod.Engine(self.store, self.config, self.identity)
         self.engine.subscribe(self._on_engine_event)
+        cfg = self.config
         self.links = links_mod.LinkManager(self.store, self.identity, self._on_link_message, self.link_url,
-                                           loop=self.loop)
+                                           loop=self.loop, handshake_timeout=cfg.handshake_timeout,
+                                           keepalive=cfg.link_keepalive)
         self.paylinks = paylink_tcp.PaymentLinks(self)
         from amiko.node import provider as provider_mod  # wallet accounts (issue 5)
 
         self.provider = provider_mod.Provider(self)
         self.transact(self.provider.reconcile)
-        self.server = await asyncio.start_server(self._on_connection, self.config.host, self.config.port,
-                                                 reuse_address=True)
+        self.listener = Listener(self.identity, self._on_connection, Limits(
+            handshake_timeout=cfg.handshake_timeout, first_frame_timeout=cfg.first_frame_timeout,
+            max_connections=cfg.max_connections, max_per_address=cfg.max_connections_per_address),
+            name="node %s" % cfg.name)
+        await self.listener.start(cfg.host, cfg.port)
         self.control = controls.ControlServer(self.home.socket_path, self.methods())
         await self.control.start()
         with self.store.read() as db:
@@ -162,26 +169,19 @@ class Node:
         log.info("node %s stopping", self.config.name)
         if self.timers is not None:
             await self.timers.close()
-        if self.server is not None:
-            self.server.close()
+        if self.listener is not None and self.listener.server is not None:
+            self.listener.server.close()  # stop accepting now; connections end below
         if self.control is not None:
             await self.control.close()
         if self.paylinks is not None:
             await self.paylinks.close()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.wait(list(self._connections), timeout=3)
+        if self.listener is not None:
+            await self.listener.close()
         if self.links is not None:
             try:
                 await asyncio.wait_for(self.links.close(), 5)
             except (asyncio.TimeoutError, Exception):
                 log.exception("closing links")
-        if self.server is not None:
-            try:
-                await asyncio.wait_for(self.server.wait_closed(), 2)
-            except (asyncio.TimeoutError, Exception):
-                pass
         if self.store is not None:
             self.store.close()
         log.info("node %s stopped", self.config.name)
@@ -199,9 +199,11 @@ class Node:
         """The LinkManager's handler (the link layer sends what it enqueued after COMMIT)."""
         self.engine.on_link_message(db, link, msg)
 
-    def link_url(self, name):
-        """This node's amikolink:// URL for a link (pins this node's key)."""
-        return str(AmikoURL(LINK, self.config.host, self.config.port, name, {"key": self.identity.pubkey.hex()}))
+    def link_url(self, name, invite=None):
+        """This node's amikolink:// URL for a link (pins this node's key), with an invitation
+        secret if given (as ?key=...&invite=...: the key first, as users read it)."""
+        url = str(AmikoURL(LINK, self.config.host, self.config.port, name, {"key": self.identity.pubkey.hex()}))
+        return url if invite is None else url + "&invite=" + invite.hex()
 
     def _on_engine_event(self, event):
         self.loop.call_soon(self._dispatch_event, event)
@@ -246,77 +248,20 @@ class Node:
 
     # -- TCP listener
 
-    async def _on_connection(self, reader, writer):
-        task = asyncio.current_task()
-        if len(self._connections) >= MAX_CONNECTIONS:
-            log.warning("refusing a connection: %d connections open", len(self._connections))
-            writer.close()
-            return
-        self._connections.add(task)
-        peer = writer.get_extra_info("peername")
-        try:
-            # TEMPORARY until the one listener (host/amiko/wire/listener.py, branch `links`) lands:
-            # a plain frame magic first is a node link of the old LinkManager; everything else
-            # must be a BOLT 8 handshake, and its first frame picks the endpoint handler.
-            try:
-                magic = await asyncio.wait_for(reader.readexactly(1), FIRST_FRAME_TIMEOUT)
-            except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
-                return
-            if magic not in (b"\xa5", b"\x00"):  # neither a frame nor BOLT 8 act one (version 0)
-                log.info("connection from %s: neither BOLT 8 nor a link frame: closed", peer)
-                return
-            reader._buffer[0:0] = magic  # put the peeked byte back (asyncio.StreamReader has no unread)
-            if magic == b"\xa5":
-                try:
-                    first = await asyncio.wait_for(_read_plain_frame(reader), FIRST_FRAME_TIMEOUT)
-                except DecodeError as e:
-                    log.info("connection from %s: bad first frame: %s", peer, e.reason)
-                    writer.write(paylink_tcp.error_frame(paylink_tcp.ERR_BAD_FRAME, e.reason))
-                    return
-                except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
-                    return
-                if first.type == m.CONNECT_LINK:
-                    await self.links.handle_incoming(reader, writer, first)
-                else:
-                    reason = "plain frames are refused: connect over BOLT 8 with the node key (?key= of the URL)"
-                    log.info("connection from %s: %s (type %d)", peer, reason, first.type)
-                    writer.write(paylink_tcp.error_frame(paylink_tcp.ERR_UNEXPECTED, reason, first.type))
-                return
-            from amiko.wire import stream as streams
-
-            try:
-                stream = await streams.accept(reader, writer, self.identity, timeout=FIRST_FRAME_TIMEOUT)
-                first = await stream.recv(timeout=FIRST_FRAME_TIMEOUT)
-            except streams.StreamError as e:
-                log.info("connection from %s: %s", peer, e.reason)
-                return
-            try:
-                await self._dispatch(stream, first)
-            finally:
-                stream.close()
-            return
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("connection from %s failed", peer)
-        finally:
-            self._connections.discard(task)
-            if not writer.is_closing():
-                writer.close()
-
-    async def _dispatch(self, stream, first):
-        """The handler the first frame of an authenticated stream names."""
-        if first.type == m.PAY:
+    async def _on_connection(self, stream, first):
+        """The listener's handler: what a connection is, by its first frame (module docstring)."""
+        if first.type == m.CONNECT_LINK:
+            await self.links.handle_incoming(stream, first)
+        elif first.type == m.PAY:
             await self.paylinks.serve_payee(stream, first)
         elif first.type == wl.AUTH:
             await self.provider.serve(stream, first)
         elif first.type == provisioning.REQUEST:  # a wallet provisioned through an invitation
             await provisioning.serve(self.provider, stream, first)
         else:
-            reason = "first message must be Pay, Auth or ProvisionRequest, got type %d" % first.type
+            reason = "first message must be ConnectLink, Pay, Auth or ProvisionRequest, got type %d" % first.type
             log.info("connection from %s: %s", stream.peer, reason)
             stream.send(paylink_tcp.error_frame(paylink_tcp.ERR_UNEXPECTED, reason, first.type))
-            await stream.drain()
 
     # -- control methods
 
@@ -353,6 +298,7 @@ class Node:
             ch["reserved"] = ch.get("reserved_out", 0) + ch.get("reserved_in", 0)
             ch["locked"] = ch.get("locked_out", 0) + ch.get("locked_in", 0)
         status["node"] = self.rpc_info(params, conn)
+        status["listener"] = self.listener.stats()
         return status
 
     def _has_link(self, name):
@@ -360,26 +306,57 @@ class Node:
             return any(_jsonable(r).get("name") == name for r in self.engine.links(db))
 
     async def rpc_link(self, params, conn):
+        """{name, remote_url?, wait?, peer_key?, invite_expiry?}: with remote_url dial it; with
+        peer_key pin that key; with neither issue a one-time invitation (amiko.node.invites)
+        and return the URL that carries it."""
         name = _text(params, "name")
         remote_url = _text(params, "remote_url", required=False)
         wait = params.get("wait", 10)
         if type(wait) not in (int, float) or not 0 <= wait <= LINK_WAIT_MAX:
             raise ControlError("invalid", "wait must be 0..%d seconds" % LINK_WAIT_MAX)
-        remote_key = None
+        from amiko.node import invites
+        from amiko.node.identity import valid_pubkey
+        from amiko.node.links import without_invite
+
+        expiry = params.get("invite_expiry", invites.DEFAULT_EXPIRY)
+        if type(expiry) not in (int, float) or not 0 < expiry <= invites.MAX_EXPIRY:
+            raise ControlError("invalid", "invite_expiry must be 1..%d seconds" % invites.MAX_EXPIRY)
+        remote_key = stored_url = None
+        peer_key = _text(params, "peer_key", required=False)
+        if peer_key is not None:
+            try:
+                remote_key = bytes.fromhex(peer_key)
+            except ValueError:
+                remote_key = b""
+            if not valid_pubkey(remote_key):
+                raise ControlError("invalid", "peer key %r is not a 33-byte compressed secp256k1 public key in hex"
+                                   % peer_key)
         if remote_url is not None:
             try:
                 url = parse_link(remote_url)
-                remote_key = bytes.fromhex(url.query.get("key", ""))
+                url_key = bytes.fromhex(url.query.get("key", ""))
             except (URLError, ValueError) as e:
                 raise ControlError("invalid", "bad link URL %r: %s" % (remote_url, getattr(e, "reason", e))) from None
-            from amiko.node.identity import valid_pubkey
-
-            if not valid_pubkey(remote_key):
+            if not valid_pubkey(url_key):
                 raise ControlError("invalid", "link URL %r: key= is not a valid compressed secp256k1 public key" % remote_url)
+            if remote_key is not None and remote_key != url_key:
+                raise ControlError("invalid", "--peer-key %s is not the key= of the link URL" % peer_key)
+            remote_key = url_key
+            stored_url = str(without_invite(url))  # the invitation is used from memory only, never stored
             if url.host == self.config.host and url.port == self.config.port:
                 raise ControlError("invalid", "link URL %r points at this node itself: use the other node's URL" % remote_url)
-        if not self._has_link(name) or remote_url is not None:
-            self.transact(self.engine.add_link, name, remote_url, remote_key)
+        if remote_key is not None and remote_key == self.identity.pubkey:
+            raise ControlError("invalid", "that key is this node's own key: use the other node's")
+        invite = None
+
+        def record(db):
+            nonlocal invite
+            if not self._has_link(name) or remote_url is not None or remote_key is not None:
+                self.engine.add_link(db, name, stored_url, remote_key)
+            if remote_url is None and remote_key is None:
+                invite = invites.issue(db, self.identity, name, expiry, time.time())
+
+        self.transact(record)
         connected = self.links.is_connected(name)
         if remote_url is not None:
             self.links.connect(name, remote_url)
@@ -387,8 +364,13 @@ class Node:
             while not self.links.is_connected(name) and self.loop.time() < deadline:
                 await asyncio.sleep(0.02)
             connected = self.links.is_connected(name)
-        return {"link": name, "url": self.link_url(name), "remote_url": remote_url, "connected": bool(connected),
-                "last_error": self.links.status(name).get("last_error")}
+        result = {"link": name, "url": self.link_url(name, invite), "remote_url": remote_url,
+                  "connected": bool(connected), "last_error": self.links.status(name).get("last_error")}
+        if invite is not None:
+            result["invite_expires"] = int(time.time() + expiry)
+        if remote_key is not None:
+            result["remote_key"] = remote_key.hex()
+        return result
 
     def rpc_deposit(self, params, conn):
         link = _text(params, "link")
@@ -460,23 +442,6 @@ class Node:
             return self.paylinks.decline_payer(handle, params.get("reason"))
         except paylink_tcp.PayError as e:
             raise ControlError(e.code, e.reason) from None
-
-
-async def _read_plain_frame(reader):
-    """TEMPORARY (old node links only, until the one listener lands): one plain frame."""
-    from amiko_core import frame as frames
-
-    header = await reader.readexactly(frames.HEADER_SIZE)
-    if header[:2] != frames.MAGIC:
-        raise DecodeError("frame: bad magic 0x%s, want 0xa54b" % header[:2].hex())
-    if frames.crc8(header, 0, 6) != header[6]:
-        raise DecodeError("frame: bad header check")
-    n = (header[4] << 8) | header[5]
-    if frames.OVERHEAD + n > frames.DEFAULT_MAX_FRAME:
-        raise DecodeError("frame: body length %d makes a %d-byte frame, over max frame %d"
-                          % (n, frames.OVERHEAD + n, frames.DEFAULT_MAX_FRAME))
-    rest = await reader.readexactly(n + frames.TRAILER_SIZE)
-    return frames.decode_one(header + rest, frames.DEFAULT_MAX_FRAME)
 
 
 async def _run(home, config, identity, json_ready, stdout):

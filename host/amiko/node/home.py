@@ -21,6 +21,11 @@ node.toml (read with tomllib, written by the small writer below; unknown keys ar
     timeout_increment = 5                # seconds added per hop to commit deadlines
     max_pending_per_link = 1000          # payments in progress over one link before new ones are refused
     max_outbox_per_link = 10000          # unacknowledged messages queued for one link
+    handshake_timeout = 5                # seconds for a connection's BOLT 8 handshake (and a link's answer)
+    first_frame_timeout = 10             # seconds from the handshake to a connection's first frame
+    max_connections = 512                # connections at once (the oldest unauthenticated is dropped first)
+    max_connections_per_address = 128    # connections at once from one IP address (same rule)
+    link_keepalive = 10                  # seconds: an idle node link sends a keepalive; 3x without a frame: dropped
 """
 
 import errno
@@ -45,8 +50,14 @@ DEFAULTS = {
     "timeout_increment": 5,
     "max_pending_per_link": 1000,
     "max_outbox_per_link": 10000,
+    "handshake_timeout": 5,
+    "first_frame_timeout": 10,
+    "max_connections": 512,
+    "max_connections_per_address": 128,
+    "link_keepalive": 10,
 }
-_TIMEOUT_KEYS = ("route_timeout", "lock_timeout", "timeout_increment")
+_TIMEOUT_KEYS = ("route_timeout", "lock_timeout", "timeout_increment", "handshake_timeout", "first_frame_timeout",
+                 "link_keepalive")
 _MAX_TIMEOUT = 24 * 3600
 _MAX_MEETING_POINTS = 8  # a Receipt carries at most 8
 KEYS = ("name", "listen", "meeting_points", "external_meeting_points") + tuple(DEFAULTS)

@@ -1,34 +1,46 @@
-"""Node-to-node links over TCP: handshake with key proof, sequenced exactly-once delivery,
-resend, reconnect with backoff.
+"""Node-to-node links over BOLT 8 streams: who may link, sequenced exactly-once delivery,
+resend, keepalive, reconnect with backoff.
+
+Transport: every connection is an amiko.wire.stream Stream (BOLT 8, Noise_XK). The
+initiator dials with the key it pinned (the `?key=` of `amikolink://host:port/NAME?key=HEX`,
+or the links row's remote_key): the handshake fails unless the responder holds that key.
+The responder learns the initiator's static key from the handshake (stream.remote_key).
+Incoming connections reach handle_incoming(stream, first_frame) through the node's one
+listener (amiko.wire.listener; listen() starts one that takes only node links).
 
 Wire (frames of amiko_core.frame, at most MAX_FRAME bytes, bodies of amiko_core.messages):
+- ConnectLink (16), the initiator's first frame: {link: the name R knows the link by,
+  key: K_I (must be the handshake's key), callback?: I's amikolink URL for the link,
+  invite?: the 32-byte secret of R's invitation (amiko.node.invites)}.
+  R answers ConnectLink {link, key: K_R} when it accepts the link, or an Error and closes.
 - LinkMsg (28) {seq: uint >= 1, msg_type: uint <= 255, body: bytes 1..outbox.MAX_BODY}:
   the inner message of type msg_type, sequenced per link and direction.
-- Ack (29) {seq}: every LinkMsg up to seq is durably consumed by the receiver.
+- Ack (29) {seq}: every LinkMsg up to seq is durably consumed by the receiver. An idle link
+  sends its latest Ack every `keepalive` seconds; a link that received no frame for
+  IDLE_FACTOR * keepalive seconds is dropped (Error ERR_TIMEOUT) and redialed.
 - Error (31) sent as a frame of its own (not in a LinkMsg) reports a connection-level
-  problem (refused handshake, bad bytes, unknown message); the sender usually closes next.
+  problem (refused link, unknown message); the sender usually closes next.
 
-Handshake (ConnectLink, 16), within HANDSHAKE_TIMEOUT of the connection:
-  I -> R  {link: the name R knows the link by, key: K_I, nonce: N_I (32 bytes), callback?}
-  R -> I  {link, key: K_R, nonce: N_R (32 bytes), signature: sign_R(T)}
-  I -> R  {link, key: K_I, signature: sign_I(T)}
-  T = sha256(b"amiko-link-v1" + link (UTF-8) + K_I + N_I + K_R + N_R); signatures per identity.py.
-The initiator requires K_R to be the key pinned by the URL (`amikolink://host:port/NAME?key=HEX`,
-or the links row's remote_key). The responder refuses a link name it has no links row for,
-and a key other than the row's remote_key; with no remote_key yet, it pins K_I after the
-signature checks (trust on first use). A callback URL is stored as the link's remote_url
-when it has none; with dial_callbacks the responder then dials it too when disconnected.
+Who may link (R's checks on ConnectLink, in one store transaction):
+- no links row of that name: ERR_UNKNOWN_LINK;
+- a pinned remote_key: K_I must be it (ERR_AUTH otherwise);
+- no pinned key: the ConnectLink must carry an invitation of R for that link name, valid,
+  unused and unexpired; R then pins K_I and marks the invitation used in the same
+  transaction. Without one: ERR_AUTH (logged). Nobody is trusted on first use.
+A callback whose ?key= is K_I is stored as the link's remote_url when it has none; with
+dial_callbacks the responder then dials it too when disconnected. Another key: ignored.
+The initiator records the dialed URL (without its invite) and key once R accepted.
 
 Exactly-once (per link and direction; bookkeeping in outbox.py):
 - both sides, once connected, send every unacknowledged outbox entry in seq order, and
   whatever is enqueued later when kick() is called after the enqueuing COMMIT;
 - LinkMsg{seq}: seq <= last_in: a duplicate, acknowledged again and ignored.
   seq == last_in + 1: handler(db, link, msg) runs and last_in advances in ONE store
-  transaction (one per read from the socket, each handler call in its own savepoint); the
-  Ack is sent after COMMIT. If the handler raises (or the inner message does not decode),
-  its savepoint is rolled back (its changes and its after_commit callbacks are dropped), and
-  the transaction consumes the seq and enqueues Error{code, reason, ref_type, ref_seq} to
-  the peer instead (never in answer to an Error: no ping-pong).
+  transaction (one per batch of frames already received, each handler call in its own
+  savepoint); the Ack is sent after COMMIT. If the handler raises (or the inner message does
+  not decode), its savepoint is rolled back (its changes and its after_commit callbacks are
+  dropped), and the transaction consumes the seq and enqueues Error{code, reason, ref_type,
+  ref_seq} to the peer instead (never in answer to an Error: no ping-pong).
   seq > last_in + 1: a gap, a protocol violation: Error, connection closed.
 - Ack{seq}: outbox.acked; an Ack of a seq never sent closes the connection.
 
@@ -36,35 +48,33 @@ Two connections for one link (both sides dial, or a reconnect before the old soc
 seen dead): both ends keep the same one: a newer connection from the same initiator
 replaces the old one; between opposite directions the one whose initiator key is lower wins.
 
-Hostile input: any byte the frame decoder drops (garbage, bad header check, oversize length,
-bad CRC), an undecodable or unexpected frame during the handshake, a wrong key, a bad
-signature or no handshake within the time-out: the connection is closed (with an Error frame
-where one makes sense) and the event logged with the peer address. After the handshake an
-unknown or malformed top-level frame is answered with an Error and skipped, up to
-MAX_BAD_MESSAGES per connection. Memory per peer is bounded by the frame size, READ_CHUNK,
-the stream buffer limit, the write buffer (the sender waits for the peer to read after each
-BATCH; Acks are written without waiting, since both ends waiting for each other to read
-could deadlock, and a peer that lets MAX_WRITE_BUFFER bytes pile up is disconnected) and
-the outbox bound.
+Hostile input: the stream refuses tampered, replayed, reordered or oversized ciphertext
+and undecodable frames (the connection is closed and logged with the peer address). An
+unexpected first frame, a wrong key or a refused link: an Error frame, then close. After
+the handshake an unknown or malformed top-level frame is answered with an Error and
+skipped, up to MAX_BAD_MESSAGES per connection. Memory per peer is bounded by the frame
+size, BATCH, the write buffer (the sender waits for the peer to read after each BATCH;
+Acks are written without waiting, since both ends waiting for each other to read could
+deadlock, and a peer that lets MAX_WRITE_BUFFER bytes pile up is disconnected) and the
+outbox bound.
 
 Error codes (Error.code) used here: see the ERR_* constants.
 """
 
 import asyncio
 import logging
-import os
 import random
-import socket
-from collections import deque
+import time
 
 from amiko_core import frame as frames
 from amiko_core import messages as m
 from amiko_core.errors import AmikoError, DecodeError, ProtocolError, URLError
-from amiko_core.hashing import sha256
-from amiko_core.url import parse_link
+from amiko_core.url import LINK, AmikoURL, parse_link
 
-from amiko.node import channels, outbox
-from amiko.node.identity import valid_pubkey, verify
+from amiko.node import channels, invites, outbox
+from amiko.node.identity import valid_pubkey
+from amiko.wire.listener import Limits, Listener
+from amiko.wire.stream import StreamClosed, StreamError, connect
 
 log = logging.getLogger("amiko.links")
 
@@ -86,18 +96,14 @@ def _register():
 _register()
 
 MAX_FRAME = frames.DEFAULT_MAX_FRAME
-HANDSHAKE_TIMEOUT = 5.0
-NONCE_SIZE = 32
-TRANSCRIPT_TAG = b"amiko-link-v1"
-READ_CHUNK = 4096
-STREAM_LIMIT = 16384
-BATCH = 128  # outbox rows read and written per step; drain() in between bounds the buffer
-MAX_HANDSHAKES = 64  # responder handshakes in progress at once
+HANDSHAKE_TIMEOUT = 5.0  # BOLT 8 handshake, and the ConnectLink answer after it
+KEEPALIVE = 10.0  # seconds: an idle link sends its latest Ack this often
+IDLE_FACTOR = 3  # a link with no frame for IDLE_FACTOR * keepalive seconds is dropped
+BATCH = 128  # frames consumed per store transaction; outbox rows written per drain()
 MAX_BAD_MESSAGES = 16  # rejected top-level frames tolerated per connection
 STABLE_AFTER = 2.0  # a connection that lived this long resets the dial backoff
 MAX_REASON = 200  # bytes of an Error reason we write (the message allows 256)
 MAX_WRITE_BUFFER = 1 << 20  # bytes waiting for a peer that does not read before we close
-KEEPALIVE = (30, 10, 3)  # TCP keepalive: idle s, interval s, probes: a vanished peer is noticed
 
 # Link-layer types that never travel inside a LinkMsg.
 _NOT_INNER = (m.CONNECT_LINK, LINK_MSG, ACK)
@@ -106,10 +112,10 @@ ERR_PROTOCOL = 1  # bad frame bytes, unexpected or out-of-sequence message
 ERR_BAD_MESSAGE = 2  # a message type or body this node cannot decode (unknown type, bad field)
 ERR_REJECTED = 3  # the handler refused the message (AmikoError)
 ERR_INTERNAL = 4  # the handler failed unexpectedly
-ERR_AUTH = 5  # wrong key or bad signature
+ERR_AUTH = 5  # wrong key, no pinned key and no valid invitation
 ERR_UNKNOWN_LINK = 6  # no link of that name on this node
-ERR_BUSY = 7  # too many handshakes in progress, or the link is already connected
-ERR_TIMEOUT = 8  # handshake not completed in time
+ERR_BUSY = 7  # the link is already connected (the other connection is preferred)
+ERR_TIMEOUT = 8  # no answer in time, or no frame within the idle deadline
 
 
 def _handler_problem(e):
@@ -162,11 +168,6 @@ class LinkError(AmikoError):
         self.code = code
 
 
-def transcript(link, key_i, nonce_i, key_r, nonce_r):
-    """The handshake transcript hash T both sides sign."""
-    return sha256(TRANSCRIPT_TAG + link.encode("utf-8") + key_i + nonce_i + key_r + nonce_r)
-
-
 def backoff_delay(failures, base, cap, rand=random.random):
     """Delay before the next dial after `failures` consecutive failures (>= 1):
     min(cap, base * 2**(failures-1)), scaled by a jitter factor in [0.5, 1)."""
@@ -204,73 +205,23 @@ def link_key_from_url(url):
     return key
 
 
-def _write_buffered(writer):
+def invite_from_url(url):
+    """The invitation secret (32 bytes) in an amikolink URL's ?invite=, or None."""
+    text = url.query.get("invite")
+    if text is None:
+        return None
     try:
-        return writer.transport.get_write_buffer_size()
-    except Exception:
-        return 0
+        secret = bytes.fromhex(text)
+    except ValueError:
+        secret = b""
+    if len(secret) != invites.SECRET_SIZE:
+        raise URLError("url: invite= must be %d hex characters" % (2 * invites.SECRET_SIZE))
+    return secret
 
 
-def _keepalive(writer):
-    sock = writer.get_extra_info("socket")
-    if sock is None:
-        return
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in zip(("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"), KEEPALIVE):
-            if hasattr(socket, name):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
-    except OSError:
-        pass
-
-
-def _peer_name(writer):
-    try:
-        peer = writer.get_extra_info("peername")
-    except Exception:
-        peer = None
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return "%s:%s" % (peer[0], peer[1])
-    return str(peer)
-
-
-class FrameReader:
-    """Frames from a stream through a FrameDecoder; any dropped byte is a LinkError."""
-
-    def __init__(self, reader, max_frame=MAX_FRAME):
-        self.reader = reader
-        self.decoder = frames.FrameDecoder(max_frame)
-        self.pending = deque()
-        self.error = None
-
-    async def _fill(self):
-        # Frames decoded from the same read as bad bytes are still delivered; the error is
-        # raised once they are consumed.
-        if self.error is not None:
-            raise self.error
-        data = await self.reader.read(READ_CHUNK)
-        if not data:
-            raise ConnectionResetError("peer closed the connection")
-        found = self.decoder.feed(data)
-        if self.decoder.dropped_bytes:
-            self.error = LinkError("bad bytes on the link (%s)" % self.decoder.last_error)
-            if not found:
-                raise self.error
-        self.pending.extend(found)
-
-    async def next(self):
-        """The next frame."""
-        while not self.pending:
-            await self._fill()
-        return self.pending.popleft()
-
-    async def batch(self):
-        """Every frame already received, reading once if there is none."""
-        while not self.pending:
-            await self._fill()
-        out = list(self.pending)
-        self.pending.clear()
-        return out
+def without_invite(url):
+    """The URL (an AmikoURL) without its invitation: what is stored and shown."""
+    return AmikoURL(LINK, url.host, url.port, url.path, {k: v for k, v in url.query.items() if k != "invite"})
 
 
 def _decode_frame(fr):
@@ -290,59 +241,65 @@ def _expect_connect(fr, what):
         raise LinkError(reason, None)
     if fr.type != m.CONNECT_LINK:
         raise LinkError("%s: expected ConnectLink, got message type %d" % (what, fr.type))
-    return _decode_frame(fr)
+    msg = _decode_frame(fr)
+    if msg.nonce is not None or msg.signature is not None:
+        raise LinkError("%s: ConnectLink carries nonce/signature fields of the old handshake" % what)
+    return msg
 
 
-def _send(writer, msg):
-    writer.write(m.to_frame(msg, MAX_FRAME))
+def _send(stream, msg):
+    stream.send(m.to_frame(msg, MAX_FRAME))
 
 
-async def _send_error_and_close(writer, code, reason, ref_type=None):
+async def _send_error_and_close(stream, code, reason, ref_type=None):
+    """Tell the peer why (if code is not None), flush, close (abort if it does not read)."""
     try:
-        if code is not None and not writer.is_closing():
-            _send(writer, error_message(code, reason, ref_type))
-            await asyncio.wait_for(writer.drain(), 1.0)
+        if code is not None and not stream.is_closing():
+            _send(stream, error_message(code, reason, ref_type))
+            await asyncio.wait_for(stream.drain(), 1.0)
     except Exception:
         pass
-    _abort(writer)
+    stream.close()
 
 
-def _abort(writer):
-    """Close after flushing what was written (an Error frame); abort if the peer does not read."""
-    try:
-        transport = writer.transport
-        if transport is not None and not transport.is_closing():
-            writer.close()
-            asyncio.get_running_loop().call_later(2.0, transport.abort)
-    except Exception:
-        pass
+async def recv_ready(stream, first, limit=BATCH):
+    """(first and the frames the stream already holds, at most limit; the StreamError that
+    ended the stream after them, or None). Never waits for more: recv(timeout=0) returns what
+    is buffered. The frames before an error are still delivered (and applied)."""
+    out = [first]
+    while len(out) < limit:
+        try:
+            out.append(await stream.recv(timeout=0))
+        except StreamError as e:
+            if e.code == "timeout":
+                break
+            return out, e
+    return out, None
 
 
-async def initiator_handshake(reader, writer, identity, remote_name, pinned_key, callback=None, timeout=HANDSHAKE_TIMEOUT):
-    """Run the initiator side; returns the FrameReader to continue with. Raises LinkError."""
-    frame_reader = FrameReader(reader)
-    nonce_i = os.urandom(NONCE_SIZE)
-    first = {"link": remote_name, "key": identity.pubkey, "nonce": nonce_i}
+async def initiator_handshake(stream, remote_name, callback=None, invite=None, timeout=HANDSHAKE_TIMEOUT):
+    """After the BOLT 8 handshake: send ConnectLink and wait for the responder's answer.
+    Raises LinkError (refused, unexpected answer) or StreamError."""
+    first = {"link": remote_name, "key": stream.local_key}
     if callback:
         first["callback"] = callback
-    async with asyncio.timeout(timeout):
-        _send(writer, m.Message(m.CONNECT_LINK, first))
-        await writer.drain()
-        reply = _expect_connect(await frame_reader.next(), "handshake reply")
-        if reply.link != remote_name:
-            raise LinkError("handshake reply names link %r, expected %r" % (reply.link, remote_name))
-        if reply.key != pinned_key:
-            raise LinkError(
-                "responder key %s is not the pinned key %s" % (reply.key.hex(), pinned_key.hex()), ERR_AUTH
-            )
-        if reply.nonce is None or len(reply.nonce) != NONCE_SIZE or reply.signature is None or reply.callback:
-            raise LinkError("handshake reply must carry a %d-byte nonce and a signature only" % NONCE_SIZE)
-        t = transcript(remote_name, identity.pubkey, nonce_i, reply.key, reply.nonce)
-        if not verify(reply.key, t, reply.signature):
-            raise LinkError("responder signature does not verify", ERR_AUTH)
-        _send(writer, m.Message(m.CONNECT_LINK, {"link": remote_name, "key": identity.pubkey, "signature": identity.sign(t)}))
-        await writer.drain()
-    return frame_reader
+    if invite is not None:
+        first["invite"] = invite
+    _send(stream, m.Message(m.CONNECT_LINK, first))
+    await stream.drain()
+    try:
+        fr = await stream.recv(timeout=timeout)
+    except StreamError as e:
+        if e.code == "timeout":
+            raise LinkError("no answer to ConnectLink within %.1f s" % timeout, None) from None
+        raise
+    reply = _expect_connect(fr, "handshake reply")
+    if reply.link != remote_name:
+        raise LinkError("handshake reply names link %r, expected %r" % (reply.link, remote_name))
+    if reply.key != stream.remote_key:
+        raise LinkError("handshake reply names key %s, not the key of the handshake" % reply.key.hex(), ERR_AUTH)
+    if reply.callback is not None or reply.invite is not None:
+        raise LinkError("handshake reply must carry the link name and key only")
 
 
 class _LinkState:
@@ -355,6 +312,7 @@ class _LinkState:
         self.idle.set()
         self.dialer = None
         self.url = None
+        self.invite = None  # the invitation the dialer presents until the peer accepted the link
         self.last_error = None
         self.connects = 0
         self.failures = 0
@@ -364,36 +322,36 @@ class _LinkState:
 
 
 class _Connection:
-    def __init__(self, manager, link, reader, writer, frame_reader, initiator_key, direction, peer):
+    def __init__(self, manager, link, stream, initiator_key, direction):
         self.manager = manager
         self.link = link
-        self.reader = reader
-        self.writer = writer
-        self.frames = frame_reader
+        self.stream = stream
         self.initiator_key = initiator_key
         self.direction = direction  # "out": we dialed; "in": the peer dialed
-        self.peer = peer
+        self.peer = stream.peer
         self.sent_upto = 0
+        self.peer_acked = 0  # the highest Ack the peer sent on this connection
+        self.last_sent = time.monotonic()
         self.kick = asyncio.Event()
         self.kick.set()
         self.closing = False
         self.bad_messages = 0
-        _keepalive(writer)
+
+    def send(self, msg):
+        _send(self.stream, msg)
+        self.last_sent = time.monotonic()
 
     def close(self, why=None):
         if not self.closing:
             self.closing = True
             if why:
                 log.info("link %s (%s): closing connection: %s", self.link, self.peer, why)
-            _abort(self.writer)
+            self.stream.close()
 
     def abort(self):
         """Drop the TCP connection at once (no flush), as a crash or a network failure would."""
         self.closing = True
-        try:
-            self.writer.transport.abort()
-        except Exception:
-            pass
+        self.stream.abort()
 
 
 class LinkManager:
@@ -401,7 +359,8 @@ class LinkManager:
     this manager opens, for every inner message exactly once (see the module docstring)."""
 
     def __init__(self, store, identity, handler, my_link_url_fn=None, loop=None, backoff=(0.1, 5.0),
-                 handshake_timeout=HANDSHAKE_TIMEOUT, outbox_limit=outbox.MAX_OUTBOX, dial_callbacks=True):
+                 handshake_timeout=HANDSHAKE_TIMEOUT, outbox_limit=outbox.MAX_OUTBOX, dial_callbacks=True,
+                 keepalive=KEEPALIVE, clock=time.time):
         self.store = store
         self.identity = identity
         self.handler = handler
@@ -411,23 +370,26 @@ class LinkManager:
         self.handshake_timeout = handshake_timeout
         self.outbox_limit = outbox_limit
         self.dial_callbacks = dial_callbacks
+        self.keepalive = keepalive
+        self.clock = clock  # wall clock for invitation expiry
         self._links = {}
         self._tasks = set()
-        self._handshakes = 0
-        self._servers = []
+        self._listeners = []
         self._closed = False
-        self.refused = 0  # connections refused before a link was identified
+        self.refused = 0  # incoming link requests refused
 
     # ---- public API
 
     def connect(self, link_name, url):
-        """Keep an outgoing connection for link_name to url (amikolink://host:port/NAME?key=HEX),
-        reconnecting with exponential backoff and jitter. Raises URLError/AmikoError at once on a
-        bad URL; without ?key= the links row's pinned remote_key is used (refused if there is none)."""
+        """Keep an outgoing connection for link_name to url (amikolink://host:port/NAME?key=HEX
+        [&invite=SECRET]), reconnecting with exponential backoff and jitter. Raises
+        URLError/AmikoError at once on a bad URL; without ?key= the links row's pinned
+        remote_key is used (refused if there is none)."""
         if self._closed:
             raise AmikoError("links: manager is closed")
         parsed = parse_link(url) if isinstance(url, str) else url
         key = link_key_from_url(parsed)
+        invite = invite_from_url(parsed)
         if key is None:
             with self.store.read() as db:
                 row = channels.get_link(db, link_name)
@@ -441,6 +403,7 @@ class LinkManager:
                 return
             state.dialer.cancel()
         state.url = (str(parsed), key)
+        state.invite = invite
         state.dialer = self._spawn(self._dial_loop(state, parsed, key))
 
     def kick(self, link_name=None):
@@ -487,53 +450,39 @@ class LinkManager:
         if state is not None and state.conn is not None:
             state.conn.abort()
 
-    async def listen(self, host, port):
-        """A listener that accepts only node links (the daemon has its own shared listener)."""
-        server = await asyncio.start_server(self._on_accept, host, port, limit=STREAM_LIMIT, reuse_address=True)
-        self._servers.append(server)
-        return server
+    async def listen(self, host, port, limits=None):
+        """A listener that accepts only node links (the daemon has its own shared listener);
+        returns its asyncio server."""
+        listener = Listener(self.identity, self._on_listener_connection,
+                            limits or Limits(handshake_timeout=self.handshake_timeout), name="links")
+        await listener.start(host, port)
+        self._listeners.append(listener)
+        return listener.server
 
-    async def handle_incoming(self, reader, writer, first_frame, frame_reader=None):
-        """Serve an incoming connection whose first frame (already read) should be ConnectLink;
-        returns when the connection ends. frame_reader: the FrameReader that read first_frame,
-        if any (so bytes it buffered are not lost)."""
-        peer = _peer_name(writer)
+    async def handle_incoming(self, stream, first_frame):
+        """Serve an incoming, handshaken stream whose first frame (already read) should be
+        ConnectLink; returns when the connection ends."""
         if self._closed:
-            _abort(writer)
+            stream.abort()
             return
-        if self._handshakes >= MAX_HANDSHAKES:
-            self.refused += 1
-            log.warning("link from %s refused: %d handshakes in progress", peer, self._handshakes)
-            await _send_error_and_close(writer, ERR_BUSY, "too many handshakes in progress")
-            return
-        self._handshakes += 1
         try:
-            conn = await self._responder_handshake(reader, writer, first_frame, peer, frame_reader)
-        except (AmikoError, OSError, ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
-            self._handshakes -= 1
+            conn = self._responder_handshake(stream, first_frame)
+        except LinkError as e:
             self.refused += 1
-            if isinstance(e, AmikoError):
-                reason, code = e.reason, getattr(e, "code", ERR_PROTOCOL)
-            elif isinstance(e, asyncio.TimeoutError):
-                reason, code = "no handshake within %.1f s" % self.handshake_timeout, ERR_TIMEOUT
-            else:
-                reason, code = "connection lost during handshake (%s)" % (e,), None
-            log.warning("link from %s refused: %s", peer, reason)
-            await _send_error_and_close(writer, code, reason)
+            log.warning("link from %s refused: %s", stream.peer, e.reason)
+            await _send_error_and_close(stream, e.code, e.reason,
+                                        first_frame.type if first_frame.type != m.CONNECT_LINK else None)
             return
-        except BaseException:
-            self._handshakes -= 1
-            _abort(writer)
-            raise
-        self._handshakes -= 1
-        if conn is not None:
-            await self._run(conn)
+        except AmikoError as e:  # the store refused a change
+            self.refused += 1
+            log.warning("link from %s refused: %s", stream.peer, e.reason)
+            await _send_error_and_close(stream, ERR_INTERNAL, "cannot record the link")
+            return
+        await self._run(conn)
 
     async def close(self):
         """Stop dialing, close every connection and listener, wait for the tasks to end."""
         self._closed = True
-        for server in self._servers:
-            server.close()
         for state in self._links.values():
             if state.dialer is not None:
                 state.dialer.cancel()
@@ -544,12 +493,9 @@ class LinkManager:
             t.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=5)
-        for server in self._servers:
-            try:
-                await asyncio.wait_for(server.wait_closed(), 2)
-            except (asyncio.TimeoutError, Exception):
-                pass
-        self._servers = []
+        for listener in self._listeners:
+            await listener.close()
+        self._listeners = []
 
     # ---- internals
 
@@ -565,92 +511,79 @@ class LinkManager:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _on_accept(self, reader, writer):
-        peer = _peer_name(writer)
-        self._tasks.add(asyncio.current_task())
+    async def _on_listener_connection(self, stream, first_frame):
+        if first_frame.type != m.CONNECT_LINK:
+            self.refused += 1
+            reason = "first message must be ConnectLink, got type %d" % first_frame.type
+            log.warning("connection from %s: %s", stream.peer, reason)
+            await _send_error_and_close(stream, ERR_PROTOCOL, reason, first_frame.type)
+            return
+        task = asyncio.current_task()
+        self._tasks.add(task)
         try:
-            fr = None
-            try:
-                fr_reader = FrameReader(reader)
-                async with asyncio.timeout(self.handshake_timeout):
-                    fr = await fr_reader.next()
-            except LinkError as e:
-                self.refused += 1
-                log.warning("connection from %s: %s", peer, e.reason)
-                await _send_error_and_close(writer, e.code, e.reason)
-                return
-            except (asyncio.TimeoutError, OSError, ConnectionError):
-                self.refused += 1
-                log.warning("connection from %s: no handshake within %.1f s", peer, self.handshake_timeout)
-                await _send_error_and_close(writer, ERR_TIMEOUT, "no handshake in time")
-                return
-            if fr.type != m.CONNECT_LINK:
-                self.refused += 1
-                reason = "first message must be ConnectLink, got type %d" % fr.type
-                log.warning("connection from %s: %s", peer, reason)
-                await _send_error_and_close(writer, ERR_PROTOCOL, reason, fr.type)
-                return
-            await self.handle_incoming(reader, writer, fr, fr_reader)
-        except asyncio.CancelledError:
-            _abort(writer)
-        except Exception:
-            log.exception("connection from %s failed", peer)
-            _abort(writer)
+            await self.handle_incoming(stream, first_frame)
         finally:
-            self._tasks.discard(asyncio.current_task())
+            self._tasks.discard(task)
 
-    async def _responder_handshake(self, reader, writer, first_frame, peer, frame_reader=None):
-        frame_reader = frame_reader or FrameReader(reader)
-        async with asyncio.timeout(self.handshake_timeout):
-            hello = _expect_connect(first_frame, "first message")
-            name = hello.link
-            if hello.signature is not None or hello.nonce is None or len(hello.nonce) != NONCE_SIZE:
-                raise LinkError("ConnectLink must open with a %d-byte nonce and no signature" % NONCE_SIZE)
-            if not valid_pubkey(hello.key):
-                raise LinkError("ConnectLink key is not a valid secp256k1 public key", ERR_AUTH)
-            with self.store.read() as db:
-                row = channels.get_link(db, name)
-            if row is None:
-                raise LinkError("no link named %s on this node" % name, ERR_UNKNOWN_LINK)
-            pinned = bytes(row["remote_key"]) if row["remote_key"] else None
-            if pinned is not None and hello.key != pinned:
-                self._state(name).last_error = "refused %s: key %s is not the pinned key" % (peer, hello.key.hex())
-                raise LinkError("link %s: key %s is not the key pinned for it" % (name, hello.key.hex()), ERR_AUTH)
-            nonce_r = os.urandom(NONCE_SIZE)
-            t = transcript(name, hello.key, hello.nonce, self.identity.pubkey, nonce_r)
-            _send(writer, m.Message(m.CONNECT_LINK, {
-                "link": name, "key": self.identity.pubkey, "nonce": nonce_r, "signature": self.identity.sign(t),
-            }))
-            await writer.drain()
-            proof = _expect_connect(await frame_reader.next(), "handshake proof")
-            if proof.link != name or proof.key != hello.key:
-                raise LinkError("handshake proof names another link or key", ERR_AUTH)
-            if proof.signature is None or proof.nonce is not None or proof.callback is not None:
-                raise LinkError("handshake proof must carry a signature only")
-            if not verify(hello.key, t, proof.signature):
-                self._state(name).last_error = "refused %s: bad handshake signature" % peer
-                raise LinkError("initiator signature does not verify", ERR_AUTH)
+    def _refuse(self, name, reason, code, peer):
+        """A LinkError for a refused ConnectLink on an existing link, recorded as its last error."""
+        self._state(name).last_error = "refused %s: %s" % (peer, reason)
+        return LinkError(reason, code)
+
+    def _responder_handshake(self, stream, first_frame):
+        """Check the ConnectLink of an incoming stream (module docstring); the installed
+        _Connection, or LinkError."""
+        peer = stream.peer
+        hello = _expect_connect(first_frame, "first message")
+        name, key = hello.link, stream.remote_key
+        if hello.key != key:
+            raise LinkError("ConnectLink names key %s, not the key of the handshake" % hello.key.hex(), ERR_AUTH)
+        callback = self._usable_callback(name, hello.callback, key, peer)
         with self.store.transaction() as db:
             row = channels.get_link(db, name)
             if row is None:
                 raise LinkError("no link named %s on this node" % name, ERR_UNKNOWN_LINK)
-            if row["remote_key"] and bytes(row["remote_key"]) != hello.key:
-                raise LinkError("link %s: key %s is not the key pinned for it" % (name, hello.key.hex()), ERR_AUTH)
-            if not row["remote_key"]:
-                channels.set_link_key(db, name, hello.key)
-                log.info("link %s: pinned peer key %s (first handshake, from %s)", name, hello.key.hex(), peer)
-            if hello.callback and not row["remote_url"]:
-                channels.add_link(db, name, remote_url=hello.callback)
+            pinned = bytes(row["remote_key"]) if row["remote_key"] else None
+            if pinned is not None and key != pinned:
+                raise self._refuse(name, "link %s: key %s is not the key pinned for it" % (name, key.hex()),
+                                   ERR_AUTH, peer)
+            if pinned is None:
+                if hello.invite is None:
+                    raise self._refuse(name, "link %s has no pinned peer key and the peer brought no invitation "
+                                       "(dial the URL `amiko link %s` printed, or pin a key with --peer-key)"
+                                       % (name, name), ERR_AUTH, peer)
+                problem = invites.redeem(db, self.identity, name, hello.invite, self.clock())
+                if problem is not None:
+                    raise self._refuse(name, "link %s: invitation refused: %s" % (name, problem), ERR_AUTH, peer)
+                channels.set_link_key(db, name, key)
+                log.info("link %s: pinned peer key %s (invitation accepted, from %s)", name, key.hex(), peer)
+            if callback and not row["remote_url"]:
+                channels.add_link(db, name, remote_url=callback)
         state = self._state(name)
-        if hello.callback and self.dial_callbacks and state.dialer is None and not self._closed:
-            try:
-                self.connect(name, hello.callback)
-            except AmikoError as e:
-                log.info("link %s: not dialing callback %s: %s", name, hello.callback, e.reason)
-        conn = _Connection(self, name, reader, writer, frame_reader, hello.key, "in", peer)
+        conn = _Connection(self, name, stream, key, "in")
         if not self._install(state, conn):
             raise LinkError("link %s is already connected" % name, ERR_BUSY)
+        _send(stream, m.Message(m.CONNECT_LINK, {"link": name, "key": self.identity.pubkey}))
+        if callback and self.dial_callbacks and state.dialer is None and not self._closed:
+            try:
+                self.connect(name, callback)
+            except AmikoError as e:
+                log.info("link %s: not dialing callback %s: %s", name, callback, e.reason)
         return conn
+
+    def _usable_callback(self, name, callback, key, peer):
+        """The callback URL if it pins the key the peer authenticated with, else None."""
+        if callback is None:
+            return None
+        try:
+            url = parse_link(callback)
+            ok = link_key_from_url(url) == key and "invite" not in url.query
+        except URLError:
+            ok = False
+        if not ok:
+            log.warning("link %s: ignoring callback %s from %s: it does not pin the peer's key", name, callback, peer)
+            return None
+        return callback
 
     def _install(self, state, conn):
         """Make conn the link's connection, or refuse it (see the module docstring)."""
@@ -670,48 +603,48 @@ class LinkManager:
         failures = 0
         base, cap = self.backoff
         loop = asyncio.get_running_loop()
+        peer = "%s:%d" % (url.host, url.port)
         while not self._closed:
             await state.idle.wait()
             started = None
-            peer = "%s:%d" % (url.host, url.port)
-            writer = None
+            stream = None
             try:
-                async with asyncio.timeout(self.handshake_timeout):
-                    reader, writer = await asyncio.open_connection(url.host, url.port, limit=STREAM_LIMIT)
+                stream = await connect(url.host, url.port, self.identity, key, timeout=self.handshake_timeout,
+                                       max_frame=MAX_FRAME)
                 callback = None
                 if self.my_link_url_fn is not None:
                     try:
                         callback = self.my_link_url_fn(state.name)
                     except Exception:
                         callback = None
-                frame_reader = await initiator_handshake(
-                    reader, writer, self.identity, url.path, key, callback, self.handshake_timeout
-                )
+                await initiator_handshake(stream, url.path, callback, state.invite, self.handshake_timeout)
+                conn = _Connection(self, state.name, stream, self.identity.pubkey, "out")
+                state.invite = None  # accepted: the invitation is spent
                 self._pin_after_dial(state.name, url, key)
-                conn = _Connection(self, state.name, reader, writer, frame_reader, self.identity.pubkey, "out", peer)
                 if self._install(state, conn):
                     started = loop.time()
                     await self._run(conn)
                 else:
                     conn.close("the peer's connection for this link is preferred")
             except asyncio.CancelledError:
-                if writer is not None:
-                    _abort(writer)
+                if stream is not None:
+                    stream.abort()
                 raise
-            except (LinkError, OSError, ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
-                reason = e.reason if isinstance(e, AmikoError) else (
-                    "no handshake within %.1f s" % self.handshake_timeout if isinstance(e, asyncio.TimeoutError) else str(e) or type(e).__name__
-                )
+            except (LinkError, StreamError, OSError) as e:
+                if isinstance(e, StreamError) and e.code == "auth" and stream is None:
+                    reason = "handshake refused: the peer's key is not the pinned key %s (%s)" % (key.hex(), e.reason)
+                else:
+                    reason = e.reason if isinstance(e, AmikoError) else str(e) or type(e).__name__
                 state.last_error = "dial %s: %s" % (peer, reason)
                 log.info("link %s: dial %s failed: %s", state.name, peer, reason)
-                if writer is not None:
+                if stream is not None:
                     code = e.code if isinstance(e, LinkError) else None
-                    await _send_error_and_close(writer, code, reason)
+                    await _send_error_and_close(stream, code, reason)
             except Exception as e:
                 state.last_error = "dial %s: %s" % (peer, e)
                 log.exception("link %s: dial %s failed", state.name, peer)
-                if writer is not None:
-                    _abort(writer)
+                if stream is not None:
+                    stream.abort()
             if self._closed:
                 break
             if started is not None and loop.time() - started >= STABLE_AFTER:
@@ -723,18 +656,25 @@ class LinkManager:
             await asyncio.sleep(delay)
 
     def _pin_after_dial(self, name, url, key):
-        """Record the dialed URL's key as the link's pin (the responder role checks it too)."""
+        """Record the dialed URL (without its invitation) and key as the link's (the responder
+        role checks the pin too)."""
+        clean = str(without_invite(url))
         try:
             with self.store.transaction() as db:
                 row = channels.get_link(db, name)
+                stored = row and row["remote_url"]
                 if row is None or not row["remote_key"] or bytes(row["remote_key"]) != key:
-                    channels.add_link(db, name, remote_url=None if row and row["remote_url"] else str(url), remote_key=key)
+                    channels.add_link(db, name, remote_url=None if stored and "invite=" not in stored else clean,
+                                      remote_key=key)
+                elif stored is None or "invite=" in stored:
+                    channels.add_link(db, name, remote_url=clean)
         except AmikoError as e:
             log.warning("link %s: cannot record the peer key: %s", name, e.reason)
 
     async def _run(self, conn):
         """Serve an authenticated connection until it ends."""
         sender = self._spawn(self._sender(conn))
+        keepalive = self._spawn(self._keepalive(conn))
         try:
             await self._receive(conn)
         except asyncio.CancelledError:
@@ -746,17 +686,21 @@ class LinkManager:
             log.warning("link %s (%s): %s", conn.link, conn.peer, e.reason)
             if not conn.closing and e.code is not None:
                 conn.closing = True
-                await _send_error_and_close(conn.writer, e.code, e.reason)
-        except (OSError, ConnectionError, asyncio.IncompleteReadError) as e:
+                await _send_error_and_close(conn.stream, e.code, e.reason)
+        except StreamError as e:
             state = self._links.get(conn.link)
             if state is not None and state.conn is conn and not conn.closing:
-                state.last_error = "%s: connection lost (%s)" % (conn.peer, e)
-            log.info("link %s (%s): connection ended: %s", conn.link, conn.peer, e)
+                state.last_error = "%s: %s" % (conn.peer, e.reason)
+            if isinstance(e, StreamClosed):
+                log.info("link %s (%s): connection ended: %s", conn.link, conn.peer, e.reason)
+            else:
+                log.warning("link %s (%s): %s", conn.link, conn.peer, e.reason)
         except Exception:
             log.exception("link %s (%s): failed", conn.link, conn.peer)
         finally:
             conn.close()
             sender.cancel()
+            keepalive.cancel()
             state = self._links.get(conn.link)
             if state is not None and state.conn is conn:
                 state.conn = None
@@ -772,20 +716,46 @@ class LinkManager:
                     await conn.kick.wait()
                     continue
                 for seq, mtype, body in rows:
-                    _send(conn.writer, m.Message(LINK_MSG, {"seq": seq, "msg_type": mtype, "body": body}))
+                    conn.send(m.Message(LINK_MSG, {"seq": seq, "msg_type": mtype, "body": body}))
                 conn.sent_upto = rows[-1][0]
-                await conn.writer.drain()
+                await conn.stream.drain()
         except asyncio.CancelledError:
             pass
-        except (OSError, ConnectionError) as e:
-            conn.close("send failed: %s" % e)
+        except StreamError as e:
+            conn.close("send failed: %s" % e.reason)
         except Exception:
             log.exception("link %s (%s): sender failed", conn.link, conn.peer)
             conn.close()
 
+    async def _keepalive(self, conn):
+        """Send the latest Ack whenever nothing was sent for `keepalive` seconds."""
+        try:
+            while not conn.closing:
+                wait = conn.last_sent + self.keepalive - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                with self.store.read() as db:
+                    seq = outbox.last_in(db, conn.link)
+                conn.send(m.Message(ACK, {"seq": seq}))
+        except asyncio.CancelledError:
+            pass
+        except StreamError:
+            conn.close()
+        except Exception:
+            log.exception("link %s (%s): keepalive failed", conn.link, conn.peer)
+            conn.close()
+
     async def _receive(self, conn):
+        idle = IDLE_FACTOR * self.keepalive
         while not conn.closing:
-            batch = await conn.frames.batch()
+            try:
+                first = await conn.stream.recv(timeout=idle)
+            except StreamError as e:
+                if e.code == "timeout":
+                    raise LinkError("no frame from the peer within %.3g s: dropping the link" % idle, ERR_TIMEOUT) from None
+                raise
+            batch, stream_error = await recv_ready(conn.stream, first)
             link_msgs = []
             acked = None
             error = None
@@ -811,19 +781,26 @@ class LinkManager:
                         break
             if conn.closing:
                 return
+            if acked is not None and acked <= conn.peer_acked and not link_msgs:
+                acked = None  # a keepalive repeating an Ack already applied: no transaction
             ack = None
             if link_msgs or acked is not None:
                 ack, apply_error = self._apply(conn, link_msgs, acked)
                 error = apply_error or error
+                if acked is not None and apply_error is None:
+                    conn.peer_acked = max(conn.peer_acked, acked)
+            if stream_error is not None:
+                raise stream_error  # the stream is gone: the peer resends what is not acknowledged
             if ack is not None and not conn.closing:
                 # No drain() here: if both ends waited for their peer to read while not
                 # reading themselves, bulk traffic both ways would deadlock. The buffer check
                 # bounds what a peer that does not read can make us hold.
-                _send(conn.writer, m.Message(ACK, {"seq": ack}))
+                conn.send(m.Message(ACK, {"seq": ack}))
             if error is not None:
                 raise error
-            if _write_buffered(conn.writer) > MAX_WRITE_BUFFER:
-                raise LinkError("peer does not read what we send (%d bytes waiting)" % _write_buffered(conn.writer))
+            if conn.stream.buffered() > MAX_WRITE_BUFFER:
+                raise LinkError("peer does not read what we send (%d bytes waiting)" % conn.stream.buffered())
+
 
     def _apply(self, conn, link_msgs, acked):
         """Consume the LinkMsgs of one read, in order, and the highest Ack, in ONE store
@@ -927,4 +904,4 @@ class LinkManager:
         if conn.bad_messages > MAX_BAD_MESSAGES:
             raise LinkError("too many rejected messages (%d)" % conn.bad_messages)
         code = ERR_BAD_MESSAGE if m.name_of(fr.type) is None else ERR_PROTOCOL
-        _send(conn.writer, error_message(code, reason, fr.type))
+        conn.send(error_message(code, reason, fr.type))
