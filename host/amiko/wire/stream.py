@@ -17,7 +17,9 @@ aborted; a recv() timeout keeps it usable (a half-read message is finished by th
 recv()). One task reads a Stream at a time; send() never awaits.
 
 `recv_plaintext()` / `send_plaintext()` carry raw BOLT 8 plaintexts (for a peer whose
-messages are not amiko frames, e.g. the interop tests with pyln-proto).
+messages are not amiko frames, e.g. the interop tests with pyln-proto);
+`decode_plaintext()` is the check recv() applies to one. `recv(timeout=0)` returns a frame
+already received and raises "timeout" at once otherwise.
 
 `connect_blocking()` is the same initiator on a plain blocking socket for tools that are not
 asyncio (BlockingStream).
