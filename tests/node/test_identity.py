@@ -151,3 +151,80 @@ def test_secret_out_of_range():
     for bad in (0, ORDER, -1, "1"):
         with pytest.raises(IdentityError):
             Identity(bad)
+
+
+# Cross-checks: libsecp256k1 (coincurve, what Identity runs on) against the independent
+# pure-Python `ecdsa` package, on random keys and data.
+
+import hashlib
+
+import ecdsa
+from ecdsa.util import sigdecode_string, sigencode_string, sigencode_string_canonize
+
+SECRETS = st.integers(min_value=1, max_value=ORDER - 1)
+
+
+def _ecdsa_key(secret):
+    return ecdsa.SigningKey.from_secret_exponent(secret, curve=ecdsa.SECP256k1, hashfunc=hashlib.sha256)
+
+
+@settings(max_examples=60, deadline=None)
+@given(secret=SECRETS, data=st.binary(max_size=200))
+def test_sign_matches_ecdsa(secret, data):
+    ident, ref = Identity(secret), _ecdsa_key(secret)
+    assert ident.pubkey == ref.get_verifying_key().to_string("compressed")
+    sig = ident.sign(data)
+    assert sig == ref.sign_deterministic(data, hashfunc=hashlib.sha256, sigencode=sigencode_string_canonize)
+    assert ref.get_verifying_key().verify(sig, data, hashfunc=hashlib.sha256, sigdecode=sigdecode_string)
+
+
+@settings(max_examples=60, deadline=None)
+@given(secret=SECRETS, data=st.binary(max_size=200), k=st.integers(min_value=1, max_value=ORDER - 1))
+def test_verify_matches_ecdsa_and_refuses_high_s(secret, data, k):
+    ident, ref = Identity(secret), _ecdsa_key(secret)
+    # A signature with a random nonce k, by the other implementation, not normalised.
+    raw = ref.sign(data, k=k, hashfunc=hashlib.sha256, sigencode=sigencode_string)
+    r, s = raw[:32], int.from_bytes(raw[32:], "big")
+    low = r + min(s, ORDER - s).to_bytes(32, "big")
+    high = r + max(s, ORDER - s).to_bytes(32, "big")
+    vk = ref.get_verifying_key()
+    assert vk.verify(high, data, hashfunc=hashlib.sha256, sigdecode=sigdecode_string)  # valid ECDSA ...
+    assert not verify(ident.pubkey, data, high)  # ... but malleable: refused
+    assert verify(ident.pubkey, data, low)
+    assert not verify(ident.pubkey, data + b"x", low)
+    assert not verify(Identity(1 if secret != 1 else 2).pubkey, data, low)
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=SECRETS, b=SECRETS)
+def test_ecdh_matches_ecdsa(a, b):
+    ia, ib = Identity(a), Identity(b)
+    ref = ecdsa.ECDH(curve=ecdsa.SECP256k1, private_key=_ecdsa_key(a),
+                     public_key=_ecdsa_key(b).get_verifying_key())
+    x = ref.generate_sharedsecret_bytes()
+    assert ia.ecdh(ib.pubkey) == ib.ecdh(ia.pubkey) == hashlib.sha256(x).digest()
+    point = (_ecdsa_key(b).get_verifying_key().pubkey.point * a)
+    compressed = bytes([2 + (point.y() & 1)]) + x
+    assert ia.ecdh_compressed(ib.pubkey) == ib.ecdh_compressed(ia.pubkey) == hashlib.sha256(compressed).digest()
+
+
+@settings(max_examples=100, deadline=None)
+@given(prefix=st.sampled_from([2, 3, 4, 0]), x=st.binary(min_size=32, max_size=32))
+def test_valid_pubkey_matches_ecdsa(prefix, x):
+    key = bytes([prefix]) + x
+    try:
+        ecdsa.VerifyingKey.from_string(key, curve=ecdsa.SECP256k1)
+        ref_ok = prefix in (2, 3)
+    except Exception:
+        ref_ok = False
+    assert identity.valid_pubkey(key) is ref_ok
+    if not ref_ok:
+        with pytest.raises(ValueError):
+            Identity(5).ecdh(key)
+
+
+def test_ecdh_is_sha256_of_x_as_before():
+    # 2G's x coordinate: the value provisioning has always hashed (kept bit-identical).
+    x_2g = bytes.fromhex("c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5")
+    assert Identity(1).ecdh(Identity(2).pubkey) == hashlib.sha256(x_2g).digest()
+    assert Identity(1).ecdh_compressed(Identity(2).pubkey) == hashlib.sha256(b"\x02" + x_2g).digest()

@@ -171,3 +171,16 @@ def test_out_of_order_calls():
     ini = initiator()
     with pytest.raises(NoiseError):
         ini.read_act_two(h(INI["act_two"]))
+
+
+def test_feed_returns_the_good_messages_before_a_bad_one():
+    enc = Encrypter(h(MSG["sk"]), h(MSG["ck"]))
+    dec = Decrypter(h(MSG["sk"]), h(MSG["ck"]))
+    wire = enc.encrypt(b"a") + enc.encrypt(b"b") + bytes(18)
+    assert dec.feed(wire) == [b"a", b"b"]
+    with pytest.raises(NoiseError) as e:
+        dec.feed(b"")
+    assert e.value.code == "mac"
+    with pytest.raises(NoiseError) as again:
+        dec.feed(b"")
+    assert again.value.code == "state"

@@ -175,3 +175,68 @@ def test_connect_blocking_wrong_key():
     finally:
         t.join(20)
     assert box["result"].code == "auth"
+
+
+def test_recv_timeout_zero_returns_what_is_buffered_only():
+    async def scenario():
+        a, b = new_identity(), new_identity()
+        async with Server(b) as srv:
+            client = await st.connect("127.0.0.1", srv.port, a, b.pubkey)
+            server = await srv.next()
+            for i in range(5):
+                client.send(frame.encode(21, bytes([i])))
+            assert (await server.recv(timeout=5)).body == b"\x00"  # waits for the first
+            await asyncio.sleep(0.1)
+            got = []
+            while True:
+                try:
+                    got.append((await server.recv(timeout=0)).body)
+                except StreamError as e:
+                    assert e.code == "timeout"
+                    break
+            assert got == [b"\x01", b"\x02", b"\x03", b"\x04"]
+            assert not server.is_closing()
+            client.send(frame.encode(21, b"\x05"))
+            assert (await server.recv(timeout=5)).body == b"\x05"
+            client.close()
+            server.close()
+
+    run(scenario())
+
+
+def test_close_flushes_what_was_sent():
+    async def scenario():
+        a, b = new_identity(), new_identity()
+        async with Server(b) as srv:
+            client = await st.connect("127.0.0.1", srv.port, a, b.pubkey)
+            server = await srv.next()
+            for i in range(2000):
+                client.send(frame.encode(21, i.to_bytes(2, "big") * 50))
+            client.close()  # no drain: close itself flushes
+            for i in range(2000):
+                assert (await server.recv(timeout=5)).body == i.to_bytes(2, "big") * 50
+            with pytest.raises(StreamClosed):
+                await server.recv(timeout=5)
+
+    run(scenario())
+
+
+def test_a_peer_that_does_not_read_shows_in_buffered_and_close_aborts_it():
+    async def scenario():
+        a, b = new_identity(), new_identity()
+        async with Server(b) as srv:
+            client = await st.connect("127.0.0.1", srv.port, a, b.pubkey)
+            server = await srv.next()  # never reads
+            big = frame.encode(21, b"x" * 4000)
+            for _ in range(3000):  # ~12 MB: more than the kernel buffers hold
+                client.send(big)
+            await asyncio.sleep(0.2)
+            assert client.buffered() > 1_000_000
+            t0 = asyncio.get_running_loop().time()
+            client.close()
+            await asyncio.wait_for(client.wait_closed(), st.CLOSE_GRACE + 3)
+            assert asyncio.get_running_loop().time() - t0 >= st.CLOSE_GRACE - 0.1
+            assert client.is_closing()
+            server.abort()
+
+    run(scenario())

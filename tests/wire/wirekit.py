@@ -3,7 +3,7 @@
 import asyncio
 
 from amiko.node.identity import Identity
-from amiko.wire import stream as st
+from amiko.wire import noise, stream as st
 
 
 class Server:
@@ -40,3 +40,83 @@ class Server:
 
 def new_identity():
     return Identity.generate()
+
+
+async def _pump(reader, writer):
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+    except (OSError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+class TamperProxy:
+    """A man in the middle on 127.0.0.1: passes the handshake through untouched, then hands
+    every client->server BOLT 8 message (record_size bytes each, the test sends messages of
+    one size) to tamper(records, record) -> bytes to forward now ("records" are the ones
+    seen before). tamper returning None closes both sides, as a cut cable does."""
+
+    def __init__(self, target_port, record_size, tamper):
+        self.target_port = target_port
+        self.record_size = record_size
+        self.tamper = tamper
+        self.port = None
+        self._tasks = set()
+
+    async def _on_connection(self, creader, cwriter):
+        sreader, swriter = await asyncio.open_connection("127.0.0.1", self.target_port)
+        try:
+            swriter.write(await creader.readexactly(noise.ACT_ONE_SIZE))
+            cwriter.write(await sreader.readexactly(noise.ACT_TWO_SIZE))
+            self._tasks.add(asyncio.create_task(_pump(sreader, cwriter)))  # server -> client as is
+            swriter.write(await creader.readexactly(noise.ACT_THREE_SIZE))
+            seen = []
+            while True:
+                record = await creader.readexactly(self.record_size)
+                out = self.tamper(seen, record)
+                seen.append(record)
+                if out is None:
+                    break
+                swriter.write(out)
+                await swriter.drain()
+        except (asyncio.IncompleteReadError, OSError, ConnectionError):
+            pass
+        finally:
+            swriter.close()
+            cwriter.close()
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        for t in self._tasks:
+            t.cancel()
+
+
+async def raw_initiator(port, responder_key, identity=None):
+    """An attacker that speaks BOLT 8 itself on a raw socket: (reader, writer, Encrypter, Decrypter)."""
+    ini = noise.Initiator(identity or Identity.generate(), responder_key)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(ini.act_one())
+    writer.write(ini.read_act_two(await reader.readexactly(noise.ACT_TWO_SIZE)))
+    enc, dec = ini.split()
+    return reader, writer, enc, dec
+
+
+async def sees_closed(reader, timeout=5):
+    """True if the other end closed (EOF or reset) within timeout, with no bytes sent first."""
+    try:
+        async with asyncio.timeout(timeout):
+            data = await reader.read(1)
+    except (ConnectionError, OSError):
+        return True
+    return data == b""

@@ -10,8 +10,13 @@ IdentityError that names the file and says what to do.
   deterministic (RFC 6979) and low-S normalised (s <= n/2, as Bitcoin's BIP 62/146).
 - ecdh(pubkey33) -> 32 bytes: sha256 of the x coordinate of the shared point (ECDH), used to
   provision a wallet through a URL (amiko.node.provisioning).
+- ecdh_compressed(pubkey33) -> 32 bytes: sha256 of the compressed shared point, BOLT 8's
+  ECDH (the transport's handshake, amiko.wire.noise, uses the identity as its static key).
 - verify(pubkey33, data, sig64) -> bool. Accepts only a valid compressed point and a
   64-byte low-S signature with 0 < r, s < n; returns False (never raises) on anything else.
+
+The curve work is libsecp256k1 through coincurve (constant time). tests/node/test_identity.py
+cross-checks it against the pure-Python `ecdsa` package.
 """
 
 import hashlib
@@ -19,15 +24,13 @@ import logging
 import os
 
 import coincurve
-import ecdsa
-from ecdsa.util import sigdecode_string, sigencode_string_canonize
+from coincurve.ecdsa import cdata_to_der, der_to_cdata, deserialize_compact, serialize_compact
 
 from amiko_core.errors import AmikoError
 
 log = logging.getLogger("amiko.identity")
 
-CURVE = ecdsa.SECP256k1
-ORDER = CURVE.order
+ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 PUBKEY_SIZE = 33
 SIGNATURE_SIZE = 64
 _SECRET_HEX = 64
@@ -44,9 +47,9 @@ class Identity:
         if not isinstance(secret, int) or not 0 < secret < ORDER:
             raise IdentityError("identity: secret exponent out of range 1..n-1")
         self.path = path
-        self._key = ecdsa.SigningKey.from_secret_exponent(secret, curve=CURVE, hashfunc=hashlib.sha256)
-        self.pubkey = self._key.get_verifying_key().to_string("compressed")
-        self._cc = coincurve.PrivateKey(secret.to_bytes(32, "big"))
+        self._secret = secret
+        self._key = coincurve.PrivateKey(secret.to_bytes(32, "big"))
+        self.pubkey = self._key.public_key.format(compressed=True)
 
     @classmethod
     def generate(cls):
@@ -61,7 +64,7 @@ class Identity:
         """Generate a key, write it to path (mode 0600, must not exist) and return it."""
         ident = cls.generate()
         ident.path = path
-        text = ("%064x\n" % ident._key.privkey.secret_multiplier).encode("ascii")
+        text = ("%064x\n" % ident._secret).encode("ascii")
         tmp = "%s.tmp.%d" % (path, os.getpid())
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -120,24 +123,24 @@ class Identity:
 
     def sign(self, data):
         """64-byte r || s, deterministic (RFC 6979), low-S, over sha256(data)."""
-        return self._key.sign_deterministic(
-            bytes(data), hashfunc=hashlib.sha256, sigencode=sigencode_string_canonize
-        )
+        # libsecp256k1 signs with RFC 6979 nonces and always returns the low-S form.
+        der = self._key.sign(bytes(data), hasher=_sha256)
+        return serialize_compact(der_to_cdata(der))
 
     def verify(self, data, sig):
         return verify(self.pubkey, data, sig)
 
     def ecdh(self, pubkey):
         """sha256 of the x coordinate of secret * pubkey (33-byte compressed; ValueError if not a point)."""
-        vk = _verifying_key(pubkey)
-        if vk is None:
+        point = _public_key(pubkey)
+        if point is None:
             raise ValueError("not a compressed secp256k1 public key")
-        e = ecdsa.ECDH(curve=CURVE, private_key=self._key, public_key=vk)
-        return hashlib.sha256(e.generate_sharedsecret_bytes()).digest()
+        shared = point.multiply(self._key.secret)
+        return hashlib.sha256(shared.format(compressed=True)[1:]).digest()
 
     def ecdh_compressed(self, pubkey):
         """BOLT 8's ECDH: sha256 of the compressed point secret * pubkey (the transport's)."""
-        return self._cc.ecdh(bytes(pubkey))
+        return self._key.ecdh(bytes(pubkey))
 
     def __repr__(self):
         return "Identity(%s)" % self.pubkey.hex()
@@ -158,15 +161,19 @@ def _fsync_dir(path):
 
 def valid_pubkey(pubkey):
     """True if pubkey is a 33-byte compressed encoding of a point on secp256k1."""
-    return _verifying_key(pubkey) is not None
+    return _public_key(pubkey) is not None
 
 
-def _verifying_key(pubkey):
+def _sha256(data):
+    return hashlib.sha256(data).digest()
+
+
+def _public_key(pubkey):
     if not isinstance(pubkey, (bytes, bytearray)) or len(pubkey) != PUBKEY_SIZE or pubkey[0] not in (2, 3):
         return None
     try:
-        return ecdsa.VerifyingKey.from_string(bytes(pubkey), curve=CURVE, hashfunc=hashlib.sha256)
-    except Exception:  # MalformedPointError, and anything else garbage may provoke
+        return coincurve.PublicKey(bytes(pubkey))
+    except Exception:  # ValueError for a point off the curve, and anything else garbage may provoke
         return None
 
 
@@ -181,9 +188,11 @@ def verify(pubkey, data, sig):
         s = int.from_bytes(sig[32:], "big")
         if not (0 < r < ORDER and 0 < s <= ORDER // 2):
             return False
-        vk = _verifying_key(pubkey)
-        if vk is None:
+        point = _public_key(pubkey)
+        if point is None:
             return False
-        return bool(vk.verify(bytes(sig), bytes(data), hashfunc=hashlib.sha256, sigdecode=sigdecode_string))
-    except Exception:  # BadSignatureError and any other failure on hostile input
+        # libsecp256k1 refuses a high-S signature by itself; the range check above says so too.
+        der = cdata_to_der(deserialize_compact(bytes(sig)))
+        return bool(point.verify(der, bytes(data), hasher=_sha256))
+    except Exception:  # any failure on hostile input
         return False

@@ -302,6 +302,7 @@ class Decrypter:
         self._want = None  # body length once a header was decrypted
         self._buf = bytearray()
         self._failed = False
+        self._deferred = None  # a NoiseError found after good messages, raised by the next feed()
 
     def _check(self):
         if self._failed:
@@ -350,7 +351,12 @@ class Decrypter:
         return len(self._buf)
 
     def feed(self, data):
-        """Consume any chunk of the byte stream; return the complete plaintexts in it."""
+        """Consume any chunk of the byte stream; return the complete plaintexts in it.
+        If a message after good ones is bad, the good ones are returned and the next
+        feed() raises the NoiseError."""
+        if self._deferred is not None:
+            err, self._deferred = self._deferred, None
+            raise err
         self._check()
         self._buf += data
         out = []
@@ -360,7 +366,13 @@ class Decrypter:
                 return out
             chunk = bytes(self._buf[:need])
             del self._buf[:need]
-            if self._want is None:
-                self.decrypt_length(chunk)
-            else:
-                out.append(self.decrypt_body(chunk))
+            try:
+                if self._want is None:
+                    self.decrypt_length(chunk)
+                else:
+                    out.append(self.decrypt_body(chunk))
+            except NoiseError as e:
+                if not out:
+                    raise
+                self._deferred = e
+                return out

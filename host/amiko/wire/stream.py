@@ -4,8 +4,9 @@
 the initiator's) run the handshake of amiko.wire.noise under one deadline and return a
 Stream. The plaintext of each BOLT 8 message is exactly one amiko frame
 (amiko_core.frame), at most `max_frame` bytes: a larger announced length is refused from
-its 18-byte header, before the body is read, so a peer makes us hold at most one
-max_frame-sized message.
+its 18-byte header, before the body is read, so what a peer makes us hold is bounded (one
+message plus one read of READ_SIZE bytes). `recv_batch()` returns the next frame and the
+complete ones already received, for callers that apply a batch in one transaction.
 
 Errors are StreamError(reason, code) with a one-line reason (no key material) and code
 "auth" (handshake failed: wrong key, bad version, bad MAC), "timeout", "mac" (a message
@@ -16,7 +17,9 @@ aborted; a recv() timeout keeps it usable (a half-read message is finished by th
 recv()). One task reads a Stream at a time; send() never awaits.
 
 `recv_plaintext()` / `send_plaintext()` carry raw BOLT 8 plaintexts (for a peer whose
-messages are not amiko frames, e.g. the interop tests with pyln-proto).
+messages are not amiko frames, e.g. the interop tests with pyln-proto);
+`decode_plaintext()` is the check recv() applies to one. `recv(timeout=0)` returns a frame
+already received and raises "timeout" at once otherwise.
 
 `connect_blocking()` is the same initiator on a plain blocking socket for tools that are not
 asyncio (BlockingStream).
@@ -33,6 +36,7 @@ from amiko.wire.noise import NoiseError
 
 HANDSHAKE_TIMEOUT = 10.0
 CLOSE_GRACE = 2.0
+READ_SIZE = 65536
 DEFAULT_MAX_FRAME = frame.DEFAULT_MAX_FRAME
 
 
@@ -95,6 +99,7 @@ class Stream:
         self.remote_key = remote_key
         self.peer = peer
         self.max_frame = max_frame
+        self._buf = bytearray()  # received, not yet decrypted: under one message + READ_SIZE
         self._error = None  # the StreamError that ended the stream, re-raised by recv()
         self._closed = False
 
@@ -106,29 +111,47 @@ class Stream:
         _abort(self._writer)
         raise err
 
-    async def _readexactly(self, n, what):
+    def _take_ready(self):
+        """One plaintext if the buffer holds all of it, else None; a bad one fails the stream."""
+        buf = self._buf
         try:
-            return await self._reader.readexactly(n)
-        except asyncio.IncompleteReadError as e:
-            if not e.partial and what == "length header":
-                self._fail(StreamClosed("%s closed the connection" % self.peer))
-            self._fail(StreamClosed("%s closed the connection in the middle of a message (%d of %d bytes of its %s)"
-                                    % (self.peer, len(e.partial), n, what)))
-        except (OSError, ConnectionError) as e:
-            self._fail(StreamClosed("%s: connection lost: %s" % (self.peer, e.strerror or e)))
-
-    async def _read_plaintext(self):
-        if self._dec.body_size() is None:
-            header = await self._readexactly(noise.HEADER_SIZE, "length header")
-            try:
-                self._dec.decrypt_length(header)
-            except NoiseError as e:
-                self._fail(StreamError("%s: %s" % (self.peer, e.reason), e.code))
-        body = await self._readexactly(self._dec.body_size(), "body")
-        try:
-            return self._dec.decrypt_body(body)
+            if self._dec.body_size() is None:
+                if len(buf) < noise.HEADER_SIZE:
+                    return None
+                self._dec.decrypt_length(bytes(buf[: noise.HEADER_SIZE]))
+                del buf[: noise.HEADER_SIZE]
+            need = self._dec.body_size()
+            if len(buf) < need:
+                return None
+            plain = self._dec.decrypt_body(bytes(buf[:need]))
+            del buf[:need]
+            return plain
         except NoiseError as e:
             self._fail(StreamError("%s: %s" % (self.peer, e.reason), e.code))
+
+    async def _read_more(self):
+        try:
+            data = await self._reader.read(READ_SIZE)
+        except (OSError, ConnectionError) as e:
+            self._fail(StreamClosed("%s: connection lost: %s" % (self.peer, e.strerror or e)))
+        if data:
+            self._buf += data
+            return
+        if not self._buf and self._dec.body_size() is None:
+            self._fail(StreamClosed("%s closed the connection" % self.peer))
+        if self._dec.body_size() is None:
+            got, want, what = len(self._buf), noise.HEADER_SIZE, "length header"
+        else:
+            got, want, what = len(self._buf), self._dec.body_size(), "body"
+        self._fail(StreamClosed("%s closed the connection in the middle of a message (%d of %d bytes of its %s)"
+                                % (self.peer, got, want, what)))
+
+    async def _read_plaintext(self):
+        while True:
+            plain = self._take_ready()
+            if plain is not None:
+                return plain
+            await self._read_more()
 
     async def recv_plaintext(self, timeout=None):
         """The next BOLT 8 plaintext (bytes), whatever it holds."""
@@ -159,6 +182,24 @@ class Stream:
             return messages.from_frame(fr)
         except DecodeError as e:
             self._fail(StreamError("%s: bad message (type %d): %s" % (self.peer, fr.type, e.reason), "frame"))
+
+    async def recv_batch(self, timeout=None, limit=64):
+        """The next frame and every further complete frame already received (up to limit),
+        for a caller that applies a batch at once. If a later one is bad, the good ones are
+        returned first and the next recv() raises the error."""
+        out = [await self.recv(timeout)]
+        while len(out) < limit:
+            try:
+                plain = self._take_ready()
+                if plain is None:
+                    break
+                out.append(decode_plaintext(plain, self.max_frame, self.peer))
+            except StreamError as e:
+                if self._error is None:
+                    self._error = e
+                    self.abort()
+                break
+        return out
 
     # sending
 
