@@ -345,8 +345,6 @@ class Node:
             stored_url = str(without_invite(url))  # the invitation is used from memory only, never stored
             if url.host == self.config.host and url.port == self.config.port:
                 raise ControlError("invalid", "link URL %r points at this node itself: use the other node's URL" % remote_url)
-        if remote_key is not None and remote_key == self.identity.pubkey:
-            raise ControlError("invalid", "that key is this node's own key: use the other node's")
         invite = None
 
         def record(db):
