@@ -28,6 +28,7 @@ node that stopped answering) until unblock(a, b). auto_lock=False keeps the paye
 locking when both halves are routed (call Sim.lock_now(p) yourself).
 """
 
+import hashlib
 import random
 
 from amiko_core import messages as m
@@ -35,7 +36,13 @@ from amiko_core.errors import AmikoError
 
 from amiko.node import outbox
 from amiko.node.engine import Engine
+from amiko.node.identity import ORDER, Identity
 from amiko.node.store import Store
+
+
+def node_identity(name):
+    """A node's identity key, fixed by its name (a restarted node keeps it)."""
+    return Identity(int.from_bytes(hashlib.sha256(b"amiko sim node " + name.encode()).digest(), "big") % (ORDER - 1) + 1)
 
 ERR_REJECTED = 3
 
@@ -47,9 +54,17 @@ class SimNode:
         self.path = path
         self.config = config
         self.store = Store(str(path), synchronous=sim.synchronous)
-        self.engine = Engine(self.store, dict(config, name=name), clock=sim.clock)
+        self.identity = node_identity(name)
+        engine_config = dict(config, name=name, external_meeting_points=())
+        self.engine = Engine(self.store, engine_config, self.identity, clock=sim.clock)
+        self.bind_external()
         self.events = []
         self.engine.subscribe(lambda ev: sim._on_event(self, ev))
+
+    def bind_external(self):
+        """external_meeting_points given by NAME: those held by a node of the sim, as NAME@KEY."""
+        ids = [self.sim.mp(x, missing_ok=True) for x in self.config.get("external_meeting_points", ())]
+        self.engine.cfg.external_meeting_points = tuple(x for x in ids if x is not None)
 
     def tx(self):
         self.sim._dirty.add(self.name)  # its outboxes or inbox positions may change
@@ -160,12 +175,26 @@ class Sim:
     # ---- building ----
 
     def node(self, name, meeting_points=(), **config):
+        """A node that is the meeting points named (NAME, becoming NAME@<its key>); external
+        meeting points may be given by NAME alone if a node created before is that meeting point."""
         cfg = dict(self.config)
         cfg.update(config)
         cfg["meeting_points"] = list(meeting_points)
         n = SimNode(self, name, self.dir / ("%s.db" % name), cfg)
         self.nodes[name] = n
+        for other in self.nodes.values():
+            other.bind_external()  # a meeting point named before its node existed
         return n
+
+    def mp(self, name, missing_ok=False):
+        """The id NAME@KEY of the meeting point NAME of a node of this sim (a full id as it is)."""
+        if "@" in name:
+            return name
+        found = [mp for n in self.nodes.values() for mp in n.engine.cfg.meeting_points if mp.rpartition("@")[0] == name]
+        if not found and missing_ok:
+            return None
+        assert len(found) == 1, "meeting point %s is held by %d nodes of this sim" % (name, len(found))
+        return found[0]
 
     def link(self, a, b):
         for x, y in ((a, b), (b, a)):
@@ -285,7 +314,7 @@ class Sim:
         """Request at payee, confirm at payer; both halves start routing (as scheduled actions)."""
         with payee.tx() as db:
             req = payee.engine.create_request(db, amount, "order %d" % len(self.payments))
-        mp = meeting_point or req["meeting_points"][0]
+        mp = self.mp(meeting_point) if meeting_point else req["meeting_points"][0]
         p = Payment(payer, payee, amount, req, mp)
         self.payments[p.txid] = p
         with payer.tx() as db:

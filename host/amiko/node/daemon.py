@@ -374,10 +374,10 @@ class Node:
 
     def rpc_meetingpoint(self, params, conn):
         mp = _text(params, "id")
-        problem = id_problem(mp, ":")
-        if problem:
-            raise ControlError("invalid", "meeting point %r %s" % (mp, problem))
-        self.transact(self.engine.add_meeting_point, mp)
+        try:
+            mp = self.transact(self.engine.add_meeting_point, mp)  # NAME -> NAME@<own key>
+        except AmikoError as e:
+            raise ControlError("invalid", e.reason) from None
         with self.store.read() as db:
             own = self.engine.meeting_points(db)
         return {"meeting_point": mp, "meeting_points": own}
