@@ -25,7 +25,10 @@ Time is a fake clock (Sim.time, seconds; every step adds 1 ms): Sim.advance(seco
 it on and fires every timer that fell due at every node, each in its own transaction, as
 the daemon's timer loop does. Sim.block(a, b) holds back delivery on the link a -> b (a
 node that stopped answering) until unblock(a, b). auto_lock=False keeps the payer from
-locking when both halves are routed (call Sim.lock_now(p) yourself).
+locking when both halves are routed (call Sim.lock_now(p) yourself). Sim.tamper, if set, is
+fn(sender name, receiver, msg) -> msg, applied to every delivered message (a hostile sender).
+Every node has an identity key fixed by its name (node_identity); meeting points given by
+NAME become NAME@KEY, and Sim.mp(NAME) is that id.
 """
 
 import hashlib
@@ -129,6 +132,7 @@ class Sim:
         self.steps = 0
         self._dirty = set()
         self._cache = {}           # (a, b) -> (next undelivered row, consumed unacked rows)
+        self.tamper = None         # fn(sender name, receiver, msg) -> msg: a hostile sender's rewrite
 
     def clock(self):
         return self.time
@@ -230,6 +234,8 @@ class Sim:
     def receive(self, b, a_name, seq, mtype, body):
         """b consumes message seq of link a_name, exactly as the link layer does."""
         msg = m.decode(mtype, body)
+        if self.tamper is not None:
+            msg = self.tamper(a_name, b, msg)
         try:
             with b.tx() as db:
                 last = outbox.last_in(db, a_name)
