@@ -30,7 +30,7 @@ import time
 from amiko_core import messages as m
 from amiko_core import walletlink as wl
 from amiko_core.errors import AmikoError, DecodeError, URLError
-from amiko_core.url import LINK, AmikoURL, format_pay, id_problem, parse_link
+from amiko_core.url import LINK, AmikoURL, format_pay, parse_link
 
 from amiko.node import control as controls
 from amiko.node import paylink_tcp, provisioning
