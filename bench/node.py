@@ -170,9 +170,10 @@ class Chain:
         self.hops = hops
         self.names, self.mp = chain_names(hops)
         self.nodes = []
-        for name in self.names:
+        for name in self.names:  # the meeting point's node before the payee, which names it NAME@KEY
+            mp_ids = [n.meeting_points[0] for n in self.nodes if n.name == self.mp]
             self.nodes.append(BenchNode(directory, name, meeting_points=[MEETING_POINT] if name == self.mp else [],
-                                        external=[MEETING_POINT] if name == "payee" and self.mp != "payee" else []))
+                                        external=mp_ids if name == "payee" and self.mp != "payee" else []))
         self.payer, self.payee = self.nodes[0], self.nodes[-1]
         self.profile = profile
 

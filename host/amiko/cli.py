@@ -126,10 +126,11 @@ def _uint(text):
 def _init_args(p):
     p.add_argument("--listen", required=True, metavar="HOST:PORT", help="address of the node's TCP port (links and payment links)")
     p.add_argument("--name", help="node name (default: the home directory's name)")
-    p.add_argument("--meeting-point", dest="meeting_points", action="append", default=[], metavar="ID",
-                   help="a meeting point this node is (repeatable)")
+    p.add_argument("--meeting-point", dest="meeting_points", action="append", default=[], metavar="NAME",
+                   help="a meeting point this node is, named NAME@KEY by this node's key (repeatable)")
     p.add_argument("--external-meeting-point", dest="external_meeting_points", action="append", default=[],
-                   metavar="ID", help="a meeting point elsewhere that this node offers to payers (repeatable)")
+                   metavar="NAME@KEY", help="a meeting point elsewhere (KEY: its node's key) that this node "
+                   "offers to payers (repeatable)")
     p.add_argument("--route-timeout", type=_seconds, metavar="S", help="seconds (default 10)")
     p.add_argument("--lock-timeout", type=_seconds, metavar="S", help="seconds (default 10)")
     p.add_argument("--timeout-increment", type=_seconds, metavar="S", help="seconds per hop (default 5)")
@@ -147,8 +148,9 @@ def _init_run(args, out):
 
     daemon.create_database(home)
     info = dict(config.as_dict(), home=home.path, key=identity.pubkey.hex())
-    out.result(info, "created node home %s: node %s, listening on %s\nkey %s\nstart it with: amiko node --home %s"
-               % (home.path, config.name, config.listen, info["key"], home.path))
+    mps = "".join("\nmeeting point %s" % mp for mp in config.meeting_points)
+    out.result(info, "created node home %s: node %s, listening on %s\nkey %s%s\nstart it with: amiko node --home %s"
+               % (home.path, config.name, config.listen, info["key"], mps, home.path))
     return EXIT_OK
 
 
@@ -239,7 +241,8 @@ def _withdraw_run(args, out):
 
 
 def _meetingpoint_args(p):
-    p.add_argument("id", metavar="ID", help="meeting point id this node becomes")
+    p.add_argument("id", metavar="NAME", help="meeting point this node becomes: NAME@KEY with this node's key "
+                   "(NAME@<another key> is refused)")
 
 
 def _meetingpoint_run(args, out):

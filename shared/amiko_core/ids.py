@@ -2,19 +2,24 @@
 
 An id is 1..MAX_ID (64) characters of ID_CHARS, the RFC 3986 "unreserved" set
 [A-Za-z0-9._~-] that is safe in a URL path segment without percent-encoding, plus
-the characters of `extra` (meeting points allow ":"); "." and ".." (URL
-dot-segments) are not ids. safe_problem is the same character rule with another
+the characters of `extra`; "." and ".." (URL dot-segments) are not ids. A meeting
+point on the wire is an id that also allows ":" and "@" (MP_EXTRA) and is up to
+MAX_MEETING_POINT characters long: NAME@KEY, a name of up to 64 characters and the
+66 hex digits of its node's compressed public key (the node checks that form and the
+key, amiko.node.meetingpoints). safe_problem is the same character rule with another
 length limit and no dot-segment rule (URL query keys and values).
 """
 
 MAX_ID = 64
+MP_EXTRA = ":@"
+MAX_MEETING_POINT = MAX_ID + 1 + 66
 ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-"
 
 
-def id_problem(text, extra=""):
-    """Why text is not an id (1..64 URL-safe characters plus those in extra, not a
-    dot-segment), or None if it is one."""
-    problem = safe_problem(text, extra, MAX_ID)
+def id_problem(text, extra="", max_len=MAX_ID):
+    """Why text is not an id (1..max_len, by default 64, URL-safe characters plus those in
+    extra, not a dot-segment), or None if it is one."""
+    problem = safe_problem(text, extra, max_len)
     if problem is None and (text == "." or text == ".."):
         return "must not be %r (a URL dot-segment)" % text
     return problem

@@ -13,13 +13,14 @@ messages.uint, ...), which is how callers should use them.
   (key, python name, kind, required). Codes 1..255, keys 1..255, names unique, field
   names not "type", "name", "fields" nor starting with "_"; ValueError otherwise.
 - name_of(code): the message name of a type code, or None if the code is unknown.
-- Kinds: AMOUNT, BOOL, uint(max=UINT_MAX), text(max_bytes), ident(extra=""),
+- Kinds: AMOUNT, BOOL, uint(max=UINT_MAX), text(max_bytes), ident(extra="", max_len=None),
   nbytes(n, upto=None), listof(item, max), url(scheme), and the named kinds
   PAYMENT_ID, LINK_NAME, MEETING_POINT, TXID, TOKEN, PUBKEY, SIGNATURE, SIDE, REASON, UINT.
 - url_problem(text, scheme): why text is not an amikolink/amikopay URL of that scheme, or None.
 """
 
 from amiko_core import messages as _m
+from amiko_core.ids import MAX_MEETING_POINT, MP_EXTRA
 
 SCHEMA = _m._SCHEMA
 
@@ -48,9 +49,9 @@ def text(max_bytes):
     return ("text", max_bytes)
 
 
-def ident(extra=""):
-    """An id of URL-safe characters, plus the characters in extra."""
-    return ("id", extra)
+def ident(extra="", max_len=None):
+    """An id of URL-safe characters, plus the characters in extra; 1..max_len (default 64)."""
+    return ("id", extra) if max_len is None else ("id", extra, max_len)
 
 
 def nbytes(n, upto=None):
@@ -68,7 +69,7 @@ def url(scheme):
 
 PAYMENT_ID = ident()
 LINK_NAME = ident()
-MEETING_POINT = ident(":")
+MEETING_POINT = ident(MP_EXTRA, MAX_MEETING_POINT)
 TXID = nbytes(20)
 TOKEN = nbytes(32)
 PUBKEY = nbytes(33)
@@ -151,7 +152,7 @@ for _code, _name, _fields in (
         (6, "deadline", UINT, False))),
     (HAVE_NO_ROUTE, "HaveNoRoute", _TXID_SIDE),
     (CANCEL_ROUTE, "CancelRoute", _TXID_SIDE),
-    (HAVE_ROUTE, "HaveRoute", _TXID_SIDE + ((3, "deadline", UINT, False),)),
+    (HAVE_ROUTE, "HaveRoute", _TXID_SIDE + ((3, "deadline", UINT, False), (4, "signature", SIGNATURE, False))),
     (LOCK, "Lock", _TXID_SIDE + (_AMOUNT3,)),
     (REQUEST_COMMIT, "RequestCommit", _TXID_SIDE + (_TOKEN3,)),
     (SETTLE_COMMIT, "SettleCommit", _TXID_SIDE + (_TOKEN3,)),

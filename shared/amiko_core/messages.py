@@ -39,7 +39,9 @@ Optional fields are left out of the map when absent (null is never a value).
                            6 deadline        uint                         ?
       18 HaveNoRoute       1 txid, 2 side
       19 CancelRoute       1 txid, 2 side
-      20 HaveRoute         1 txid, 2 side, 3 deadline (uint, ?)
+      20 HaveRoute         1 txid, 2 side, 3 deadline (uint, ?),
+                           4 signature (bytes[64], ?: the meeting point's, see
+                           amiko.node.meetingpoints; the node refuses a HaveRoute without it)
       21 Lock              1 txid, 2 side, 3 amount
       22 RequestCommit     1 txid, 2 side, 3 token (bytes[32])
       23 SettleCommit      1 txid, 2 side, 3 token (bytes[32])
@@ -55,7 +57,8 @@ Kinds (a Python bool is never an integer):
 - bool: true or false.
 - text: str of at most max UTF-8 bytes, no control characters except tab and newline.
 - payment id / link name: 1..64 of [A-Za-z0-9._~-], not "." or ".." (ids.id_problem);
-  meeting point: the same plus ":".
+  meeting point: the same plus ":" and "@", 1..131 characters (NAME@KEY: the node checks
+  that KEY is 66 hex digits of a public key, amiko.node.meetingpoints).
 - bytes[n] / bytes[lo..hi]: a byte string of exactly n (or lo..hi) bytes.
 - list: 1..max items of one scalar kind, no duplicates.
 - amikolink URL: text that url.parse_link accepts.
@@ -83,7 +86,7 @@ map is the receipt's body without the signature field (key 7).
 
 from amiko_core import cbor, frame
 from amiko_core.errors import DecodeError, EncodeError
-from amiko_core.ids import id_problem
+from amiko_core.ids import MAX_ID, MAX_MEETING_POINT, MP_EXTRA, id_problem
 
 MAX_AMOUNT = 2100000000000000
 UINT_MAX = 0xFFFFFFFFFFFFFFFF
@@ -106,12 +109,12 @@ COMMIT = 6
 
 # code -> (name, fields); field = (key, python name, kind, required); kind = (kind name,
 # parameters...) as the linkschema helpers make them: ("amount",), ("uint", max),
-# ("bool",), ("text", max bytes), ("id", extra characters), ("bytes", min, max),
+# ("bool",), ("text", max bytes), ("id", extra characters[, max length]), ("bytes", min, max),
 # ("list", item kind, max items), ("url", scheme). Fields are found by a linear scan (at
 # most a handful per message): cheaper in RAM than two dicts per type. The payment-link
 # types are written out here; linkschema adds the node-link types and registered ones.
 _ID = (1, "id", ("id", ""), True)
-_MP = ("id", ":")
+_MP = ("id", MP_EXTRA, MAX_MEETING_POINT)
 _TXID = ("bytes", 20, 20)
 _SCHEMA = {
     PAY: ("Pay", (_ID,)),
@@ -190,7 +193,7 @@ def _problem(kind, v):
     if k == "text":
         return _text_problem(v, kind[1])
     if k == "id":
-        return id_problem(v, kind[1])
+        return id_problem(v, kind[1], kind[2] if len(kind) > 2 else MAX_ID)
     if k == "bytes":
         if type(v) is not bytes:
             return "must be bytes, got %s" % type(v).__name__

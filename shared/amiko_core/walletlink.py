@@ -82,7 +82,7 @@ verify(key, msg) compares in constant time and never raises for a well-formed me
 from amiko_core import cbor
 from amiko_core import messages as m
 from amiko_core.errors import DecodeError, EncodeError
-from amiko_core.ids import id_problem
+from amiko_core.ids import MAX_MEETING_POINT, MP_EXTRA, id_problem
 from amiko_core.hashing import hmac_sha256
 from amiko_core.token import constant_time_equal
 
@@ -129,7 +129,7 @@ ACK_TAG = "amikopay walletlink v1 provisioned"
 # amiko_core.linkschema, which a wallet must not load (heap): this module is imported by
 # the wallet. tests/core/test_walletlink.py checks this table against linkschema's rules.
 _WALLET = ("id", "")
-_MP = ("id", ":")
+_MP = ("id", MP_EXTRA, MAX_MEETING_POINT)
 _TXID = ("bytes", 20, 20)
 _B32 = ("bytes", 32, 32)
 _UINT = ("uint", 0xFFFFFFFFFFFFFFFF)

@@ -36,6 +36,7 @@ is counted in result["violations"] with a description):
 - no node process died other than the ones the storm killed.
 """
 
+import os
 import random
 import signal
 import sqlite3
@@ -93,17 +94,27 @@ def wait_ready(node, timeout=30):
 
 
 def init_nodes(net, names, mps):
-    """`amiko init` of every node in parallel processes; returns Nodes (not started)."""
+    """`amiko init` of every node in parallel processes; returns Nodes (not started).
+
+    A meeting point is NAME@KEY of its node: the meeting points' nodes get their key first
+    (init keeps a key it finds), so that every node can name the others' in the same round."""
+    from amiko.node.identity import Identity
     from harness import Node, free_port
 
+    ids = {}
+    for name in mps:
+        os.makedirs(net.dir / name, mode=0o700)
+        key = Identity.create(str(net.dir / name / "node.key")).pubkey.hex()
+        ids[name] = ["%s@%s" % (mp, key) for mp in mps[name]]
     nodes, procs = [], []
     for name in names:
         n = Node(net, name, net.dir / name, free_port())
+        n.meeting_points = ids.get(name, [])
         net.nodes[name] = n
         args = ["init", "--home", str(n.home), "--json", "--listen", "127.0.0.1:%d" % n.port, "--name", name]
         for mp in mps.get(name, []):
             args += ["--meeting-point", mp]
-        for mp in sorted(set(sum(mps.values(), [])) - set(mps.get(name, []))):
+        for mp in sorted(set(sum(ids.values(), [])) - set(ids.get(name, []))):
             args += ["--external-meeting-point", mp]
         procs.append(subprocess.Popen(amiko_argv() + args + TIMEOUTS, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       env=amiko_env()))

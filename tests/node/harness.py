@@ -8,8 +8,10 @@
   says what was awaited and the last value seen.
 - Teardown always stops (SIGTERM, then SIGKILL) every child process.
 
-Use the `net` fixture: `net.node("a", meeting_point="mp-a")`, `net.connect(a, b)`,
-`a.cli("deposit", "b", "1000")`, `net.pay(payer, payee, 10)`.
+Use the `net` fixture: `net.node("a", meeting_points=["mp-a"])`, `net.connect(a, b)`,
+`a.cli("deposit", "b", "1000")`, `net.pay(payer, payee, 10)`. A meeting point is named
+NAME@KEY by its node's key (`amiko init --meeting-point NAME` makes it so): `net.mp("mp-a")`
+is its full id, and `external=["mp-a"]` names one of a node created before.
 """
 
 import json
@@ -140,6 +142,7 @@ class Node:
         r = run_amiko(args[:1] + ["--home", self.home, "--json"] + args[1:] + list(extra))
         assert r.returncode == 0, r
         self.key = r.json["key"]
+        self.meeting_points = r.json["meeting_points"]
         return r.json
 
     def start(self, wait=True, env=None):
@@ -236,11 +239,22 @@ class Net:
     def node(self, name, meeting_points=(), external=(), start=True, extra=()):
         home = self.dir / name
         n = Node(self, name, home, free_port())
+        external = [self.mp(x) for x in external]
         self.nodes[name] = n
         n.init(meeting_points, external, extra)
         if start:
             n.start()
         return n
+
+    def mp(self, name):
+        """The id NAME@KEY of the meeting point NAME of a node of this net (a full id as it is)."""
+        if "@" in name:
+            return name
+        found = [mp for n in self.nodes.values() for mp in getattr(n, "meeting_points", ())
+                 if mp.rpartition("@")[0] == name]
+        assert len(found) == 1, "meeting point %s is held by %d nodes of this net (create its node first)" % (
+            name, len(found))
+        return found[0]
 
     def wait(self, condition, timeout=30, what="condition"):
         """Poll condition() until it returns a true value (returned); fail after timeout seconds."""

@@ -25,9 +25,13 @@ Time is a fake clock (Sim.time, seconds; every step adds 1 ms): Sim.advance(seco
 it on and fires every timer that fell due at every node, each in its own transaction, as
 the daemon's timer loop does. Sim.block(a, b) holds back delivery on the link a -> b (a
 node that stopped answering) until unblock(a, b). auto_lock=False keeps the payer from
-locking when both halves are routed (call Sim.lock_now(p) yourself).
+locking when both halves are routed (call Sim.lock_now(p) yourself). Sim.tamper, if set, is
+fn(sender name, receiver, msg) -> msg, applied to every delivered message (a hostile sender).
+Every node has an identity key fixed by its name (node_identity); meeting points given by
+NAME become NAME@KEY, and Sim.mp(NAME) is that id.
 """
 
+import hashlib
 import random
 
 from amiko_core import messages as m
@@ -35,7 +39,13 @@ from amiko_core.errors import AmikoError
 
 from amiko.node import outbox
 from amiko.node.engine import Engine
+from amiko.node.identity import ORDER, Identity
 from amiko.node.store import Store
+
+
+def node_identity(name):
+    """A node's identity key, fixed by its name (a restarted node keeps it)."""
+    return Identity(int.from_bytes(hashlib.sha256(b"amiko sim node " + name.encode()).digest(), "big") % (ORDER - 1) + 1)
 
 ERR_REJECTED = 3
 
@@ -47,9 +57,17 @@ class SimNode:
         self.path = path
         self.config = config
         self.store = Store(str(path), synchronous=sim.synchronous)
-        self.engine = Engine(self.store, dict(config, name=name), clock=sim.clock)
+        self.identity = node_identity(name)
+        engine_config = dict(config, name=name, external_meeting_points=())
+        self.engine = Engine(self.store, engine_config, self.identity, clock=sim.clock)
+        self.bind_external()
         self.events = []
         self.engine.subscribe(lambda ev: sim._on_event(self, ev))
+
+    def bind_external(self):
+        """external_meeting_points given by NAME: those held by a node of the sim, as NAME@KEY."""
+        ids = [self.sim.mp(x, missing_ok=True) for x in self.config.get("external_meeting_points", ())]
+        self.engine.cfg.external_meeting_points = tuple(x for x in ids if x is not None)
 
     def tx(self):
         self.sim._dirty.add(self.name)  # its outboxes or inbox positions may change
@@ -114,6 +132,7 @@ class Sim:
         self.steps = 0
         self._dirty = set()
         self._cache = {}           # (a, b) -> (next undelivered row, consumed unacked rows)
+        self.tamper = None         # fn(sender name, receiver, msg) -> msg: a hostile sender's rewrite
 
     def clock(self):
         return self.time
@@ -160,12 +179,26 @@ class Sim:
     # ---- building ----
 
     def node(self, name, meeting_points=(), **config):
+        """A node that is the meeting points named (NAME, becoming NAME@<its key>); external
+        meeting points may be given by NAME alone if a node created before is that meeting point."""
         cfg = dict(self.config)
         cfg.update(config)
         cfg["meeting_points"] = list(meeting_points)
         n = SimNode(self, name, self.dir / ("%s.db" % name), cfg)
         self.nodes[name] = n
+        for other in self.nodes.values():
+            other.bind_external()  # a meeting point named before its node existed
         return n
+
+    def mp(self, name, missing_ok=False):
+        """The id NAME@KEY of the meeting point NAME of a node of this sim (a full id as it is)."""
+        if "@" in name:
+            return name
+        found = [mp for n in self.nodes.values() for mp in n.engine.cfg.meeting_points if mp.rpartition("@")[0] == name]
+        if not found and missing_ok:
+            return None
+        assert len(found) == 1, "meeting point %s is held by %d nodes of this sim" % (name, len(found))
+        return found[0]
 
     def link(self, a, b):
         for x, y in ((a, b), (b, a)):
@@ -201,6 +234,8 @@ class Sim:
     def receive(self, b, a_name, seq, mtype, body):
         """b consumes message seq of link a_name, exactly as the link layer does."""
         msg = m.decode(mtype, body)
+        if self.tamper is not None:
+            msg = self.tamper(a_name, b, msg)
         try:
             with b.tx() as db:
                 last = outbox.last_in(db, a_name)
@@ -285,7 +320,7 @@ class Sim:
         """Request at payee, confirm at payer; both halves start routing (as scheduled actions)."""
         with payee.tx() as db:
             req = payee.engine.create_request(db, amount, "order %d" % len(self.payments))
-        mp = meeting_point or req["meeting_points"][0]
+        mp = self.mp(meeting_point) if meeting_point else req["meeting_points"][0]
         p = Payment(payer, payee, amount, req, mp)
         self.payments[p.txid] = p
         with payer.tx() as db:

@@ -22,17 +22,19 @@ def one_line_error(r, *needles):
 def test_init_writes_config_key_and_database(tmp_path):
     home = tmp_path / "alice"
     port = free_port()
+    mp_x, mp_y = "mp-x@02" + "11" * 32, "mp-y@03" + "22" * 32  # meeting points of other nodes
     r = run_amiko(["init", "--home", home, "--listen", "127.0.0.1:%d" % port, "--name", "alice",
-                   "--meeting-point", "mp-a", "--external-meeting-point", "mp-x", "--external-meeting-point", "mp-y",
+                   "--meeting-point", "mp-a", "--external-meeting-point", mp_x, "--external-meeting-point", mp_y,
                    "--json"])
     assert r.returncode == 0, r
     info = r.json
     assert info["name"] == "alice"
     assert info["listen"] == "127.0.0.1:%d" % port
-    assert info["meeting_points"] == ["mp-a"]
-    assert info["external_meeting_points"] == ["mp-x", "mp-y"]
     assert len(bytes.fromhex(info["key"])) == 33
+    assert info["meeting_points"] == ["mp-a@" + info["key"]]  # named by this node's key
+    assert info["external_meeting_points"] == [mp_x, mp_y]
     config = tomllib.loads((home / "node.toml").read_text())
+    assert config["meeting_points"] == ["mp-a@" + info["key"]]
     assert config["route_timeout"] == 10
     assert config["lock_timeout"] == 10
     assert config["timeout_increment"] == 5
@@ -61,6 +63,22 @@ def test_init_refuses_existing_home_and_bad_listen(tmp_path):
     assert not (tmp_path / "d" / "node.toml").exists()
     one_line_error(run_amiko(["init", "--home", tmp_path / "e", "--listen", "127.0.0.1:5", "--meeting-point", "a b"]),
                    "meeting point")
+    for bad in ("mp-x", "mp-x@02" + "11" * 31, "mp-x@02" + "AB" * 32, "mp-x@04" + "11" * 32):
+        one_line_error(run_amiko(["init", "--home", tmp_path / "f", "--listen", "127.0.0.1:5",
+                                  "--external-meeting-point", bad]), "meeting point")
+    assert not (tmp_path / "f" / "node.toml").exists()
+
+
+def test_init_refuses_a_meeting_point_under_another_nodes_key(tmp_path):
+    """Claiming another node's meeting point (vulnerability 6): NAME@<victim's key> is refused."""
+    victim = run_amiko(["init", "--home", tmp_path / "v", "--listen", "127.0.0.1:%d" % free_port(),
+                        "--meeting-point", "shop-mp", "--json"])
+    assert victim.returncode == 0, victim
+    claimed = victim.json["meeting_points"][0]
+    r = run_amiko(["init", "--home", tmp_path / "t", "--listen", "127.0.0.1:%d" % free_port(),
+                   "--meeting-point", claimed])
+    one_line_error(r, "another node's key", claimed)
+    assert not (tmp_path / "t" / "node.toml").exists()
 
 
 def test_home_defaults_to_AMIKO_HOME(tmp_path):
@@ -135,7 +153,7 @@ def test_node_runs_stops_cleanly_and_refuses_a_second_node(net):
     assert s["node"]["name"] == "a"
     assert s["node"]["listen"] == "127.0.0.1:%d" % a.port
     assert s["node"]["key"] == a.key
-    assert "mp-a" in s["meeting_points"]
+    assert s["meeting_points"] == ["mp-a@" + a.key] == a.meeting_points
     assert s["links"] == [] and s["channels"] == []
     # a second node on the same home: refused, the first keeps running
     r = run_amiko(["node", "--home", a.home], timeout=30)
@@ -147,8 +165,15 @@ def test_node_runs_stops_cleanly_and_refuses_a_second_node(net):
     assert r.returncode == 0 and "mp-a" in r.stdout and "links: none" in r.stdout
     # meeting point added at run time
     r = a.cli("meetingpoint", "mp-a2")
-    assert r["meeting_point"] == "mp-a2"
-    assert "mp-a2" in a.status()["meeting_points"]
+    assert r["meeting_point"] == "mp-a2@" + a.key
+    assert "mp-a2@" + a.key in a.status()["meeting_points"]
+    # with its own key spelled out: the same id; another node's key: refused, nothing added
+    assert a.cli("meetingpoint", "mp-a2@" + a.key)["meeting_point"] == "mp-a2@" + a.key
+    victim = net.node("victim", meeting_points=["shop-mp"], start=False)
+    r = a.run("meetingpoint", victim.meeting_points[0])
+    assert r.returncode != 0 and "another node's key" in (r.stdout + r.stderr), r
+    assert r.json["error"]["code"] == "invalid", r.json
+    assert sorted(a.status()["meeting_points"]) == ["mp-a2@" + a.key, "mp-a@" + a.key]
     # SIGTERM: clean stop, exit 0, socket removed, log written
     assert a.stop() == 0
     assert not (a.home / "control.sock").exists()
@@ -156,7 +181,7 @@ def test_node_runs_stops_cleanly_and_refuses_a_second_node(net):
     assert "listening on 127.0.0.1:%d" % a.port in log and "stopped" in log
     # and it starts again on the same home (the lock was released), keeping its state
     a.start()
-    assert "mp-a2" in a.status()["meeting_points"]
+    assert "mp-a2@" + a.key in a.status()["meeting_points"]
     a.proc.send_signal(signal.SIGINT)
     assert a.proc.wait(20) == 0
 

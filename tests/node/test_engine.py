@@ -67,7 +67,7 @@ def test_payment_exceeding_the_channel_fails_cleanly(sim):
     funded(sim, a, b, 100, 0)
     p = sim.pay(a, b, 101)  # b is the meeting point; a cannot reserve 101
     sim.run()
-    assert p.failed == [("a", 0, "no route to meeting point mp-b on the payer side")]
+    assert p.failed == [("a", 0, "no route to meeting point %s on the payer side" % sim.mp("mp-b"))]
     for node, role in ((a, "payer"), (b, "payee")):  # b cancelled its half when told
         with node.store.read() as db:
             assert node.engine.payment(db, p.txid, role)["state"] == "cancelled"
@@ -189,7 +189,7 @@ def test_no_route_payer_side_releases_everything(sim):
     assert island
     p = sim.pay(nodes["w1"], nodes["w2"], 10, meeting_point="far-mp", start_payee=False)
     sim.run()
-    assert p.failed == [("w1", 0, "no route to meeting point far-mp on the payer side")]
+    assert p.failed == [("w1", 0, "no route to meeting point %s on the payer side" % sim.mp("far-mp"))]
     # every node of the component was visited once and left a tombstone, nothing is held
     visited = [n for n in nodes.values() if route_links(n, p.txid, 0)]
     assert len(visited) == len(nodes)
@@ -208,7 +208,7 @@ def test_no_route_payee_side_then_payer_half_cancelled(sim):
     sim.auto_cancel = False
     p = sim.pay(nodes["w1"], lonely, 10, start_payer=False)
     sim.run()
-    assert p.failed == [("lonely", 1, "no route to meeting point mp on the payee side")]
+    assert p.failed == [("lonely", 1, "no route to meeting point %s on the payee side" % sim.mp("mp"))]
     # the payer started late: its half reaches the meeting point and waits there ...
     sim._start(nodes["w1"], p, 0)
     sim.run()
@@ -420,7 +420,7 @@ def test_withdraw_crossing_a_make_route_closes_after_have_no_route(sim):
     with b.tx() as db:    # ... while b withdraws the channel
         b.engine.withdraw(db, "a", cid)
     sim.run()
-    assert p.failed == [("a", 0, "no route to meeting point mp on the payer side")]
+    assert p.failed == [("a", 0, "no route to meeting point %s on the payer side" % sim.mp("mp"))]
     assert a.query("SELECT state FROM channels") == [("closed",)]
     assert sim.errors == []
     sim.check_quiet()

@@ -7,7 +7,7 @@ from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 from amiko_core.messages import MAX_AMOUNT
 
-from amiko.node import outbox
+from amiko.node import meetingpoints, outbox
 from sim import Sim
 
 WRONG_TOKEN = b"\x99" * 32
@@ -80,6 +80,11 @@ def scene(tmp_path):
     s.sim.close()
 
 
+def mp_signed(s, p, side=0):
+    """The meeting point c's genuine signature for HaveRoute of payment p, side."""
+    return meetingpoints.sign_have_route(s.c.identity, p.txid, side, s.sim.mp("mp"), p.amount)
+
+
 def mk(t, **f):
     return lambda s: m.Message(t, **f)
 
@@ -87,25 +92,25 @@ def mk(t, **f):
 CASES = {
     # link, message builder, reason
     "make_route_unknown_channel": ("a", lambda s: m.Message(
-        m.MAKE_ROUTE, txid=UNKNOWN_TX, side=0, amount=5, meeting_point="mp", channel=12345),
+        m.MAKE_ROUTE, txid=UNKNOWN_TX, side=0, amount=5, meeting_point=s.sim.mp("mp"), channel=12345),
         "which link a does not have"),
     "make_route_more_than_peer_has": ("a", lambda s: m.Message(
-        m.MAKE_ROUTE, txid=UNKNOWN_TX, side=0, amount=5000, meeting_point="mp", channel=s.channel(s.routed)),
+        m.MAKE_ROUTE, txid=UNKNOWN_TX, side=0, amount=5000, meeting_point=s.sim.mp("mp"), channel=s.channel(s.routed)),
         "the peer has only"),
     "payee_make_route_without_deadline": ("c", lambda s: m.Message(
-        m.MAKE_ROUTE, txid=UNKNOWN_TX, side=1, amount=5, meeting_point="mp", channel=s.free_channel("c")),
+        m.MAKE_ROUTE, txid=UNKNOWN_TX, side=1, amount=5, meeting_point=s.sim.mp("mp"), channel=s.free_channel("c")),
         "without a deadline"),
     "make_route_channel_beyond_sqlite": ("a", lambda s: m.Message(
-        m.MAKE_ROUTE, txid=UNKNOWN_TX, side=0, amount=5, meeting_point="mp", channel=2**64 - 1),
+        m.MAKE_ROUTE, txid=UNKNOWN_TX, side=0, amount=5, meeting_point=s.sim.mp("mp"), channel=2**64 - 1),
         "which link a does not have"),
     "make_route_negative_amount": ("a", lambda s: forged(
-        m.MAKE_ROUTE, txid=UNKNOWN_TX, side=0, amount=-5, meeting_point="mp", channel=s.channel(s.routed)),
+        m.MAKE_ROUTE, txid=UNKNOWN_TX, side=0, amount=-5, meeting_point=s.sim.mp("mp"), channel=s.channel(s.routed)),
         "amount"),
     "make_route_bool_side": ("a", lambda s: forged(
-        m.MAKE_ROUTE, txid=UNKNOWN_TX, side=True, amount=5, meeting_point="mp", channel=s.channel(s.routed)),
+        m.MAKE_ROUTE, txid=UNKNOWN_TX, side=True, amount=5, meeting_point=s.sim.mp("mp"), channel=s.channel(s.routed)),
         "side"),
     "make_route_short_txid": ("a", lambda s: forged(
-        m.MAKE_ROUTE, txid=b"\x01", side=0, amount=5, meeting_point="mp", channel=s.channel(s.routed)),
+        m.MAKE_ROUTE, txid=b"\x01", side=0, amount=5, meeting_point=s.sim.mp("mp"), channel=s.channel(s.routed)),
         "txid"),
     "have_no_route_unknown_tx": ("c", mk(m.HAVE_NO_ROUTE, txid=UNKNOWN_TX, side=0), "never routed"),
     "have_no_route_from_upstream": ("a", lambda s: m.Message(m.HAVE_NO_ROUTE, txid=s.routing.txid, side=0),
@@ -115,10 +120,12 @@ CASES = {
     "have_route_unknown_tx": ("c", mk(m.HAVE_ROUTE, txid=UNKNOWN_TX, side=0, deadline=1), "never routed"),
     "have_route_wrong_link": ("a", lambda s: m.Message(
         m.HAVE_ROUTE, txid=s.routing.txid, side=0, deadline=int(s.sim.time) + 20), "was routed to c"),
-    "have_route_without_deadline": ("c", lambda s: m.Message(m.HAVE_ROUTE, txid=s.routing.txid, side=0),
+    "have_route_without_deadline": ("c", lambda s: m.Message(m.HAVE_ROUTE, txid=s.routing.txid, side=0,
+                                                             signature=mp_signed(s, s.routing)),
                                     "without a deadline"),
     "have_route_deadline_too_far": ("c", lambda s: m.Message(
-        m.HAVE_ROUTE, txid=s.routing.txid, side=0, deadline=int(s.sim.time) + 10**9), "beyond this node's policy"),
+        m.HAVE_ROUTE, txid=s.routing.txid, side=0, deadline=int(s.sim.time) + 10**9,
+        signature=mp_signed(s, s.routing)), "beyond this node's policy"),
     "have_route_twice": ("c", lambda s: m.Message(
         m.HAVE_ROUTE, txid=s.routed.txid, side=0, deadline=int(s.sim.time) + 20), "which is routed"),
     "lock_unknown_route": ("a", mk(m.LOCK, txid=UNKNOWN_TX, side=0, amount=5), "does not carry"),
@@ -260,7 +267,7 @@ def test_payee_make_route_with_unacceptable_deadline_gets_have_no_route(scene, d
     with b.tx() as db:
         n = outbox.pending_count(db, "c")
         b.engine.on_link_message(db, "c", m.Message(
-            m.MAKE_ROUTE, txid=UNKNOWN_TX, side=1, amount=5, meeting_point="mp", channel=scene.free_channel("c"),
+            m.MAKE_ROUTE, txid=UNKNOWN_TX, side=1, amount=5, meeting_point=scene.sim.mp("mp"), channel=scene.free_channel("c"),
             deadline=deadline))
         assert outbox.pending_count(db, "c") == n + 1
     assert b.query("SELECT * FROM routes ORDER BY txid, side") == before_routes
@@ -275,7 +282,7 @@ def test_loop_is_refused_with_have_no_route(scene):
     before_routes = b.query("SELECT * FROM routes ORDER BY txid, side")
     with b.tx() as db:
         b.engine.on_link_message(db, "c", m.Message(
-            m.MAKE_ROUTE, txid=scene.routed.txid, side=0, amount=10, meeting_point="mp",
+            m.MAKE_ROUTE, txid=scene.routed.txid, side=0, amount=10, meeting_point=scene.sim.mp("mp"),
             channel=scene.b.query("SELECT id FROM channels WHERE link = 'c' AND local = 0")[0][0]))
     assert b.query("SELECT * FROM routes ORDER BY txid, side") == before_routes
     seq, mtype, body = outbox.unacked(b.store, "c")[-1]

@@ -23,10 +23,11 @@ PAYMENTS = 50
 
 
 def build(net):
-    nodes = []
+    nodes = {2: net.node("n2", meeting_points=["mp-mid"])}  # first: the others name mp-mid@KEY
     for i in range(N):
-        mps = ["mp-mid"] if i == 2 else []
-        nodes.append(net.node("n%d" % i, meeting_points=mps, external=["mp-mid"] if i != 2 else []))
+        if i != 2:
+            nodes[i] = net.node("n%d" % i, external=["mp-mid"])
+    nodes = [nodes[i] for i in range(N)]
     for i, j in EDGES:
         net.connect(nodes[i], nodes[j])
     for i, j in EDGES:

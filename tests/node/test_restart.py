@@ -14,8 +14,8 @@ FUNDING = 100000
 
 
 def build(net):
+    b = net.node("b", meeting_points=["mp-b"])  # first: the others name its meeting point mp-b@KEY
     a = net.node("a", external=["mp-b"])
-    b = net.node("b", meeting_points=["mp-b"])
     c = net.node("c", external=["mp-b"])
     d = net.node("d")
     for x, y in ((a, b), (b, c), (a, d), (d, c)):

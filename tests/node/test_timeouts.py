@@ -70,7 +70,7 @@ def test_route_time_out_when_a_hop_stops_answering(tmp_path):
     assert p.failed == [] and not p.locked
     sim.advance(2.5)
     sim.run()
-    assert ("a", 0, "time-out while routing to meeting point mp (at node a)") in p.failed
+    assert ("a", 0, "time-out while routing to meeting point %s (at node a)" % sim.mp("mp")) in p.failed
     for hop in ("b", "x"):
         sim.unblock(n["m"], n[hop])
     sim.advance(3)  # b, x, m (and the payee side) time out too, whatever they still hold
@@ -85,8 +85,8 @@ def test_route_time_out_on_the_payee_side(tmp_path):
     sim.run()
     sim.advance(2.5)
     sim.run()
-    assert {("a", 0, "time-out while routing to meeting point mp (at node a)"),
-            ("e", 1, "time-out while routing to meeting point mp (at node e)")} & set(p.failed), p.failed
+    assert {("a", 0, "time-out while routing to meeting point %s (at node a)" % sim.mp("mp")),
+            ("e", 1, "time-out while routing to meeting point %s (at node e)" % sim.mp("mp"))} & set(p.failed), p.failed
     sim.unblock(n["m"], n["d"])
     sim.advance(3)
     assert_cancelled_everywhere(sim, p, before, "time-out while routing to meeting point mp")

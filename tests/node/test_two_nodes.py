@@ -37,7 +37,7 @@ def test_two_nodes_link_deposit_pay_withdraw(net):
     # a pays b
     req = b.cli("request", 100, "--receipt", "coffee")
     assert req["url"].startswith("amikopay://127.0.0.1:%d/" % b.port)
-    assert req["meeting_points"] == ["mp-b"] and req["amount"] == 100
+    assert req["meeting_points"] == ["mp-b@" + b.key] and req["amount"] == 100
     assert "token" not in req
     r = a.run("pay", req["url"], "--yes")
     assert r.returncode == 0, r

@@ -8,7 +8,8 @@ DemoNetwork(directory, hops=N) lays out a route of N links between the wallet's 
 the shop node: provider, hop1 .. hop(N-2), mp, shop (N >= 2); with N = 1 the provider links to
 the shop directly and the shop is the meeting point. Channels (IOU, funded by the side that
 pays on them) follow the route: provider -> hop1 -> ... -> mp (payer side) and mp -> shop
-(payee side). The shop offers "mp-demo" as an external meeting point. Every node is its own
+(payee side). The mp node is the meeting point "mp-demo@<its key>" (a meeting point is named
+by its node's key); the shop offers it as an external meeting point. Every node is its own
 `amiko node` process with its home under the demo directory; the bridge is an `amiko bridge`
 process on the shop node (start_bridge(transports), after the wallet is plugged in). All is
 stopped by close() (SIGTERM, then SIGKILL), and gets SIGTERM from the kernel should the demo
@@ -82,6 +83,7 @@ class DemoNode:
                                               meeting_points=list(meeting_points), external_meeting_points=list(external))
         daemon.create_database(home)
         self.key = identity.pubkey.hex()
+        self.meeting_points = list(config.meeting_points)  # NAME@KEY
         self.log_path = os.path.join(directory, name + ".stderr")
         self.proc = None
         self._log = None
@@ -162,9 +164,10 @@ class DemoNetwork:
     def start(self):
         """The nodes, their links and channels (not yet the bridge: start_bridge)."""
         os.makedirs(self.dir, exist_ok=True)
-        for name in self.names:
+        for name in self.names:  # the mp node before the shop, which names its meeting point by its key
             self.nodes[name] = DemoNode(self.dir, name, meeting_points=[MEETING_POINT] if name == self.mp_node else [],
-                                        external=[MEETING_POINT] if name == "shop" and self.mp_node != "shop" else [])
+                                        external=self.nodes["mp"].meeting_points
+                                        if name == "shop" and self.mp_node != "shop" else [])
         for n in self.nodes.values():
             n.start()
         for n in self.nodes.values():
@@ -178,7 +181,8 @@ class DemoNetwork:
                      "channel %s -> %s recorded at %s" % (a, b, b))
         self.note("route of %d hop%s, channels: %s; meeting point %s on %s"
                   % (self.hops, "s" if self.hops > 1 else "",
-                     ", ".join("%s -> %s (%d)" % (a, b, FUNDING) for a, b in self.channels), MEETING_POINT, self.mp_node))
+                     ", ".join("%s -> %s (%d)" % (a, b, FUNDING) for a, b in self.channels),
+                     self.nodes[self.mp_node].meeting_points[0], self.mp_node))
         return self
 
     @staticmethod

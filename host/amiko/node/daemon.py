@@ -35,7 +35,7 @@ import time
 from amiko_core import messages as m
 from amiko_core import walletlink as wl
 from amiko_core.errors import AmikoError, URLError
-from amiko_core.url import LINK, AmikoURL, format_pay, id_problem, parse_link
+from amiko_core.url import LINK, AmikoURL, format_pay, parse_link
 
 from amiko.node import control as controls
 from amiko.node import paylink_tcp, provisioning
@@ -389,10 +389,10 @@ class Node:
 
     def rpc_meetingpoint(self, params, conn):
         mp = _text(params, "id")
-        problem = id_problem(mp, ":")
-        if problem:
-            raise ControlError("invalid", "meeting point %r %s" % (mp, problem))
-        self.transact(self.engine.add_meeting_point, mp)
+        try:
+            mp = self.transact(self.engine.add_meeting_point, mp)  # NAME -> NAME@<own key>
+        except AmikoError as e:
+            raise ControlError("invalid", e.reason) from None
         with self.store.read() as db:
             own = self.engine.meeting_points(db)
         return {"meeting_point": mp, "meeting_points": own}

@@ -29,8 +29,8 @@ import time
 
 from amiko_core import token as tokens
 from amiko_core.errors import AmikoError
-from amiko_core.url import id_problem
 
+from amiko.node import meetingpoints
 from amiko.node import store as _store
 from amiko.node.channels import check_amount
 
@@ -81,10 +81,8 @@ MAX_MEETING_POINTS = 8
 
 
 def check_meeting_point(mp):
-    problem = id_problem(mp, ":")
-    if problem:
-        raise AmikoError("meeting point id %s" % problem)
-    return mp
+    """mp if it is a NAME@KEY meeting point id (amiko.node.meetingpoints), else AmikoError."""
+    return meetingpoints.check(mp)
 
 
 def check_receipt(receipt):

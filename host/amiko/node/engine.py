@@ -6,8 +6,11 @@ and does all its work in it: rows change and the link messages it causes are enq
 Events for the daemon are delivered only after that transaction commits.
 
     Engine(store, node_config, identity=None, clock=time.time)
+        identity (amiko.node.identity.Identity) is required for meeting points: they are
+        named NAME@KEY by its key (amiko.node.meetingpoints) and sign their HaveRoutes.
         node_config: a dict or an object with attributes (missing ones take DEFAULTS):
-        name, meeting_points, external_meeting_points, route_timeout, lock_timeout,
+        name, meeting_points (NAME or NAME@<own key>; another key is refused),
+        external_meeting_points (NAME@KEY of other nodes), route_timeout, lock_timeout,
         timeout_increment, max_pending_per_link, max_outbox_per_link,
         max_channels_per_link, max_deadline_window, auto_release
     subscribe(fn)                   fn(event) after commit; events:
@@ -25,7 +28,7 @@ Events for the daemon are delivered only after that transaction commits.
         the reason; the caller rolls the transaction back, so nothing changed.
     add_link(db, name, remote_url=None, remote_key=None); links(db)
     deposit(db, link, amount) -> channel id; withdraw(db, link, channel_id)
-    add_meeting_point(db, mp_id); meeting_points(db) -> own ids (config + added)
+    add_meeting_point(db, mp_id) -> NAME@KEY; meeting_points(db) -> own ids (config + added)
     create_request(db, amount, receipt) -> dict(payment_id, txid, token, meeting_points,
         amount, receipt)
     start_route(db, txid, side, amount, meeting_point, payment_id=None)
@@ -57,7 +60,7 @@ import time
 from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 
-from amiko.node import channels, endpoints, outbox, routing, settlement, timeouts
+from amiko.node import channels, endpoints, meetingpoints, outbox, routing, settlement, timeouts
 
 log = logging.getLogger("amiko.engine")
 
@@ -87,10 +90,10 @@ class Config:
             else:
                 value = getattr(node_config, key, default)
             setattr(self, key, default if value is None else value)
-        self.meeting_points = tuple(self.meeting_points)
+        self.meeting_points = tuple(self.meeting_points)  # made NAME@KEY by the Engine
         self.external_meeting_points = tuple(self.external_meeting_points)
-        for mp in self.meeting_points + self.external_meeting_points:
-            endpoints.check_meeting_point(mp)
+        for mp in self.external_meeting_points:
+            meetingpoints.check(mp)
         if self.max_deadline_window is None:
             self.max_deadline_window = self.route_timeout + self.lock_timeout + 64 * self.timeout_increment
         if self.tombstone_retention is None:
@@ -106,6 +109,9 @@ class Engine:
         self.store = store
         self.cfg = Config(node_config)
         self.identity = identity
+        if self.cfg.meeting_points and identity is None:
+            raise AmikoError("a meeting point is named by its node's key: the engine needs the node's identity")
+        self.cfg.meeting_points = tuple(meetingpoints.own(mp, identity.pubkey) for mp in self.cfg.meeting_points)
         self.clock = clock
         self._subscribers = []
         self._handlers = {
@@ -232,7 +238,12 @@ class Engine:
     # ---- endpoints ----
 
     def add_meeting_point(self, db, mp_id):
+        """Make this node the meeting point NAME (or NAME@<own key>); returns its id NAME@KEY."""
+        if self.identity is None:
+            raise AmikoError("a meeting point is named by its node's key: the engine needs the node's identity")
+        mp_id = meetingpoints.own(mp_id, self.identity.pubkey)
         endpoints.add_meeting_point(db, mp_id, self.now())
+        return mp_id
 
     def meeting_points(self, db):
         return sorted(self.own_meeting_points(db))

@@ -14,8 +14,11 @@ node.toml (read with tomllib, written by the small writer below; unknown keys ar
     name = "alice"                       # 1..64 of [A-Za-z0-9._~-]; shown in status and logs
     listen = "127.0.0.1:4321"            # HOST:PORT of the one TCP port (links and payment links);
                                          # also the host:port put into this node's URLs
-    meeting_points = ["alice-mp"]        # meeting points this node is (more via `amiko meetingpoint`)
-    external_meeting_points = []         # meeting points elsewhere that this node offers in requests
+    meeting_points = ["alice-mp@02ab..."] # meeting points this node is, NAME@KEY with its own key
+                                         # (amiko init writes them so; a bare NAME means the same);
+                                         # more via `amiko meetingpoint`
+    external_meeting_points = []         # meeting points elsewhere (NAME@KEY of their node) that
+                                         # this node offers in requests
     route_timeout = 10                   # seconds
     lock_timeout = 10                    # seconds
     timeout_increment = 5                # seconds added per hop to commit deadlines
@@ -114,7 +117,7 @@ class NodeConfig:
             raise HomeError("unknown setting %s (known: %s)" % (", ".join(unknown), ", ".join(KEYS)))
         self.name = check_id(name, "node name")
         self.host, self.port = parse_listen(listen)
-        self.meeting_points = self._ids(meeting_points, "meeting_points")
+        self.meeting_points = self._ids(meeting_points, "meeting_points", bare_ok=True)
         self.external_meeting_points = self._ids(external_meeting_points, "external_meeting_points")
         for key, default in DEFAULTS.items():
             value = settings.get(key, default)
@@ -128,12 +131,21 @@ class NodeConfig:
             setattr(self, key, value)
 
     @staticmethod
-    def _ids(values, key):
+    def _ids(values, key, bare_ok=False):
+        """Meeting point ids NAME@KEY (amiko.node.meetingpoints); bare_ok: a NAME alone too (this
+        node's own, the key is added by the engine)."""
+        from amiko.node import meetingpoints
+
         if isinstance(values, str) or not isinstance(values, (list, tuple)):
             raise HomeError("setting %s must be a list of meeting point ids" % key)
         out = []
         for v in values:
-            check_id(v, "meeting point", ":")
+            if bare_ok and isinstance(v, str) and "@" not in v:
+                check_id(v, "meeting point name", ":")
+            else:
+                problem = meetingpoints.problem(v)
+                if problem:
+                    raise HomeError("setting %s: meeting point id %s" % (key, problem))
             if v not in out:
                 out.append(v)
         if len(out) > _MAX_MEETING_POINTS:
@@ -295,6 +307,17 @@ class Home:
             self._lock_fd = None
 
 
+def own_meeting_points(values, pubkey):
+    """values (NAME or NAME@KEY) as this node's meeting point ids NAME@<pubkey>; HomeError for
+    an id with another node's key."""
+    from amiko.node import meetingpoints
+
+    try:
+        return [meetingpoints.own(v, pubkey) for v in values]
+    except AmikoError as e:
+        raise HomeError(e.reason) from None
+
+
 def create(path, listen, name=None, meeting_points=(), external_meeting_points=(), **settings):
     """Create a node home: directory, node.toml, identity key. Returns (home, config, identity).
 
@@ -315,5 +338,6 @@ def create(path, listen, name=None, meeting_points=(), external_meeting_points=(
         raise HomeError("cannot create node home %s: %s" % (home.path, e.strerror or e)) from None
     # An interrupted init may have left the key behind: keep using it.
     identity = Identity.load_or_create(home.key_path)
+    config.meeting_points = own_meeting_points(config.meeting_points, identity.pubkey)
     home.save_config(config)  # written last: a home exists once node.toml does
     return home, config, identity

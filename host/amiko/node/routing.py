@@ -42,6 +42,14 @@ recorded and cleared here and in settlement; amiko.node.timeouts fires them. `du
 and lock timers is a float (local clock, sub-second); deadlines on the wire are whole seconds
 (rounded up).
 
+HaveRoute proof: the meeting point signs each half's HaveRoute with the key its id NAME@KEY
+names (amiko.node.meetingpoints: txid, side, meeting point, amount); every hop and the
+endpoint verify it against the entry's meeting point before accepting, and pass it upstream
+unchanged. One that does not verify (missing, another key, other fields, another payment)
+is refused with a warning: CancelRoute down that way, and the search goes on as after a
+HaveNoRoute (so the half fails cleanly when no other way is left). A MakeRoute toward a
+meeting point that is not NAME@KEY is answered HaveNoRoute.
+
 Crossings tolerated (a message meeting an entry that has ended here is ignored, nothing
 changes): HaveNoRoute, HaveRoute and CancelRoute for an ended entry (the CancelRoute this
 node sent when it gave up follows on the same link and cleans the peer up).
@@ -55,6 +63,7 @@ from amiko_core.errors import AmikoError
 
 from amiko.node import channels
 from amiko.node import endpoints
+from amiko.node import meetingpoints
 from amiko.node import store as _store
 
 log = logging.getLogger("amiko.routing")
@@ -203,6 +212,8 @@ def on_make_route(eng, db, link, msg):
     refusal = None
     if get(db, txid, side) is not None:
         refusal = "this node carries the transaction already (loop)"
+    elif meetingpoints.problem(msg.meeting_point):
+        refusal = "meeting point id %s" % meetingpoints.problem(msg.meeting_point)
     elif ch.state != "open":
         refusal = "channel %d is %s" % (ch.id, ch.state)
     elif not eng.link_has_room(db, link):
@@ -247,8 +258,9 @@ def candidates(eng, db, r):
             yield ch
 
 
-def advance(eng, db, r):
-    """Try the next candidate for the down leg (depth-first search), or give up."""
+def advance(eng, db, r, note=None):
+    """Try the next candidate for the down leg (depth-first search), or give up (note: why the
+    last way failed, for the reason)."""
     side = r["side"]
     for ch in candidates(eng, db, r):
         if side == 0:
@@ -268,7 +280,8 @@ def advance(eng, db, r):
         eng.send(db, ch.link, m.Message(m.MAKE_ROUTE, txid=r["txid"], side=side, amount=r["amount"],
                                         meeting_point=r["meeting_point"], channel=ch.id, deadline=deadline))
         return
-    fail(eng, db, r, "no route to meeting point %s on the %s side" % (r["meeting_point"], ROLES[side]))
+    reason = "no route to meeting point %s on the %s side" % (r["meeting_point"], ROLES[side])
+    fail(eng, db, r, reason if note is None else "%s (%s)" % (reason, note))
 
 
 def fail(eng, db, r, reason):
@@ -322,11 +335,15 @@ def join(eng, db, newcomer, other):
     update(eng, db, e0, state="routed",
            up_deadline=base + eng.increment() if e0["up_link"] is not None else None)
     for r in (e0, e1):
-        route_found(eng, db, r)
+        signature = None
+        if r["up_link"] is not None:
+            signature = meetingpoints.sign_have_route(eng.identity, r["txid"], r["side"], r["meeting_point"],
+                                                      r["amount"])
+        route_found(eng, db, r, signature)
 
 
-def route_found(eng, db, r):
-    """r is routed: tell upstream, or the endpoint."""
+def route_found(eng, db, r, signature=None):
+    """r is routed: tell upstream (passing the meeting point's signature on), or the endpoint."""
     clear_timers(db, r, "route")
     wait = eng.cfg.lock_timeout
     if r["side"] == 0 and r["up_link"] is None:
@@ -336,7 +353,8 @@ def route_found(eng, db, r):
     set_timer(db, r, "lock", eng.clock() + wait)
     if r["up_link"] is not None:
         eng.send(db, r["up_link"], m.Message(m.HAVE_ROUTE, txid=r["txid"], side=r["side"],
-                                             deadline=r["up_deadline"] if r["side"] == 0 else None))
+                                             deadline=r["up_deadline"] if r["side"] == 0 else None,
+                                             signature=signature))
     else:
         eng.emit(db, ("route_found", r["txid"], r["side"]))
 
@@ -354,6 +372,10 @@ def on_have_route(eng, db, link, msg):
     if r["state"] != "routing":
         raise AmikoError("HaveRoute for transaction %s side %d, which is %s"
                          % (txid_text(msg.txid), msg.side, r["state"]))
+    forged = meetingpoints.have_route_problem(msg.signature, r["txid"], r["side"], r["meeting_point"], r["amount"])
+    if forged:
+        refuse_have_route(eng, db, link, r, forged)
+        return
     changes = {"state": "routed"}
     if msg.side == 1:
         leg_channel(db, r, "down").confirm(r["txid"], 1)  # the peer did reserve
@@ -368,7 +390,18 @@ def on_have_route(eng, db, link, msg):
         if r["up_link"] is not None:
             changes["up_deadline"] = msg.deadline + eng.increment()
     update(eng, db, r, **changes)
-    route_found(eng, db, r)
+    route_found(eng, db, r, msg.signature)
+
+
+def refuse_have_route(eng, db, link, r, why):
+    """A HaveRoute that the meeting point did not sign: drop that way (CancelRoute releases the
+    peer's part) and search on, as after HaveNoRoute."""
+    log.warning("refused HaveRoute from link %s for %s/%d toward meeting point %s: %s",
+                link, txid_text(r["txid"]), r["side"], r["meeting_point"], why)
+    release_leg(db, r, "down")
+    eng.send(db, link, m.Message(m.CANCEL_ROUTE, txid=r["txid"], side=r["side"]))
+    update(eng, db, r, down_link=None, down_channel=None, down_status=None, down_deadline=None)
+    advance(eng, db, r, "refused a HaveRoute from %s: %s" % (link, why))
 
 
 # ---- cancelling before lock ----
