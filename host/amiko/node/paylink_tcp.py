@@ -502,7 +502,8 @@ class PaymentLinks:
         identity = self.node.identity
         session = paylink.PayeeSession(
             payment_id, request["amount"], request["receipt"], request["token"], request["meeting_points"],
-            timeouts=self.timeouts(), payee_key=identity.pubkey, sign=identity.sign)
+            timeouts=self.timeouts(), payee_key=identity.pubkey, sign=identity.sign,
+            payee_name=self.node.config.name)
         run = PayeeRun(self, session)
         run.request = request
         run.reader, run.writer = reader, writer
