@@ -54,7 +54,7 @@ from amiko_core.token import token_matches
 
 MAX_HISTORY = 32
 MAX_PAYEES = 16
-DISPLAY_COLUMNS = 21
+DISPLAY_COLUMNS = 21  # a display without `columns`
 AUTH_RETRY_MS = 1500  # no answer at all: send the Auth again (with a new counter)
 WAIT_RETRY_MS = 7500  # an answer that says "in progress": ask again after this
 CONTACT_MS = 15000
@@ -133,7 +133,8 @@ class Wallet:
     def show(self, *lines):
         d = self.board.display
         if d is not None:
-            d.show([printable(str(x)) for x in lines][:4])
+            n = getattr(d, "columns", DISPLAY_COLUMNS)
+            d.show([printable(str(x), n) for x in lines][:4])
 
     def led(self, state):
         if self.board.led is not None:
@@ -369,9 +370,9 @@ class Wallet:
         if amount > cfg["auto"]:
             return "OK=confirm"
         if st["acount"] + 1 > cfg.get("auto_count", 0) or st["atotal"] + amount > cfg.get("auto_total", 0):
-            return "auto limit OK=confirm"
+            return "auto limit: OK"
         if tag not in st["payees"] and st["anew"] + 1 > cfg.get("auto_new", 0):
-            return "new payee OK=confirm"
+            return "new payee: OK"
         return None
 
     def _count_confirmation(self, pay, amount):

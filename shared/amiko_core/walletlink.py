@@ -55,10 +55,10 @@ amiko_core.linkschema (see TABLE).
                          4 limit          amount: most per payment
                          5 daily          amount: most per day
                          6 auto           uint: amounts up to this need no button press
-                         7 auto_count     uint <= 255: auto-confirmed payments allowed since
+                         7 auto_count     uint <= 65535: auto-confirmed payments allowed since
                                           the last button press
                          8 auto_total     uint: their cumulative amount since the last press
-                         9 auto_new       uint <= 255: of those, payments to payees never
+                         9 auto_new       uint <= 65535: of those, payments to payees never
                                           confirmed by the button (on this wallet)
       46 ProvisionAck    1 wallet         id
          wallet->host    2 mac            bytes[32]: proof of the key (see below)
@@ -211,9 +211,9 @@ TABLE = (
         (4, "limit", _AMOUNT, True),
         (5, "daily", _AMOUNT, True),
         (6, "auto", ("uint", 2100000000000000), True),
-        (7, "auto_count", ("uint", 255), True),
+        (7, "auto_count", ("uint", 0xFFFF), True),
         (8, "auto_total", ("uint", 2100000000000000), True),
-        (9, "auto_new", ("uint", 255), True))),
+        (9, "auto_new", ("uint", 0xFFFF), True))),
     (PROVISION_ACK, "ProvisionAck", ((1, "wallet", _WALLET, True), (2, "mac", _B32, True))),
     (GET_HISTORY, "GetHistory", ((1, "index", _UINT, True),)),
     (HISTORY_ENTRY, "HistoryEntry", (

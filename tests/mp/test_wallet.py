@@ -502,7 +502,7 @@ def test_new_payee_limit_then_a_press_trusts_the_payee():
     h.pump(40)
     eq(h.board.display.lines[0], "Pay 900 ?", "third asks")
     eq(h.board.display.lines[1], "to Corner cafe", "payee name shown")
-    eq(h.board.display.lines[3], "new payee OK=confirm", "why")
+    eq(h.board.display.lines[3], "new payee: OK", "why")
     eq(provider.counter, 6, "two payments (3 Auths each), nothing authorised for the third yet")
     h.reboot()  # the counters are on flash
     h.world = w
@@ -523,7 +523,7 @@ def test_new_payee_limit_then_a_press_trusts_the_payee():
         eq(w.payee.outcome, "committed", "auto %d" % n)
     w = _tap_world(h, provider, 9)
     h.pump(40)
-    eq(h.board.display.lines[3], "auto limit OK=confirm", "count limit")
+    eq(h.board.display.lines[3], "auto limit: OK", "count limit")
     h.close()
 
 
@@ -536,7 +536,7 @@ def test_cumulative_limit_then_a_press_resets_it():
         eq(w.payee.outcome, "committed", "auto %d" % n)
     w = _tap_world(h, provider, 2)
     h.pump(40)
-    eq(h.board.display.lines[3], "auto limit OK=confirm", "cumulative limit")
+    eq(h.board.display.lines[3], "auto limit: OK", "cumulative limit")
     h.board.buttons.events.append("confirm")
     h.pump()
     eq(w.payee.outcome, "committed", "pressed")

@@ -78,7 +78,7 @@ def test_ten_taps_from_another_node_stop_at_the_new_payee_limit(net, tmp_path):
                 asked = lines if "Pay 900 ?" in lines[:1] and not fut.done() else None
                 if asked is not None:
                     assert asked[1] == "to stranger", asked  # the payee's name, from its signed receipt
-                    assert asked[3] == "new payee OK=confirm", asked
+                    assert asked[3] == "new payee: OK", asked
                     board.press("cancel")
                 out = fut.result(90)
             outcomes.append((out["result"], asked is not None))
@@ -197,7 +197,7 @@ def test_cumulative_auto_limit_then_a_press_resets_it(net, tmp_path):
         out = pay_through_relay(board.pty, net.request(shop, 800, "one"))
         assert out["result"] == "committed", out
         out, lines = pay_pressing(board, net.request(shop, 800, "two"), "confirm")
-        assert lines[0] == "Pay 800 ?" and lines[3] == "auto limit OK=confirm", lines
+        assert lines[0] == "Pay 800 ?" and lines[3] == "auto limit: OK", lines
         assert out["result"] == "committed", out
         assert info(prov, acct["wallet"])["since_press"] == {"count": 0, "total": 0, "new": 0}
         out = pay_through_relay(board.pty, net.request(shop, 800, "three"))  # auto again after the press
@@ -208,7 +208,7 @@ def test_cumulative_auto_limit_then_a_press_resets_it(net, tmp_path):
         board.power_cycle()
         board.wait_for_screen("ready", timeout=20)
         out, lines = pay_pressing(board, net.request(shop, 800, "four"), "cancel")
-        assert lines[3] == "auto limit OK=confirm" and out["result"] == "cancelled", (lines, out)
+        assert lines[3] == "auto limit: OK" and out["result"] == "cancelled", (lines, out)
     finally:
         board.stop()
 

@@ -46,7 +46,7 @@ _store.register_schema(SCHEMA)
 DEFAULT_COUNT = 5
 DEFAULT_TOTAL_FACTOR = 3
 DEFAULT_NEW = 2
-MAX_COUNT = 255
+MAX_COUNT = 0xFFFF  # as walletlink's Provision auto_count, auto_new
 MAX_PAYEES = 16  # as firmware/wallet/core.py MAX_PAYEES
 NAMES = ("auto_count", "auto_total", "auto_new")
 

@@ -292,7 +292,8 @@ def read_history(transport, limit=32):
 
             receipt = m.Message(m.RECEIPT, {k: e.fields[k] for k in ("id", "amount", "receipt", "txid",
                                                                       "meeting_points", "payee_key",
-                                                                      "signature", "expires") if k in e.fields})
+                                                                      "signature", "expires", "payee")
+                                                  if k in e.fields})
             row["signature_ok"] = identity.verify(e.payee_key, m.receipt_signed_bytes(receipt), e.signature)
         entries.append(row)
         index += 1
