@@ -446,7 +446,8 @@ class PayerRun(_Run):
                 "meeting_point": s.meeting_point, "meeting_points": s.meeting_points,
                 "token": _hex(s.token) if outcome == paylink.COMMITTED else None,
                 "payee_key": _hex(s.receipt.payee_key) if s.receipt is not None else None,
-                "signature": _hex(s.receipt.signature) if s.receipt is not None else None}
+                "signature": _hex(s.receipt.signature) if s.receipt is not None else None,
+                "payee": s.receipt.payee if s.receipt is not None else None}
 
 
 class PaymentLinks:
