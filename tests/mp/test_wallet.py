@@ -562,7 +562,6 @@ def test_confirmed_payee_set_is_bounded():
     h = H(None)
     st = h.state()
     for i in range(20):
-        h.pressed = True
         h.w.pressed = True
         h.w._count_confirmation({"payee_key": bytes([2, i]) + bytes(31)}, 10)
     eq(len(st["payees"]), 16, "bounded")
