@@ -7,16 +7,19 @@ provider named in Hello. The terminal is not trusted; see amiko_core.walletlink.
 (code ERR_*, reason, ref_type).
 
 Flow of one payment:
-  Tap{url} -> Hello, Pay -> Receipt -> limits (per payment, per day) -> confirmation
-  (automatic up to `auto`, else the confirm button; display shows amount and receipt)
-  -> Confirm to the payee and Auth{route} to the provider -> Status{routed} and
+  Tap{url} -> Hello, Pay -> Receipt -> the payee (signed Receipt; its payee_key is the key
+  the URL names, if it names one) -> limits (per payment, per day) -> confirmation
+  (automatic within the auto-confirm rules below, else the confirm button; the display
+  shows amount, payee name and receipt)
+  -> Confirm to the payee and Auth{route, Receipt} to the provider, which verifies the
+  payee's signature before it routes (walletlink) -> Status{routed} and
   HavePayeeRoute -> Auth{lock} -> Commit{token} with hash160(token) == txid: paid (proof
   stored in history) -> Auth{commit, token} -> Status{committed, balance}: done.
 
 Persistent state (record "state", storage.Storage): counter (last Auth counter used),
 pcounter (last provider Status counter accepted), balance, time (provider's clock, last
 authenticated), day/spent (daily limit), hist (number of history entries written), pay (the
-payment in progress or None). Every Auth is sent only after the state holding its counter
+payment in progress or None), acount/atotal/anew and payees (auto-confirm, below). Every Auth is sent only after the state holding its counter
 is saved. pay.phase is one of:
   route  - Auth{route} may have left; the provider may be routing
   lock   - Auth{lock} may have left; the funds may be locked
@@ -30,6 +33,15 @@ provider that has not locked is asked to cancel; locked ones are settled by the 
 the provider's Status{committed} carries the token); cancel -> cancel again; paid -> commit.
 No new payment starts while one is unresolved.
 
+Auto-confirm (config from Provision: auto, auto_count, auto_total, auto_new): a payment is
+confirmed without the button only if amount <= auto, and with it the payments confirmed so
+since the last button press stay within auto_count payments (acount) and auto_total in sum
+(atotal), and those to payees not in `payees` within auto_new (anew). `payees` holds the
+walletlink.payee_tag of the last MAX_PAYEES payees confirmed by the button (newest last). A
+button press resets the three counters and puts the payee in `payees`. Counted when the
+route is authorised, never given back (a cancelled payment counts): the provider counts the
+same from the Auth's confirm field and refuses an auto-confirmed route beyond the limits.
+
 History: write-once files h<N> (N = 0, 1, ...), the last MAX_HISTORY kept; each holds the
 Receipt fields (incl. payee key and signature), the meeting point, state, token.
 """
@@ -41,6 +53,8 @@ from amiko_core.paylink import PayerSession
 from amiko_core.token import token_matches
 
 MAX_HISTORY = 32
+MAX_PAYEES = 16
+DISPLAY_COLUMNS = 21  # a display without `columns`
 AUTH_RETRY_MS = 1500  # no answer at all: send the Auth again (with a new counter)
 WAIT_RETRY_MS = 7500  # an answer that says "in progress": ask again after this
 CONTACT_MS = 15000
@@ -55,11 +69,31 @@ ERR_INTERNAL = 14
 _PAY_TYPES = (m.RECEIPT, m.CANCEL, m.HAVE_PAYEE_ROUTE, m.COMMIT)
 # decoded at all (anything else is refused by its type code, before its body is looked at)
 _ACCEPTED = _PAY_TYPES + (wl.TAP, wl.STATUS, wl.PROVISION, wl.GET_HISTORY)
-_RECEIPT_KEYS = ("id", "amount", "receipt", "txid", "meeting_points", "payee_key", "signature", "expires")
+_RECEIPT_KEYS = ("id", "amount", "receipt", "txid", "meeting_points", "payee_key", "signature", "expires",
+                 "payee")
 
 
 def _new_state():
-    return {"counter": 0, "pcounter": 0, "balance": 0, "time": 0, "day": 0, "spent": 0, "hist": 0, "pay": None}
+    return {"counter": 0, "pcounter": 0, "balance": 0, "time": 0, "day": 0, "spent": 0, "hist": 0, "pay": None,
+            "acount": 0, "atotal": 0, "anew": 0, "payees": []}
+
+
+def printable(text, n=DISPLAY_COLUMNS):
+    """text as the display may show it: printable ASCII only (anything else, a look-alike
+    letter or a control, becomes ?), at most n characters."""
+    out = []
+    for ch in text[:n]:
+        out.append(ch if " " <= ch <= "~" else "?")
+    return "".join(out)
+
+
+def payee_line(receipt):
+    """Who is paid: "to " and the Receipt's payee name, or the start of its key."""
+    name = receipt.get("payee")
+    if name:
+        return printable("to " + name)
+    key = receipt.get("payee_key")
+    return "to key " + "".join("%02x" % b for b in key[1:6]) if key else "to ?"
 
 
 class Wallet:
@@ -70,12 +104,14 @@ class Wallet:
         self.out = []
         self.session = None
         self.config = storage.load("config")
-        self.state = storage.load("state") or _new_state()
+        self.state = self._load_state()
         self.now = board.ticks_ms()
         self.timer_at = None  # ticks of the payer session's phase timer
         self.retry_at = None  # ticks to resend the outstanding Auth
         self.last_rx = None  # ticks of the last frame from a terminal
         self.asking = False  # waiting for the user's button
+        self.pressed = False  # the payment being confirmed was confirmed by the button
+        self.url_key = None  # the payee key the Tap's URL names
         self._recover()
 
     # ---------------------------------------------------------------- output
@@ -97,7 +133,8 @@ class Wallet:
     def show(self, *lines):
         d = self.board.display
         if d is not None:
-            d.show([str(x)[:21] for x in lines][:4])
+            n = getattr(d, "columns", DISPLAY_COLUMNS)
+            d.show([printable(str(x), n) for x in lines][:4])
 
     def led(self, state):
         if self.board.led is not None:
@@ -107,6 +144,16 @@ class Wallet:
 
     def save(self):
         self.store.save("state", self.state)
+
+    def _load_state(self):
+        st = self.store.load("state")
+        if st is None:
+            return _new_state()
+        fresh = _new_state()
+        for k in fresh:  # (a state written by an older firmware lacks the auto-confirm keys)
+            if k not in st:
+                st[k] = fresh[k]
+        return st
 
     def _recover(self):
         """After boot: finish what the storage says was in progress (no terminal needed)."""
@@ -153,7 +200,7 @@ class Wallet:
             self.error(ERR_REFUSED, e.reason, msg.type)
         except Exception as e:  # a bug must not take the wallet down: back to what flash says
             self.error(ERR_INTERNAL, "internal error on %s: %r" % (msg.name, e), msg.type)
-            self.state = self.store.load("state") or _new_state()
+            self.state = self._load_state()
             self.session = None
             self.timer_at = None
             self.asking = False
@@ -182,7 +229,8 @@ class Wallet:
         if self.provisioned():
             raise ProtocolError("wallet is provisioned already: erase its flash to provision it again")
         cfg = {"wallet": msg.wallet, "key": msg.key, "provider": msg.provider,
-               "limit": msg.limit, "daily": msg.daily, "auto": msg.auto}
+               "limit": msg.limit, "daily": msg.daily, "auto": msg.auto,
+               "auto_count": msg.auto_count, "auto_total": msg.auto_total, "auto_new": msg.auto_new}
         self.store.save("config", cfg)
         self.config = cfg
         self.send(wl.provision_ack(msg.key, msg.wallet))
@@ -249,7 +297,10 @@ class Wallet:
         if self.session is not None and self.session.outcome is None:
             self.error(ERR_BUSY, "wallet busy: a payment is in progress", wl.TAP)
             return
-        self.session = PayerSession(wl.payment_id_of(msg.url), timeouts=self.timeouts)
+        pid = wl.payment_id_of(msg.url)
+        self.url_key = wl.payee_key_of(msg.url)
+        self.pressed = False
+        self.session = PayerSession(pid, timeouts=self.timeouts)
         self.led("busy")
         self._apply(self.session.start())
 
@@ -285,8 +336,15 @@ class Wallet:
         s = self.session
         cfg = self.config
         problem = None  # (the balance is the provider's to check: a top-up since our last Status counts)
-        expires = s.receipt.expires
-        if amount > cfg["limit"]:
+        r = s.receipt
+        expires = r.expires
+        if r.payee_key is None or r.signature is None:
+            problem = "the payee did not sign its receipt: cannot vouch for it"
+        elif self.url_key is not None and r.payee_key != self.url_key:
+            problem = "the receipt is signed by another key than the payment URL names"
+        elif len(m.encode(r)) > wl.MAX_RECEIPT:
+            problem = "receipt over %d bytes: too large to vouch for" % wl.MAX_RECEIPT
+        elif amount > cfg["limit"]:
             problem = "amount %d is over the per-payment limit %d" % (amount, cfg["limit"])
         elif self._spent_today() + amount > cfg["daily"]:
             problem = "amount %d is over today's remaining limit %d" % (amount, cfg["daily"] - self._spent_today())
@@ -297,17 +355,49 @@ class Wallet:
             self.led("error")
             self._apply(s.decline(problem))
             return
-        if amount <= cfg["auto"]:
+        why = self._needs_press(amount, wl.payee_tag(r.payee_key))
+        if why is None:
             self._apply(s.confirm())
             return
         self.asking = True
-        self.show("Pay %d ?" % amount, text[:21], text[21:42], "OK=confirm")
+        self.show("Pay %d ?" % amount, payee_line(r.fields), text[:21], why)
+
+    def _needs_press(self, amount, tag):
+        """None if the auto-confirm rules let this payment go without the button, else what
+        the display says."""
+        cfg = self.config
+        st = self.state
+        if amount > cfg["auto"]:
+            return "OK=confirm"
+        if st["acount"] + 1 > cfg.get("auto_count", 0) or st["atotal"] + amount > cfg.get("auto_total", 0):
+            return "auto limit: OK"
+        if tag not in st["payees"] and st["anew"] + 1 > cfg.get("auto_new", 0):
+            return "new payee: OK"
+        return None
+
+    def _count_confirmation(self, pay, amount):
+        st = self.state
+        tag = wl.payee_tag(pay["payee_key"])
+        if self.pressed:
+            pay["confirm"] = wl.BUTTON
+            st["acount"] = st["atotal"] = st["anew"] = 0
+            payees = [t for t in st["payees"] if t != tag]
+            payees.append(tag)
+            st["payees"] = payees[-MAX_PAYEES:]
+        else:
+            pay["confirm"] = wl.AUTO
+            st["acount"] += 1
+            st["atotal"] += amount
+            if tag not in st["payees"]:
+                st["anew"] += 1
 
     def _start_pay(self, mp, amount, txid):
         r = self.session.receipt
         pay = {"phase": "route", "mp": mp, "token": None}
         for k in _RECEIPT_KEYS:
             pay[k] = r.fields.get(k)
+        pay["rhash"] = wl.receipt_hash(r)
+        self._count_confirmation(pay, amount)
         st = self.state
         today = self._day_of(st["time"])
         if st["day"] != today:
@@ -316,7 +406,7 @@ class Wallet:
         st["spent"] += amount
         st["pay"] = pay
         self._send_auth(wl.ROUTE)  # saves the state (counter and payment) first
-        self.show("Paying %d" % amount, "routing...")
+        self.show("Paying %d" % amount, payee_line(pay), "routing...")
 
     def _set_phase(self, phase):
         self.state["pay"]["phase"] = phase
@@ -329,8 +419,15 @@ class Wallet:
         self.state["counter"] += 1
         self.save()
         token = pay["token"] if action == wl.COMMIT else None
+        receipt = None
+        if action == wl.ROUTE:  # the provider verifies the payee's signature before it routes
+            fields = {}
+            for k in _RECEIPT_KEYS:
+                fields[k] = pay.get(k)
+            receipt = m.encode(m.Message(m.RECEIPT, fields))
         self.send(wl.auth(cfg["key"], cfg["wallet"], self.state["counter"], action, pay["txid"],
-                          pay["amount"], pay["mp"], token))
+                          pay["amount"], pay["mp"], pay["payee_key"], pay["rhash"], pay["confirm"], token,
+                          receipt))
         self.retry_at = self.now + AUTH_RETRY_MS
 
     def _resume(self):
@@ -350,7 +447,7 @@ class Wallet:
             self._send_auth(wl.COMMIT)  # saves the token before anything else
             self._write_history(pay)
             self.send(m.Message(wl.DONE, {"id": s.payment_id, "state": wl.COMMITTED}))
-            self.show("PAID %d" % pay["amount"], (pay.get("receipt") or "")[:21])
+            self.show("PAID %d" % pay["amount"], payee_line(pay), (pay.get("receipt") or "")[:21])
             self.led("ok")
         else:
             reason = reason or "cancelled"
@@ -467,6 +564,7 @@ class Wallet:
             ev = self.board.buttons.poll()
             if ev == "confirm":
                 self.asking = False
+                self.pressed = True
                 self._apply(s.confirm())
             elif ev == "cancel":
                 self.asking = False

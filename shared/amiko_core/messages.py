@@ -16,6 +16,8 @@ Optional fields are left out of the map when absent (null is never a value).
                            6 payee_key       bytes[33]                    ?
                            7 signature       bytes[64]                    ?
                            8 expires         uint                         ?
+                           9 payee           text <= 64 bytes: the payee's ?
+                                             name (shown by a wallet)
        3 Confirm           1 id              payment id
                            2 meeting_point   meeting point
        4 Cancel            1 id              payment id
@@ -126,7 +128,8 @@ _SCHEMA = {
         (5, "meeting_points", ("list", _MP, 8), True),
         (6, "payee_key", ("bytes", 33, 33), False),
         (7, "signature", ("bytes", 64, 64), False),
-        (8, "expires", ("uint", UINT_MAX), False))),
+        (8, "expires", ("uint", UINT_MAX), False),
+        (9, "payee", ("text", 64), False))),
     CONFIRM: ("Confirm", (_ID, (2, "meeting_point", _MP, True))),
     CANCEL: ("Cancel", (_ID, (2, "reason", ("text", 256), False))),
     HAVE_PAYEE_ROUTE: ("HavePayeeRoute", (_ID, (2, "txid", _TXID, True))),

@@ -292,10 +292,11 @@ class PayeeSession(_Session):
     _WAITING = {"confirm": "confirm", "routing": "payee route", "locking": "lock"}
 
     def __init__(self, payment_id, amount, receipt, token, meeting_points, timeouts=None, payee_key=None,
-                 sign=None):
+                 sign=None, payee_name=None):
         """payee_key (33 bytes) and sign, given together, make a signed Receipt: sign(data)
         returns the 64-byte signature of data = messages.receipt_signed_bytes(receipt), the
-        receipt carrying payee_key; it is called exactly once, here."""
+        receipt carrying payee_key (and payee_name, the name a wallet shows); it is called
+        exactly once, here."""
         super().__init__(payment_id, timeouts, "waiting_pay")
         if (payee_key is None) != (sign is None):
             raise AmikoError("paylink: payee_key and sign must be given together")
@@ -310,6 +311,7 @@ class PayeeSession(_Session):
             "txid": self.txid,
             "meeting_points": self.meeting_points,
             "payee_key": payee_key,
+            "payee": payee_name,
         }
         msg = m.Message(m.RECEIPT, fields)  # validates the request before any Pay arrives
         if sign is not None:

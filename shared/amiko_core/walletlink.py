@@ -24,6 +24,15 @@ amiko_core.linkschema (see TABLE).
                          6 meeting_point  meeting point
                          7 token          bytes[32] (action commit)                      ?
                          8 mac            bytes[32]
+                         9 payee_key      bytes[33]: the key the payee's Receipt names
+                        10 receipt_hash   bytes[32]: sha256(messages.receipt_signed_bytes(
+                                          Receipt)), the digest the payee signed
+                        11 confirm        uint <= 1: 0 confirmed by the wallet itself (auto),
+                                          1 by its button
+                        12 receipt        bytes[1..1024]: the payee's Receipt, its body as    ?
+                                          sent (messages.encode, with signature); sent with
+                                          action route, so that the provider verifies the
+                                          signature before any funds move
       43 Status          1 wallet         id
          prov->wallet    2 counter        uint, strictly increasing per wallet (provider's own)
                          3 ref            uint: the Auth counter this answers
@@ -46,6 +55,11 @@ amiko_core.linkschema (see TABLE).
                          4 limit          amount: most per payment
                          5 daily          amount: most per day
                          6 auto           uint: amounts up to this need no button press
+                         7 auto_count     uint <= 65535: auto-confirmed payments allowed since
+                                          the last button press
+                         8 auto_total     uint: their cumulative amount since the last press
+                         9 auto_new       uint <= 65535: of those, payments to payees never
+                                          confirmed by the button (on this wallet)
       46 ProvisionAck    1 wallet         id
          wallet->host    2 mac            bytes[32]: proof of the key (see below)
       47 GetHistory      1 index          uint (0 = newest)
@@ -64,6 +78,7 @@ amiko_core.linkschema (see TABLE).
                         12 meeting_point  meeting point                                  ?
                         13 token          bytes[32]                                      ?
                         14 reason         text <= 256 bytes                              ?
+                        15 payee          text <= 64 bytes (the Receipt's payee name)    ?
       49 Refused         1 code           uint <= 255 (the wallet's refusal codes)
          wallet->any     2 reason         text <= 256 bytes
                          3 ref_type       uint <= 255: type of the refused message        ?
@@ -74,16 +89,26 @@ where map is the message's body (deterministic CBOR map, as messages.encode) wit
 mac field, and TAG the domain tag of its type: AUTH_TAG for Auth, STATUS_TAG for Status,
 ACK_TAG for ProvisionAck. The tags keep a MAC of one kind from being accepted as another
 (a Status can never pass as an Auth), and every field of the message is bound: wallet,
-counter, action, txid, amount, meeting point, token; for Status also ref, state, balance,
-time, reason. key is the 32-byte key provisioned into the wallet and its provider.
+counter, action, txid, amount, meeting point, token, payee key, receipt hash, confirm and
+receipt; for Status also ref, state, balance, time, reason.
+
+The payee: payee_key_of(Tap url) is the key the URL names (?key=HEX, or None); the wallet
+pays only a signed Receipt whose payee_key is that key. It cannot check the signature
+itself (no secp256k1 per tap): it binds payee_key and receipt_hash(Receipt) into every Auth
+and hands the Receipt to the provider with the route Auth; the provider verifies the
+signature against payee_key and that the Receipt is this payment (hash, txid, amount,
+meeting point) before it routes. payee_tag(payee_key) (8 bytes of its sha256) names a
+payee in the wallet's bounded set of payees confirmed by the button. key is the 32-byte key provisioned into the wallet and its provider.
 verify(key, msg) compares in constant time and never raises for a well-formed message.
 """
+
+from binascii import unhexlify
 
 from amiko_core import cbor
 from amiko_core import messages as m
 from amiko_core.errors import DecodeError, EncodeError
 from amiko_core.ids import MAX_MEETING_POINT, MP_EXTRA, id_problem
-from amiko_core.hashing import hmac_sha256
+from amiko_core.hashing import hmac_sha256, sha256
 from amiko_core.token import constant_time_equal
 
 HELLO = 40
@@ -120,6 +145,13 @@ FINAL_STATES = (COMMITTED, CANCELLED, REFUSED)
 
 KEY_SIZE = 32
 MAC_SIZE = 32
+PAYEE_KEY_SIZE = 33
+MAX_RECEIPT = 1024  # the Receipt body an Auth carries (messages.BODY_MAX_STR)
+PAYEE_TAG_SIZE = 8
+
+# Auth confirm
+AUTO = 0
+BUTTON = 1
 AUTH_TAG = "amikopay walletlink v1 auth"
 STATUS_TAG = "amikopay walletlink v1 status"
 ACK_TAG = "amikopay walletlink v1 provisioned"
@@ -135,6 +167,7 @@ _B32 = ("bytes", 32, 32)
 _UINT = ("uint", 0xFFFFFFFFFFFFFFFF)
 _STATE = ("uint", 5)
 _AMOUNT = ("amount",)
+_PAYEE_KEY = ("bytes", 33, 33)
 _REASON = ("text", 256)
 # URLs are carried as text: the wallet only needs the payment id of a Tap (payment_id_of) and
 # echoes its provider URL; hosts parse them fully (amiko_core.url). This keeps the URL parser
@@ -152,7 +185,11 @@ TABLE = (
         (5, "amount", _AMOUNT, True),
         (6, "meeting_point", _MP, True),
         (7, "token", _B32, False),
-        (8, "mac", _B32, True))),
+        (8, "mac", _B32, True),
+        (9, "payee_key", _PAYEE_KEY, True),
+        (10, "receipt_hash", _B32, True),
+        (11, "confirm", ("uint", 1), True),
+        (12, "receipt", ("bytes", 1, MAX_RECEIPT), False))),
     (STATUS, "Status", (
         (1, "wallet", _WALLET, True),
         (2, "counter", _UINT, True),
@@ -173,7 +210,10 @@ TABLE = (
         (3, "provider", _URL, True),
         (4, "limit", _AMOUNT, True),
         (5, "daily", _AMOUNT, True),
-        (6, "auto", ("uint", 2100000000000000), True))),
+        (6, "auto", ("uint", 2100000000000000), True),
+        (7, "auto_count", ("uint", 0xFFFF), True),
+        (8, "auto_total", ("uint", 2100000000000000), True),
+        (9, "auto_new", ("uint", 0xFFFF), True))),
     (PROVISION_ACK, "ProvisionAck", ((1, "wallet", _WALLET, True), (2, "mac", _B32, True))),
     (GET_HISTORY, "GetHistory", ((1, "index", _UINT, True),)),
     (HISTORY_ENTRY, "HistoryEntry", (
@@ -185,12 +225,13 @@ TABLE = (
         (6, "receipt", ("text", 512), True),
         (7, "txid", _TXID, True),
         (8, "meeting_points", ("list", _MP, 8), True),
-        (9, "payee_key", ("bytes", 33, 33), False),
+        (9, "payee_key", _PAYEE_KEY, False),
         (10, "signature", ("bytes", 64, 64), False),
         (11, "expires", _UINT, False),
         (12, "meeting_point", _MP, False),
         (13, "token", _B32, False),
-        (14, "reason", _REASON, False))),
+        (14, "reason", _REASON, False),
+        (15, "payee", ("text", 64), False))),
     (REFUSED_MSG, "Refused", ((1, "code", ("uint", 255), True), (2, "reason", _REASON, True),
                               (3, "ref_type", ("uint", 255), False))),
 )
@@ -245,9 +286,22 @@ def verify(key, msg):
     return constant_time_equal(mac(key, msg), got)
 
 
-def auth(key, wallet, counter, action, txid, amount, meeting_point, token=None):
+def auth(key, wallet, counter, action, txid, amount, meeting_point, payee_key, receipt_hash, confirm,
+         token=None, receipt=None):
     return sign(key, AUTH, {"wallet": wallet, "counter": counter, "action": action, "txid": txid,
-                            "amount": amount, "meeting_point": meeting_point, "token": token})
+                            "amount": amount, "meeting_point": meeting_point, "token": token,
+                            "payee_key": payee_key, "receipt_hash": receipt_hash, "confirm": confirm,
+                            "receipt": receipt})
+
+
+def receipt_hash(receipt):
+    """sha256 of the bytes the payee signs for a Receipt message (the digest ECDSA signs)."""
+    return sha256(m.receipt_signed_bytes(receipt))
+
+
+def payee_tag(payee_key):
+    """The short name of a payee in a wallet's set of payees confirmed by the button."""
+    return sha256(payee_key)[:PAYEE_TAG_SIZE]
 
 
 def status(key, wallet, counter, ref, txid, state, amount, meeting_point, balance, time,
@@ -278,6 +332,29 @@ def payment_id_of(url_text):
     if problem:
         raise DecodeError("walletlink: Tap url payment id %s" % problem)
     return pid
+
+
+def payee_key_of(url_text):
+    """The 33-byte key an amikopay URL names in its query (key=HEX), or None without one;
+    DecodeError if it is not 66 hex digits of a compressed key (02/03 prefix). Call it on a
+    URL payment_id_of accepted."""
+    q = url_text.find("?")
+    if q < 0:
+        return None
+    found = None
+    for part in url_text[q + 1:].split("&"):
+        if part[:4].lower() != "key=":
+            continue
+        if found is not None:
+            raise DecodeError("walletlink: Tap url names key= twice")
+        text = part[4:]
+        if len(text) != 2 * PAYEE_KEY_SIZE or text[:2] not in ("02", "03"):
+            raise DecodeError("walletlink: Tap url key must be 66 hex digits of a compressed public key")
+        try:
+            found = unhexlify(text)
+        except ValueError:
+            raise DecodeError("walletlink: Tap url key is not hex")
+    return found
 
 
 def is_walletlink(code):

@@ -13,7 +13,7 @@ from amiko_core import messages as m
 from amiko_core import walletlink as wl
 from amiko_core.token import transaction_id
 from wallet.app import App
-from wallet_world import FakeBoard, Provider, World, provision_msg, rmtree
+from wallet_world import OTHER_PAYEE_KEY, PAYEE_KEY, FakeBoard, Provider, World, fake_sign, provision_msg, rmtree
 
 _n = [0]
 PAY_URL = "amikopay://127.0.0.1:4001/pay-1"
@@ -27,14 +27,14 @@ def _root():
 
 
 class H:
-    def __init__(self, world=None, limit=5000, daily=20000, auto=1000, display=True, root=None):
+    def __init__(self, world=None, limit=5000, daily=20000, auto=1000, display=True, root=None, **auto_rules):
         self.root = root or _root()
         self.board = FakeBoard(self.root, display=display)
         self.app = App(self.board, timeouts=FAST)
         self.w = self.app.wallet
         self.world = None
         if root is None:
-            self.give(m.to_frame(provision_msg(limit, daily, auto)))
+            self.give(m.to_frame(provision_msg(limit, daily, auto, **auto_rules)))
             self.pump(3)
             acks = [x for x in self.drain() if x.type == wl.PROVISION_ACK]
             eq(len(acks), 1, "provision ack")
@@ -105,7 +105,8 @@ def test_happy_path_auto_confirm():
     h.tap()
     h.pump()
     e = _committed(h, world, 500)
-    eq(e.signature is None, True, "unsigned test receipt")
+    eq(e.signature is not None and e.payee_key == PAYEE_KEY, True, "signed receipt kept")
+    eq(e.payee, "Corner cafe", "payee name kept")
     eq(h.state()["spent"], 500, "spent today")
     eq(h.board.led.state, "ok", "led")
     h.close()
@@ -333,7 +334,8 @@ def test_unprovisioned_and_reprovision_refused():
     h.world = None
     h.give(m.to_frame(provision_msg()))
     h.pump(3)
-    h.give(m.to_frame(m.Message(wl.PROVISION, wallet="w-evil", key=bytes(32), provider="amikolink://evil/w", limit=1, daily=1, auto=1)))
+    h.give(m.to_frame(m.Message(wl.PROVISION, wallet="w-evil", key=bytes(32), provider="amikolink://evil/w", limit=1,
+                                daily=1, auto=1, auto_count=1, auto_total=1, auto_new=1)))
     h.pump(3)
     msgs = h.drain()
     eq([x.type for x in msgs], [wl.PROVISION_ACK, wl.REFUSED_MSG], "second provision refused")
@@ -408,4 +410,161 @@ def test_unknown_and_node_link_types_refused_by_type():
     h.give(frame.encode(m.MAKE_ROUTE, b"\xa0"))
     h.pump(3)
     eq(len([e for e in world.errors if "does not accept message type" in e]), 2, "refused unread")
+    h.close()
+
+
+# ---------------------------------------------------------------- the payee the wallet vouches for
+
+def _key_url(key, pid="pay-1"):
+    return "amikopay://127.0.0.1:4001/%s?key=%s" % (pid, "".join("%02x" % b for b in key))
+
+
+def _tap_world(h, provider, n, amount=900, **kw):
+    """Tap n: a fresh payment (its own token and id) from the world's payee."""
+    pid = "pay-%d" % n
+    world = World(amount=amount, provider=provider, token=bytes([n + 20]) * 32, payment_id=pid, **kw)
+    h.world = world
+    h.tap(kw.get("url") or "amikopay://127.0.0.1:4001/" + pid)
+    return world
+
+
+def test_auth_binds_the_receipt_and_carries_it_on_route_only():
+    world = World(amount=500)
+    h = H(world)
+    h.tap(_key_url(PAYEE_KEY))
+    h.pump()
+    _committed(h, world, 500)
+    auths = [msg for d, msg in world.log if d == "out" and msg.type == wl.AUTH]
+    eq([a.action for a in auths], [wl.ROUTE, wl.LOCK, wl.COMMIT], "actions")
+    rhash = wl.receipt_hash(world.payee.receipt_message)
+    for a in auths:
+        eq((a.payee_key, a.receipt_hash, a.confirm), (PAYEE_KEY, rhash, wl.AUTO), "bound in %d" % a.action)
+    eq(m.decode(m.RECEIPT, auths[0].receipt), world.payee.receipt_message, "the Receipt as the payee sent it")
+    eq([a.receipt for a in auths[1:]], [None, None], "only the route Auth carries it")
+    h.close()
+
+
+def test_unsigned_receipt_is_not_paid():
+    world = World(amount=500, payee_key=None)
+    h = H(world)
+    h.tap()
+    h.pump()
+    eq(world.payee.outcome, "cancelled", "payee told")
+    eq("did not sign" in world.done[0].reason, True, world.done[0].reason)
+    eq(world.provider.counter, 0, "provider never asked")
+    h.close()
+
+
+def test_receipt_from_another_key_than_the_url_names():
+    # URL names key A; the receipt comes (honestly signed) from key B: the wallet refuses
+    world = World(amount=500, payee_key=OTHER_PAYEE_KEY)
+    h = H(world)
+    h.tap(_key_url(PAYEE_KEY))
+    h.pump()
+    eq(world.payee.outcome, "cancelled", "payee told")
+    eq("another key" in world.done[0].reason, True, world.done[0].reason)
+    eq(world.provider.counter, 0, "provider never asked")
+    eq(h.state()["acount"], 0, "nothing counted")
+    h.close()
+
+
+def test_bad_key_in_url_refused():
+    world = World(amount=500)
+    h = H(world)
+    h.tap("amikopay://127.0.0.1:4001/pay-1?key=02zz")
+    h.pump(5)
+    eq(any("key" in e for e in world.errors if isinstance(e, str)), True, world.errors)
+    eq(h.w.session, None, "no payment started")
+    h.close()
+
+
+def test_forged_signature_refused_by_the_provider():
+    # the key in the receipt is the URL's, the signature is someone else's
+    world = World(amount=500, sign=fake_sign(OTHER_PAYEE_KEY))
+    h = H(world)
+    h.tap(_key_url(PAYEE_KEY))
+    h.pump()
+    eq(world.payee.outcome, "cancelled", "payee told")
+    eq(world.provider.refusals, ["receipt signature does not verify"], "refused")
+    eq(world.provider.balance, 10000, "nothing moved")
+    eq(h.state()["pay"], None, "resolved")
+    h.close()
+
+
+def test_new_payee_limit_then_a_press_trusts_the_payee():
+    provider = Provider()
+    h = H(None, auto=1000, auto_count=5, auto_total=50000, auto_new=2)
+    for n in range(2):
+        w = _tap_world(h, provider, n)
+        h.pump()
+        eq(w.payee.outcome, "committed", "auto %d" % n)
+    w = _tap_world(h, provider, 2)
+    h.pump(40)
+    eq(h.board.display.lines[0], "Pay 900 ?", "third asks")
+    eq(h.board.display.lines[1], "to Corner cafe", "payee name shown")
+    eq(h.board.display.lines[3], "new payee: OK", "why")
+    eq(provider.counter, 6, "two payments (3 Auths each), nothing authorised for the third yet")
+    h.reboot()  # the counters are on flash
+    h.world = w
+    eq((h.state()["acount"], h.state()["atotal"], h.state()["anew"]), (2, 1800, 2), "counted")
+    w = _tap_world(h, provider, 3)
+    h.pump(40)
+    eq(h.board.display.lines[0], "Pay 900 ?", "still asks after reboot")
+    h.board.buttons.events.append("confirm")
+    h.pump()
+    eq(w.payee.outcome, "committed", "pressed")
+    route = [msg for d, msg in w.log if d == "out" and msg.type == wl.AUTH][0]
+    eq(route.confirm, wl.BUTTON, "the Auth says: button")
+    eq((h.state()["acount"], h.state()["anew"]), (0, 0), "reset by the press")
+    eq(h.state()["payees"], [wl.payee_tag(PAYEE_KEY)], "payee trusted")
+    for n in range(4, 9):  # a confirmed payee: the general count limit (5) applies
+        w = _tap_world(h, provider, n)
+        h.pump()
+        eq(w.payee.outcome, "committed", "auto %d" % n)
+    w = _tap_world(h, provider, 9)
+    h.pump(40)
+    eq(h.board.display.lines[3], "auto limit: OK", "count limit")
+    h.close()
+
+
+def test_cumulative_limit_then_a_press_resets_it():
+    provider = Provider(balance=100000)
+    h = H(None, auto=1000, auto_count=10, auto_total=2000, auto_new=10)
+    for n in range(2):
+        w = _tap_world(h, provider, n)
+        h.pump()
+        eq(w.payee.outcome, "committed", "auto %d" % n)
+    w = _tap_world(h, provider, 2)
+    h.pump(40)
+    eq(h.board.display.lines[3], "auto limit: OK", "cumulative limit")
+    h.board.buttons.events.append("confirm")
+    h.pump()
+    eq(w.payee.outcome, "committed", "pressed")
+    w = _tap_world(h, provider, 3)
+    h.pump()
+    eq(w.payee.outcome, "committed", "auto again after the press")
+    eq(h.state()["atotal"], 900, "since the press")
+    h.close()
+
+
+def test_payee_name_is_sanitised_and_truncated():
+    world = World(amount=1500, payee_name="Cafe\u0421orner\tbar and a much longer tail")
+    h = H(world, auto=100)
+    h.tap()
+    h.pump(40)
+    eq(h.board.display.lines[1], "to Cafe?orner?bar and", "shown")
+    h.board.buttons.events.append("cancel")
+    h.pump()
+    h.close()
+
+
+def test_confirmed_payee_set_is_bounded():
+    h = H(None)
+    st = h.state()
+    for i in range(20):
+        h.w.pressed = True
+        h.w._count_confirmation({"payee_key": bytes([2, i]) + bytes(31)}, 10)
+    eq(len(st["payees"]), 16, "bounded")
+    eq(st["payees"][-1], wl.payee_tag(bytes([2, 19]) + bytes(31)), "newest kept")
+    eq(wl.payee_tag(bytes([2, 0]) + bytes(31)) in st["payees"], False, "oldest dropped")
     h.close()

@@ -46,8 +46,26 @@ def test_malformed_bodies_raise_decode_error():
 
 def test_signing_rebuilds_the_vector():
     txid = unhex("00112233445566778899aabbccddeeff00112233")
-    msg = wl.auth(KEY, "w-alice", 1, wl.ROUTE, txid, 1500, "mp-1")
+    r = V["receipt"]
+    msg = wl.auth(KEY, "w-alice", 1, wl.ROUTE, txid, 1500, "mp-1", unhex(r["payee_key"]), unhex(r["hash"]), wl.AUTO,
+                  receipt=unhex(r["body"]))
     eq(m.encode(msg), unhex(V["good"][0]["body"]), "auth")
+
+
+def test_receipt_hash_and_payee_tag():
+    r = V["receipt"]
+    rec = m.decode(m.RECEIPT, unhex(r["body"]))
+    eq(m.receipt_signed_bytes(rec), unhex(r["signed"]), "signed bytes")
+    eq(wl.receipt_hash(rec), unhex(r["hash"]), "hash")
+    eq(wl.payee_tag(rec.payee_key), unhex(r["payee_tag"]), "tag")
+    eq(rec.payee, "Corner cafe", "payee name")
+
+
+def test_payee_key_of_urls():
+    for url, key in V["urls"]["keys"]:
+        eq(wl.payee_key_of(url), None if key is None else unhex(key), url)
+    for url in V["urls"]["bad_keys"]:
+        raises(DecodeError, wl.payee_key_of, url)
 
 
 def test_mac_refuses_bad_key_and_unsigned_types():

@@ -3,7 +3,13 @@
 Runs on MicroPython and CPython. The world speaks frames: world.from_wallet(frame bytes)
 returns the frames to give back to the wallet. The payee is a real PayeeSession; the
 provider is a small simulation of host/amiko/node/provider.py's rules (MAC, counters,
-balance, states). `tamper` hooks let a test play the hostile terminal.
+balance, states, the payee's Receipt bound into every Auth). `tamper` hooks let a test play
+the hostile terminal.
+
+The payee signs its Receipt with a stand-in for secp256k1 (fake_sign: MicroPython has no
+curve library; the wallet never verifies signatures, its provider does): the simulated
+provider checks it with fake_verify. The real provider (host/amiko/node/provider.py) is
+tested with real signatures in tests/wallet/test_vouch.py.
 """
 
 import os
@@ -12,6 +18,7 @@ from amiko_core import frame
 from amiko_core import messages as m
 from amiko_core import walletlink as wl
 from amiko_core.paylink import PayeeSession
+from amiko_core.hashing import sha256
 from amiko_core.token import transaction_id
 
 KEY = bytes(range(1, 33))
@@ -19,6 +26,19 @@ WALLET = "w-test"
 PROVIDER_URL = "amikolink://127.0.0.1:4000/w-test"
 TOKEN = bytes([9]) * 32
 TXID = transaction_id(TOKEN)
+PAYEE_KEY = b"\x02" + bytes([7]) * 32
+OTHER_PAYEE_KEY = b"\x03" + bytes([8]) * 32
+
+
+def fake_sign(payee_key):
+    def sign(data):
+        return sha256(payee_key + data) + sha256(data + payee_key)
+
+    return sign
+
+
+def fake_verify(payee_key, data, sig):
+    return sig == fake_sign(payee_key)(data)
 
 
 class FakeSerial:
@@ -92,8 +112,9 @@ def rmtree(path):
     os.rmdir(path)
 
 
-def provision_msg(limit=5000, daily=20000, auto=100):
-    return m.Message(wl.PROVISION, wallet=WALLET, key=KEY, provider=PROVIDER_URL, limit=limit, daily=daily, auto=auto)
+def provision_msg(limit=5000, daily=20000, auto=100, auto_count=5, auto_total=50000, auto_new=5):
+    return m.Message(wl.PROVISION, wallet=WALLET, key=KEY, provider=PROVIDER_URL, limit=limit, daily=daily, auto=auto,
+                     auto_count=auto_count, auto_total=auto_total, auto_new=auto_new)
 
 
 class Provider:
@@ -120,13 +141,20 @@ class Provider:
         p = self.pays.get(msg.txid)
         if p is not None and (p["amount"] != msg.amount or p["mp"] != msg.meeting_point):
             return self._status(msg, wl.REFUSED, "authorisation differs from the route")
+        if p is not None and (p["payee_key"] != msg.payee_key or p["rhash"] != msg.receipt_hash):
+            return self._status(msg, wl.REFUSED, "authorisation differs from the route")
         a = msg.action
         if a == wl.ROUTE:
             if p is None:
+                problem = self.receipt_problem(msg)
+                if problem:
+                    self.refusals.append(problem)
+                    return self._status(msg, wl.REFUSED, problem)
                 if msg.amount > self.available():
                     return self._status(msg, wl.REFUSED, "balance too low")
                 p = {"state": wl.ROUTED if self.routed else wl.CANCELLED, "amount": msg.amount,
-                     "mp": msg.meeting_point, "token": None}
+                     "mp": msg.meeting_point, "token": None, "payee_key": msg.payee_key,
+                     "rhash": msg.receipt_hash, "confirm": msg.confirm}
                 self.pays[msg.txid] = p
         elif p is None:
             return self._status(msg, wl.CANCELLED, "no such payment")
@@ -141,6 +169,18 @@ class Provider:
         elif a == wl.COMMIT:
             self.settle(msg.txid, msg.token)
         return self._status(msg, p["state"], None)
+
+    def receipt_problem(self, msg):
+        if msg.receipt is None:
+            return "no receipt"
+        r = m.decode(m.RECEIPT, msg.receipt)
+        if wl.receipt_hash(r) != msg.receipt_hash:
+            return "receipt hash does not match"
+        if r.payee_key != msg.payee_key or r.txid != msg.txid or r.amount != msg.amount:
+            return "receipt is for another payment"
+        if not fake_verify(r.payee_key, m.receipt_signed_bytes(r), r.signature):
+            return "receipt signature does not verify"
+        return None
 
     def settle(self, txid, token):
         p = self.pays[txid]
@@ -166,10 +206,16 @@ class Provider:
 
 class World:
     def __init__(self, amount=500, receipt="coffee", mps=("mp-1",), provider=None, payee_routes=True,
-                 release=True, token=TOKEN, payment_id="pay-1", settle=True):
+                 release=True, token=TOKEN, payment_id="pay-1", settle=True, payee_key=PAYEE_KEY,
+                 payee_name="Corner cafe", sign=None):
+        """sign: the payee's signing function (default fake_sign(payee_key); a forger's
+        to make a bad signature); payee_key None: an unsigned Receipt."""
         self.provider = provider or Provider()
         self.provider.world = self
-        self.payee = PayeeSession(payment_id, amount, receipt, token, list(mps))
+        if payee_key is not None and sign is None:
+            sign = fake_sign(payee_key)
+        self.payee = PayeeSession(payment_id, amount, receipt, token, list(mps), payee_key=payee_key, sign=sign,
+                                  payee_name=payee_name)
         self.payee_routes = payee_routes
         self.release = release  # the payee sends Commit once locked
         self.settle = settle  # the network brings the token back to the provider at once

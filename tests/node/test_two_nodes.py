@@ -48,7 +48,7 @@ def test_two_nodes_link_deposit_pay_withdraw(net):
     assert paid["payee_key"] == b.key
     receipt = m.Message(m.RECEIPT, {"id": paid["payment_id"], "amount": 100, "receipt": "coffee",
                                     "txid": bytes.fromhex(paid["txid"]), "meeting_points": paid["meeting_points"],
-                                    "payee_key": bytes.fromhex(paid["payee_key"])})
+                                    "payee_key": bytes.fromhex(paid["payee_key"]), "payee": paid["payee"]})
     assert verify(bytes.fromhex(b.key), m.receipt_signed_bytes(receipt), bytes.fromhex(paid["signature"]))
     # the payer's stored proof is self-contained: the signed bytes, the key, the signature, the token
     proof = next(p for p in a.status()["history"] if p["txid"] == paid["txid"] and p["role"] == "payer")

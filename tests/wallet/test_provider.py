@@ -10,6 +10,7 @@ from amiko_core import walletlink as wl
 from amiko_core.token import new_token, transaction_id
 
 from amiko.node.control import ControlClient
+from amiko.node.identity import Identity
 
 from amiko.node.identity import Identity
 from amiko.wire import stream as streams
@@ -37,8 +38,20 @@ class Conn:
         self.s.close()
 
 
-def auth(counter, action, txid, amount=100, mp="mp-x", key=KEY, wallet="w-1", token=None):
-    return wl.auth(key, wallet, counter, action, txid, amount, mp, token)
+PAYEE = Identity(12345)
+
+
+def receipt(txid, amount, mp):
+    """The payee's signed Receipt for this payment (deterministic: the same bytes every time)."""
+    r = m.Message(m.RECEIPT, id="pay-x", amount=amount, receipt="x", txid=txid, meeting_points=[mp],
+                  payee_key=PAYEE.pubkey, payee="payee")
+    return m.Message(m.RECEIPT, dict(r.fields, signature=PAYEE.sign(m.receipt_signed_bytes(r))))
+
+
+def auth(counter, action, txid, amount=100, mp="mp-x", key=KEY, wallet="w-1", token=None, confirm=wl.BUTTON):
+    r = receipt(txid, amount, mp)
+    return wl.auth(key, wallet, counter, action, txid, amount, mp, PAYEE.pubkey, wl.receipt_hash(r), confirm, token,
+                   m.encode(r) if action == wl.ROUTE else None)
 
 
 def test_provider_refuses_forged_replayed_and_over_limit(net):

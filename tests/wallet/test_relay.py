@@ -16,7 +16,7 @@ def test_wallet_frames_go_where_their_type_says():
     r = Router()
     hello = m.Message(wl.HELLO, wallet="w-1", provider="amikolink://127.0.0.1:4000/w-1")
     pay = m.Message(m.PAY, id="p1")
-    auth = wl.auth(bytes(32), "w-1", 1, wl.ROUTE, TXID, 5, "mp")
+    auth = wl.auth(bytes(32), "w-1", 1, wl.ROUTE, TXID, 5, "mp", b"\x02" + bytes(32), bytes(32), wl.AUTO)
     done = m.Message(wl.DONE, id="p1", state=wl.COMMITTED)
     data = b"junk" + m.to_frame(hello) + m.to_frame(pay) + m.to_frame(auth) + m.to_frame(done)
     actions = r.from_wallet(data[:7]) + r.from_wallet(data[7:])
@@ -36,7 +36,8 @@ def test_only_the_right_types_reach_the_wallet():
     assert r.from_payee(m.to_frame(st)) == []  # the payee cannot speak for the provider
     assert r.from_provider(m.to_frame(st)) == [("wallet", m.to_frame(st))]
     assert r.from_provider(m.to_frame(receipt)) == []  # nor the provider for the payee
-    provision = m.Message(wl.PROVISION, wallet="w", key=bytes(32), provider="amikolink://x/w", limit=1, daily=1, auto=0)
+    provision = m.Message(wl.PROVISION, wallet="w", key=bytes(32), provider="amikolink://x/w", limit=1, daily=1, auto=0,
+                          auto_count=0, auto_total=0, auto_new=0)
     assert r.from_payee(m.to_frame(provision)) == [] and r.from_provider(m.to_frame(provision)) == []
     # malformed bodies and garbage never cross
     assert r.from_provider(frame.encode(wl.STATUS, b"\xa1\x01\x02") + b"\x00" * 50) == []

@@ -470,7 +470,8 @@ class PayerRun(_Run):
                 "meeting_point": s.meeting_point, "meeting_points": s.meeting_points,
                 "token": _hex(s.token) if outcome == paylink.COMMITTED else None,
                 "payee_key": _hex(s.receipt.payee_key) if s.receipt is not None else None,
-                "signature": _hex(s.receipt.signature) if s.receipt is not None else None}
+                "signature": _hex(s.receipt.signature) if s.receipt is not None else None,
+                "payee": s.receipt.payee if s.receipt is not None else None}
 
 
 class PaymentLinks:
@@ -526,7 +527,8 @@ class PaymentLinks:
         identity = self.node.identity
         session = paylink.PayeeSession(
             payment_id, request["amount"], request["receipt"], request["token"], request["meeting_points"],
-            timeouts=self.timeouts(), payee_key=identity.pubkey, sign=identity.sign)
+            timeouts=self.timeouts(), payee_key=identity.pubkey, sign=identity.sign,
+            payee_name=self.node.config.name)
         run = PayeeRun(self, session)
         run.request = request
         run.stream = stream

@@ -23,13 +23,16 @@ Auth is not authenticated: unknown wallet, bad MAC, counter not above the last o
 Auth changes nothing); while the payment is routing, a second Status (same ref, next
 counter) follows when the route is found or fails. Rules per action, all idempotent per txid:
     route   new txid: per-payment limit, daily limit (UTC day, committed and pending
-            payments), available balance; then engine.start_route(txid, side 0, amount, mp).
-            A known txid: its current state.
+            payments), available balance; the payee's signed Receipt the Auth carries
+            (amiko.node.receipts: hash, payment, key, signature); the auto-confirm rules for
+            an Auth confirmed without the button (amiko.node.autoconfirm); then
+            engine.start_route(txid, side 0, amount, mp). A known txid: its current state.
     lock    routed -> engine.lock (the funds are locked); otherwise the current state
     commit  locked and hash160(token) == txid -> engine.release_token (commits the network)
     cancel  routing/routed -> engine.cancel_route; locked or final: the current state
     query   the current state (committed answers carry the token: the wallet's proof)
-An Auth whose amount or meeting point differs from the txid's payment is REFUSED.
+An Auth whose amount, meeting point, payee key or receipt hash differs from the txid's payment
+is REFUSED.
 Engine events (route_found/route_failed/settled/rolled_back for side 0) update the rows; the
 rows are also reconciled with the route table at start (a crash between the engine's commit
 and ours leaves nothing ambiguous: the route table decides).
@@ -46,7 +49,7 @@ from amiko_core.errors import AmikoError, DecodeError
 from amiko_core.token import token_matches
 from amiko_core.url import AmikoURL, LINK
 
-from amiko.node import paylink_tcp
+from amiko.node import autoconfirm, paylink_tcp, receipts
 from amiko.node import routing, settlement
 from amiko.node import store as _store
 from amiko.node.control import ControlError
@@ -179,15 +182,17 @@ class Provider:
         p = self.payment(db, msg.txid)
         reason = None
         if p is not None and (p["wallet"] != w["id"] or p["amount"] != msg.amount
-                              or p["meeting_point"] != msg.meeting_point):
+                              or p["meeting_point"] != msg.meeting_point or not receipts.bound(db, msg)):
             return self._status(db, w, msg, wl.REFUSED, "authorisation differs from the payment of this transaction"), None
         if p is not None:
             p = self.sync(db, p)
         action = msg.action
         if action == wl.ROUTE and p is None:
-            refusal = self._route_refusal(db, w, msg.txid, msg.amount, now)
+            refusal = self._route_refusal(db, w, msg.txid, msg.amount, now) or self._vouch_refusal(db, w, msg)
             p = self._new_payment(db, w, msg, now, refusal)
             if refusal is None:
+                receipts.record(db, msg)
+                autoconfirm.record(db, w["id"], msg)
                 try:
                     self.node.engine.record_payment(db, txid=msg.txid, role="payer", amount=msg.amount,
                                                     state="confirmed", meeting_point=msg.meeting_point,
@@ -229,6 +234,16 @@ class Provider:
         if routing.get(db, txid, 0) is not None:
             return "this node routes that transaction already"
         return None
+
+    @staticmethod
+    def _vouch_refusal(db, w, msg):
+        """The payee's Receipt, then the auto-confirm rules (the signature check costs most:
+        bench/RESULTS.md, "Provider receipt check")."""
+        problem = receipts.problem(msg)
+        if problem is not None:
+            log.info("wallet %s: refused a route: %s", w["id"], problem)
+            return problem
+        return autoconfirm.refusal(db, w, msg)
 
     def _new_payment(self, db, w, msg, now, refusal):
         state = "cancelled" if refusal else "routing"
@@ -364,6 +379,10 @@ class Provider:
         if len(key) != wl.KEY_SIZE:
             raise ControlError("invalid", "key must be %d bytes of hex" % wl.KEY_SIZE)
         values = self._limits(params)
+        try:
+            values.update(autoconfirm.values(params, values["auto"]))
+        except ValueError as e:
+            raise ControlError("invalid", str(e)) from None
 
         self.node.transact(self.create_account, wallet_id, key, values)
         return {"wallet": wallet_id, "provider": self.provider_url(wallet_id), "balance": 0, **values}
@@ -375,6 +394,8 @@ class Provider:
         db.execute("INSERT INTO wallets (id, key, balance, limit_amount, daily, auto, created) "
                    "VALUES (?, ?, 0, ?, ?, ?, ?)", (wallet_id, key, values["limit"], values["daily"],
                                                     values["auto"], int(self.clock())))
+        # (an invitation grants limit, daily and auto: the other auto-confirm limits are the defaults)
+        autoconfirm.create(db, wallet_id, autoconfirm.values(values, values["auto"]))
 
     def rpc_invite(self, params, conn):
         """A one-time invitation code for `amiko wallet provision --provider URL --invite CODE`."""
@@ -416,6 +437,7 @@ class Provider:
             rows = db.execute("SELECT %s FROM wallet_payments WHERE wallet = ? ORDER BY created DESC LIMIT 100"
                               % ", ".join(_COLS), (wallet_id,)).fetchall()
             held = self.held(db, wallet_id)
+            auto = autoconfirm.get(db, wallet_id)
         payments = []
         for row in rows:
             p = dict(zip(_COLS, row))
@@ -424,7 +446,9 @@ class Provider:
             payments.append(p)
         return {"wallet": wallet_id, "balance": w["balance"], "available": w["balance"] - held,
                 "limit": w["limit"], "daily": w["daily"], "auto": w["auto"], "counter": w["counter"],
-                "provider": self.provider_url(wallet_id), "payments": payments}
+                "provider": self.provider_url(wallet_id), "payments": payments,
+                "auto_count": auto["auto_count"], "auto_total": auto["auto_total"], "auto_new": auto["auto_new"],
+                "since_press": {"count": auto["count"], "total": auto["total"], "new": auto["new"]}}
 
 
 def _send(stream, frame_bytes):

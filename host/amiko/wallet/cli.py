@@ -1,10 +1,15 @@
 """`amiko wallet provision | topup | history | info`: a wallet and its provider, from the owner's computer.
 
 provision --port PORT --provider HOME [--wallet ID] [--limit N] [--daily N] [--auto N]
+          [--auto-count N] [--auto-total N] [--auto-new N]
     Makes a fresh 32-byte key and a wallet id, creates the wallet account on the provider
     node (control socket of HOME: the key never crosses a network), then sends
     Provision{wallet, key, provider URL, limits} to the wallet over its serial port and
-    checks the wallet's ProvisionAck MAC (proof that it stored that key). A wallet that is
+    checks the wallet's ProvisionAck MAC (proof that it stored that key). The auto-confirm
+    rules (amiko.node.autoconfirm; README "Auto-confirm"): at most --auto per payment, at most
+    --auto-count payments (default 5) and --auto-total in sum (default 3 x --auto) since the
+    last button press, of which at most --auto-new (default 2) to payees never confirmed by
+    the button; the wallet and the provider both enforce them. A wallet that is
     provisioned already refuses (erase its flash to start again): the wallet is asked first
     (Tap without URL: Hello = provisioned), so no account is made for a wallet that refuses.
 provision --port PORT --provider amikolink://host:port/WALLET?key=HEX --invite CODE [--limit N ...]
@@ -12,7 +17,8 @@ provision --port PORT --provider amikolink://host:port/WALLET?key=HEX --invite C
     (`amiko wallet invite`): the key is agreed with the provider node over BOLT 8 (pinned to
     the URL's key, from an ephemeral transport key), encrypted to
     a fresh ephemeral key and signed by the node key pinned in the URL (amiko.node.provisioning
-    describes the construction); limits default to the invitation's and may only be lower.
+    describes the construction); limits default to the invitation's and may only be lower;
+    the other auto-confirm limits are the defaults for the granted --auto.
 invite --home HOME [--limit N] [--daily N] [--auto N] [--ttl S]
     On the provider's machine: prints a one-time invitation code (valid --ttl seconds, default
     a day) and the provider URL to give the wallet's owner.
@@ -101,6 +107,12 @@ def _provision_args(p):
                    "(default 0; with an invitation: the invitation's)")
     p.add_argument("--invite", metavar="CODE", help="one-time invitation code from `amiko wallet invite` (with a "
                    "provider URL)")
+    p.add_argument("--auto-count", type=int, default=None, help="auto-confirmed payments allowed since the last "
+                   "button press (default 5)")
+    p.add_argument("--auto-total", type=int, default=None, help="their cumulative amount since the last press "
+                   "(default 3 x --auto)")
+    p.add_argument("--auto-new", type=int, default=None, help="of those, payments to payees never confirmed by "
+                   "the button (default 2)")
 
 
 def _by_url(args):
@@ -140,6 +152,17 @@ def _provision_run(args, out):
         args.limit = 10000 if args.limit is None else args.limit
         args.daily = 50000 if args.daily is None else args.daily
         args.auto = 0 if args.auto is None else args.auto
+    from amiko.node import autoconfirm
+
+    rules = {name: getattr(args, name, None) for name in autoconfirm.NAMES}
+    if by_url and any(v is not None for v in rules.values()):
+        raise CommandError("with an invitation the provider's auto-confirm defaults apply: --auto-count, "
+                           "--auto-total and --auto-new go with --provider HOME", "usage")
+    if not by_url:
+        try:
+            rules = autoconfirm.values(rules, args.auto)
+        except ValueError as e:
+            raise CommandError("--" + str(e).replace("_", "-"), "usage") from None
     wallet_id = args.wallet or "w-" + os.urandom(4).hex()
     key = os.urandom(wl.KEY_SIZE)
     t = _transport(args.port)
@@ -152,11 +175,12 @@ def _provision_run(args, out):
             acct = _by_url(args)
             wallet_id, key = acct["wallet"], acct["key"]
             args.limit, args.daily, args.auto = acct["limit"], acct["daily"], acct["auto"]
+            rules = autoconfirm.defaults(args.auto)
         else:
-            acct = _call(home, "wallet_provision", {"wallet": wallet_id, "key": key.hex(), "limit": args.limit,
-                                                    "daily": args.daily, "auto": args.auto})
+            acct = _call(home, "wallet_provision", dict(rules, wallet=wallet_id, key=key.hex(), limit=args.limit,
+                                                        daily=args.daily, auto=args.auto))
         msg = m.Message(wl.PROVISION, wallet=wallet_id, key=key, provider=acct["provider"], limit=args.limit,
-                        daily=args.daily, auto=args.auto)
+                        daily=args.daily, auto=args.auto, **rules)
         ack = exchange(t, msg, (wl.PROVISION_ACK,))
     finally:
         t.close()
@@ -164,8 +188,8 @@ def _provision_run(args, out):
         raise CommandError("the wallet refused provisioning: %s" % ack.reason, "refused")
     if ack.wallet != wallet_id or not wl.verify(key, ack):
         raise CommandError("the wallet's acknowledgement does not prove the key: provisioning failed", "refused")
-    result = {"wallet": wallet_id, "provider": acct["provider"], "limit": args.limit, "daily": args.daily,
-              "auto": args.auto, "balance": 0}
+    result = dict(rules, wallet=wallet_id, provider=acct["provider"], limit=args.limit, daily=args.daily,
+                  auto=args.auto, balance=0)
     topup = "HOME" if by_url else args.provider
     out.result(result, "wallet %s provisioned with provider %s\ntop it up with: amiko wallet topup --provider %s "
                "--wallet %s AMOUNT" % (wallet_id, acct["provider"], topup, wallet_id))
@@ -270,7 +294,8 @@ def read_history(transport, limit=32):
 
             receipt = m.Message(m.RECEIPT, {k: e.fields[k] for k in ("id", "amount", "receipt", "txid",
                                                                       "meeting_points", "payee_key",
-                                                                      "signature", "expires") if k in e.fields})
+                                                                      "signature", "expires", "payee")
+                                                  if k in e.fields})
             row["signature_ok"] = identity.verify(e.payee_key, m.receipt_signed_bytes(receipt), e.signature)
         entries.append(row)
         index += 1
