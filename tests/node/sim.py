@@ -38,6 +38,7 @@ from amiko.node.engine import Engine
 from amiko.node.store import Store
 
 ERR_REJECTED = 3
+CREDIT_LIMIT = 10 ** 12  # what Sim.link lets each end accept in deposits from the other
 
 
 class SimNode:
@@ -167,10 +168,14 @@ class Sim:
         self.nodes[name] = n
         return n
 
-    def link(self, a, b):
+    def link(self, a, b, credit_limit=CREDIT_LIMIT):
+        """Link a and b; each end accepts deposits from the other up to credit_limit
+        (None: no limit set, so a peer's Deposit is refused, the node's default)."""
         for x, y in ((a, b), (b, a)):
             with x.tx() as db:
                 x.engine.add_link(db, y.name)
+                if credit_limit is not None:
+                    x.engine.set_credit_limit(db, y.name, credit_limit)
         self.pairs.append((a, b))
 
     def deposit(self, a, b, amount):

@@ -54,6 +54,7 @@ from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 
 from amiko.node import channels
+from amiko.node import disputes
 from amiko.node import endpoints
 from amiko.node import store as _store
 
@@ -205,6 +206,8 @@ def on_make_route(eng, db, link, msg):
         refusal = "this node carries the transaction already (loop)"
     elif ch.state != "open":
         refusal = "channel %d is %s" % (ch.id, ch.state)
+    elif disputes.is_open(db, link, ch.id):
+        refusal = "channel %d has an open dispute" % ch.id
     elif not eng.link_has_room(db, link):
         refusal = "link %s has too many pending payments" % link
     elif side == 1:
