@@ -24,7 +24,9 @@ action. So a seed fixes the whole interleaving.
 Time is a fake clock (Sim.time, seconds; every step adds 1 ms): Sim.advance(seconds) moves
 it on and fires every timer that fell due at every node, each in its own transaction, as
 the daemon's timer loop does. Sim.block(a, b) holds back delivery on the link a -> b (a
-node that stopped answering) until unblock(a, b). auto_lock=False keeps the payer from
+node that stopped answering) until unblock(a, b). Hostile nodes: Sim.refusing holds (node
+name, message type) pairs a node answers with an Error without reading them; Sim.thieves
+names payers that take Commit{token} and never hand it to their engine. auto_lock=False keeps the payer from
 locking when both halves are routed (call Sim.lock_now(p) yourself).
 """
 
@@ -103,6 +105,8 @@ class Sim:
         self.auto_cancel = auto_cancel
         self.auto_lock = auto_lock
         self.blocked = set()       # (sender name, receiver name) whose delivery is held back
+        self.refusing = set()      # (node name, message type) a hostile node answers with an Error, unread
+        self.thieves = set()       # payer names that take Commit{token} and settle nothing
         self.fired = []            # (node name, kind, side) of every timer fired
         self.config = config
         self.time = 1_700_000_000.0
@@ -212,6 +216,8 @@ class Sim:
                 if seq <= last:
                     return "duplicate"
                 assert seq == last + 1, "gap on link %s -> %s" % (a_name, b.name)
+                if (b.name, mtype) in self.refusing:
+                    raise AmikoError("%s refuses every %s (hostile)" % (b.name, msg.name))
                 b.engine.on_link_message(db, a_name, msg)
                 outbox.set_last_in(db, a_name, seq)
             self.delivered += 1
@@ -369,6 +375,8 @@ class Sim:
 
     def _commit_at_payer(self, p):
         p.token_sent = True
+        if p.payer.name in self.thieves:
+            return  # it has the token, its proof of payment, and keeps it from its engine
         try:
             with p.payer.tx() as db:
                 p.payer.engine.release_token(db, p.txid, p.token)
