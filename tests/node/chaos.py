@@ -127,8 +127,8 @@ def build(net, count):
     edges += [(i, i + half) for i in range(0, half, 2) if (i, i + half) not in edges and (i + half, i) not in edges]
     for i, j in edges:
         a, b = nodes[i], nodes[j]
-        url = call(a, "link", {"name": b.name})["url"]
-        call(b, "link", {"name": a.name, "remote_url": url, "wait": 20}, timeout=40)
+        url = call(a, "link", {"name": b.name, "credit_limit": FUNDING})["url"]  # each end accepts FUNDING
+        call(b, "link", {"name": a.name, "remote_url": url, "wait": 20, "credit_limit": FUNDING}, timeout=40)
         a.links[b.name] = b.name
         b.links[a.name] = a.name
     wait_for(lambda: all(all(x["connected"] for x in call(n, "status")["links"]) for n in nodes), 30, "links up")

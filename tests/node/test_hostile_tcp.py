@@ -174,7 +174,7 @@ class EvilPeer:
 def test_hostile_link_peer_messages_are_rejected(net):
     a = net.node("a", meeting_points=["mp-a"])
     b = net.node("b")
-    a.cli("link", "evil")
+    a.cli("link", "evil", "--credit-limit", "1000")
     max_amount = m.MAX_AMOUNT
 
     async def scenario():
