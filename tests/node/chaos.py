@@ -260,6 +260,7 @@ def read_db(node):
             "outbox": db.execute("SELECT COUNT(*) FROM link_outbox").fetchone()[0],
             "routes": db.execute("SELECT txid, side, state, reason FROM routes").fetchall(),
             "payments": db.execute("SELECT txid, role, state, amount, reason FROM payments").fetchall(),
+            "disputes": db.execute("SELECT link, channel, txid, amount, reason FROM disputes WHERE state = 'open'").fetchall(),
         }
     finally:
         db.close()
@@ -281,6 +282,8 @@ def check(nodes, crashed):
             violations.append("%s has %d holds" % (name, d["holds"]))
         if d["outbox"]:
             violations.append("%s has %d unacknowledged messages" % (name, d["outbox"]))
+        for link, cid, txid, amount, reason in d["disputes"]:  # honest peers never leave one
+            violations.append("%s has an open dispute on channel %d of link %s: %d (%s)" % (name, cid, link, amount, reason))
     for cid, pair in ends.items():
         if len(pair) != 2:
             violations.append("channel %d known to %d nodes" % (cid, len(pair)))
