@@ -26,7 +26,8 @@ At the end every node is restarted if needed, the network is given time to settl
 time-out fires), the nodes are stopped and their databases read. Invariants (each failure
 is counted in result["violations"] with a description):
 - the sum of all balances is unchanged, and both ends of every channel agree;
-- nothing is reserved, locked, pending or unacknowledged anywhere;
+- nothing is reserved, locked, pending or unacknowledged anywhere, and no node has an open
+  dispute (every peer is honest: each claim is settled by its deadline);
 - every payment ended: the payer's and the payee's rows are 'committed' or 'cancelled' (a
   request never confirmed may stay 'requested' if no node carries it), and no route entry
   of it is in progress;
