@@ -184,8 +184,8 @@ class Chain:
             n.wait_ready()
         pairs = list(zip(self.nodes, self.nodes[1:]))
         for a, b in pairs:
-            url = a.call("link", {"name": b.name})["url"]
-            r = b.call("link", {"name": a.name, "remote_url": url, "wait": 15}, timeout=30)
+            url = a.call("link", {"name": b.name, "credit_limit": FUNDING})["url"]  # b may deposit FUNDING
+            r = b.call("link", {"name": a.name, "remote_url": url, "wait": 15, "credit_limit": FUNDING}, timeout=30)
             if not r.get("connected"):
                 raise SystemExit("link %s <-> %s did not come up: %s" % (a.name, b.name, r.get("last_error")))
         for a, b in pairs:  # the side that pays on a channel funds it: money flows payer -> payee

@@ -105,6 +105,19 @@ def _amount(text):
     return value
 
 
+def _credit(text):
+    from amiko_core.messages import MAX_AMOUNT
+
+    if not text.isdigit() or int(text) > MAX_AMOUNT:
+        raise argparse.ArgumentTypeError("credit limit %r must be a whole number of base units in 0..%d" % (text, MAX_AMOUNT))
+    return int(text)
+
+
+def _credit_arg(p):
+    p.add_argument("--credit-limit", dest="credit_limit", type=_credit, metavar="N",
+                   help="the most this node accepts in deposits from the peer on this link (default 0: none)")
+
+
 def _seconds(text):
     try:
         value = float(text)
@@ -157,13 +170,15 @@ def _init_run(args, out):
 # -- node
 
 def _node_args(p):
-    pass
+    p.add_argument("--developer", action="store_true",
+                   help="developer mode: control methods that make this node cheat a peer on purpose, "
+                        "for the attack tests (never in production)")
 
 
 def _node_run(args, out):
     from amiko.node import daemon
 
-    return daemon.main(_home(args), json_ready=out.as_json, stdout=out.stdout)
+    return daemon.main(_home(args), json_ready=out.as_json, stdout=out.stdout, developer=args.developer)
 
 
 # -- link
@@ -177,6 +192,7 @@ def _link_args(p):
                    "issuing an invitation")
     p.add_argument("--invite-expiry", type=_seconds, default=3600, metavar="S",
                    help="without REMOTE_URL: seconds the printed one-time invitation stays valid (default 3600)")
+    _credit_arg(p)
 
 
 def _link_run(args, out):
@@ -203,6 +219,8 @@ def _link_run(args, out):
                                % args.remote_url, "invalid")
         params["remote_url"] = args.remote_url
         params["wait"] = args.timeout
+    if args.credit_limit is not None:
+        params["credit_limit"] = args.credit_limit
     result = _call(args, "link", params, timeout=args.timeout + 30)
     text = result["url"]
     if args.remote_url is not None and not result.get("connected"):
@@ -221,10 +239,14 @@ def _link_run(args, out):
 def _deposit_args(p):
     p.add_argument("link", metavar="LINK")
     p.add_argument("amount", metavar="AMOUNT", type=_amount, help="integer base units (satoshi)")
+    _credit_arg(p)
 
 
 def _deposit_run(args, out):
-    r = _call(args, "deposit", {"link": args.link, "amount": args.amount})
+    params = {"link": args.link, "amount": args.amount}
+    if args.credit_limit is not None:
+        params["credit_limit"] = args.credit_limit
+    r = _call(args, "deposit", params)
     out.result(r, "channel %s on link %s: deposited %d" % (r["channel"], r["link"], r["amount"]))
     return EXIT_OK
 
@@ -363,10 +385,11 @@ def _fmt_row(row):
     return "  ".join("%s=%s" % (k, _fmt_value(v)) for k, v in row.items())
 
 
-_LINK_COLS = ("name", "connected", "unacked", "remote_url", "last_error")
+_LINK_COLS = ("name", "connected", "unacked", "remote_url", "last_error", "credit_limit", "credit_used")
 _CHANNEL_COLS = ("link", "id", "kind", "state", "local", "remote", "reserved", "locked")
 _PENDING_COLS = ("txid", "side", "state", "amount", "meeting_point", "up_link", "down_link")
 _HISTORY_COLS = ("txid", "role", "state", "amount", "receipt", "reason", "token")
+_DISPUTE_COLS = ("link", "channel", "txid", "amount", "state", "created", "reason")
 
 
 def _pick(row, cols):
@@ -387,7 +410,8 @@ def format_status(s):
         lines.append("external meeting points: %s" % _fmt_value(s["external_meeting_points"]))
     for key, title, cols in (("links", "links", _LINK_COLS), ("channels", "channels", _CHANNEL_COLS),
                              ("pending", "pending transactions", _PENDING_COLS),
-                             ("history", "payment history", _HISTORY_COLS)):
+                             ("history", "payment history", _HISTORY_COLS),
+                             ("disputes", "disputes", _DISPUTE_COLS)):
         rows = s.get(key) or []
         lines.append("%s: %s" % (title, len(rows) if rows else "none"))
         for row in rows:

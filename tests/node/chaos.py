@@ -26,7 +26,8 @@ At the end every node is restarted if needed, the network is given time to settl
 time-out fires), the nodes are stopped and their databases read. Invariants (each failure
 is counted in result["violations"] with a description):
 - the sum of all balances is unchanged, and both ends of every channel agree;
-- nothing is reserved, locked, pending or unacknowledged anywhere;
+- nothing is reserved, locked, pending or unacknowledged anywhere, and no node has an open
+  dispute (every peer is honest: each claim is settled by its deadline);
 - every payment ended: the payer's and the payee's rows are 'committed' or 'cancelled' (a
   request never confirmed may stay 'requested' if no node carries it), and no route entry
   of it is in progress;
@@ -138,8 +139,8 @@ def build(net, count):
     edges += [(i, i + half) for i in range(0, half, 2) if (i, i + half) not in edges and (i + half, i) not in edges]
     for i, j in edges:
         a, b = nodes[i], nodes[j]
-        url = call(a, "link", {"name": b.name})["url"]
-        call(b, "link", {"name": a.name, "remote_url": url, "wait": 20}, timeout=40)
+        url = call(a, "link", {"name": b.name, "credit_limit": FUNDING})["url"]  # each end accepts FUNDING
+        call(b, "link", {"name": a.name, "remote_url": url, "wait": 20, "credit_limit": FUNDING}, timeout=40)
         a.links[b.name] = b.name
         b.links[a.name] = a.name
     wait_for(lambda: all(all(x["connected"] for x in call(n, "status")["links"]) for n in nodes), 30, "links up")
@@ -271,6 +272,7 @@ def read_db(node):
             "outbox": db.execute("SELECT COUNT(*) FROM link_outbox").fetchone()[0],
             "routes": db.execute("SELECT txid, side, state, reason FROM routes").fetchall(),
             "payments": db.execute("SELECT txid, role, state, amount, reason FROM payments").fetchall(),
+            "disputes": db.execute("SELECT link, channel, txid, amount, reason FROM disputes WHERE state = 'open'").fetchall(),
         }
     finally:
         db.close()
@@ -292,6 +294,8 @@ def check(nodes, crashed):
             violations.append("%s has %d holds" % (name, d["holds"]))
         if d["outbox"]:
             violations.append("%s has %d unacknowledged messages" % (name, d["outbox"]))
+        for link, cid, txid, amount, reason in d["disputes"]:  # honest peers never leave one
+            violations.append("%s has an open dispute on channel %d of link %s: %d (%s)" % (name, cid, link, amount, reason))
     for cid, pair in ends.items():
         if len(pair) != 2:
             violations.append("channel %d known to %d nodes" % (cid, len(pair)))

@@ -28,6 +28,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 _PYTHONPATH = os.pathsep.join([str(ROOT / "shared"), str(ROOT / "host")])
 _used_ports = set()
+CREDIT_LIMIT = 10 ** 9  # what Net.connect lets each end of a link accept in deposits from the other
 
 
 def amiko_argv():
@@ -100,6 +101,7 @@ class Node:
         self._stderr = None
         self.links = {}  # peer Node name -> this side's link name
         self.env = {}  # extra environment of `amiko node` (e.g. the TEST-ONLY knobs), kept across restarts
+        self.node_args = []  # extra arguments of `amiko node` (e.g. --developer), kept across restarts
 
     # -- commands
 
@@ -145,12 +147,15 @@ class Node:
         self.meeting_points = r.json["meeting_points"]
         return r.json
 
-    def start(self, wait=True, env=None):
+    def start(self, wait=True, env=None, args=None):
         assert not self.running(), "node %s already running" % self.name
         if env is not None:
             self.env = dict(env)
+        if args is not None:
+            self.node_args = list(args)
         self._stderr = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen(amiko_argv() + ["node", "--home", str(self.home)], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(amiko_argv() + ["node", "--home", str(self.home)] + self.node_args,
+                                     stdin=subprocess.DEVNULL,
                                      stdout=self._stderr, stderr=self._stderr, env=amiko_env(self.env))
         if wait:
             self.wait_ready()
@@ -270,10 +275,12 @@ class Net:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
-    def connect(self, a, b, timeout=20):
-        """Link a and b (a prints its URL for b, b connects with it); wait until both see it up."""
-        url = a.cli("link", b.name)["url"]
-        b.cli("link", a.name, url, "--timeout", timeout)
+    def connect(self, a, b, timeout=20, credit_limit=CREDIT_LIMIT):
+        """Link a and b (a prints its URL for b, b connects with it); wait until both see it up.
+        Each end accepts deposits from the other up to credit_limit (None: the node's default, 0)."""
+        credit = [] if credit_limit is None else ["--credit-limit", credit_limit]
+        url = a.cli("link", b.name, *credit)["url"]
+        b.cli("link", a.name, url, "--timeout", timeout, *credit)
         a.links[b.name] = b.name
         b.links[a.name] = a.name
         self.wait(lambda: a.link_status(b.name)["connected"] and b.link_status(a.name)["connected"], timeout,

@@ -25,7 +25,9 @@ Time is a fake clock (Sim.time, seconds; every step adds 1 ms): Sim.advance(seco
 it on and fires every timer that fell due at every node, each in its own transaction, as
 the daemon's timer loop does. Sim.block(a, b) holds back delivery on the link a -> b (a
 node that stopped answering) until unblock(a, b). auto_lock=False keeps the payer from
-locking when both halves are routed (call Sim.lock_now(p) yourself). Sim.tamper, if set, is
+locking when both halves are routed (call Sim.lock_now(p) yourself). Hostile nodes: Sim.refusing holds (node
+name, message type) pairs a node answers with an Error without reading them; Sim.thieves
+names payers that take Commit{token} and never hand it to their engine. Sim.tamper, if set, is
 fn(sender name, receiver, msg) -> msg, applied to every delivered message (a hostile sender).
 Every node has an identity key fixed by its name (node_identity); meeting points given by
 NAME become NAME@KEY, and Sim.mp(NAME) is that id.
@@ -48,6 +50,7 @@ def node_identity(name):
     return Identity(int.from_bytes(hashlib.sha256(b"amiko sim node " + name.encode()).digest(), "big") % (ORDER - 1) + 1)
 
 ERR_REJECTED = 3
+CREDIT_LIMIT = 10 ** 12  # what Sim.link lets each end accept in deposits from the other
 
 
 class SimNode:
@@ -120,6 +123,8 @@ class Sim:
         self.auto_cancel = auto_cancel
         self.auto_lock = auto_lock
         self.blocked = set()       # (sender name, receiver name) whose delivery is held back
+        self.refusing = set()      # (node name, message type) a hostile node answers with an Error, unread
+        self.thieves = set()       # payer names that take Commit{token} and settle nothing
         self.fired = []            # (node name, kind, side) of every timer fired
         self.config = config
         self.time = 1_700_000_000.0
@@ -200,10 +205,14 @@ class Sim:
         assert len(found) == 1, "meeting point %s is held by %d nodes of this sim" % (name, len(found))
         return found[0]
 
-    def link(self, a, b):
+    def link(self, a, b, credit_limit=CREDIT_LIMIT):
+        """Link a and b; each end accepts deposits from the other up to credit_limit
+        (None: no limit set, so a peer's Deposit is refused, the node's default)."""
         for x, y in ((a, b), (b, a)):
             with x.tx() as db:
                 x.engine.add_link(db, y.name)
+                if credit_limit is not None:
+                    x.engine.set_credit_limit(db, y.name, credit_limit)
         self.pairs.append((a, b))
 
     def deposit(self, a, b, amount):
@@ -242,6 +251,8 @@ class Sim:
                 if seq <= last:
                     return "duplicate"
                 assert seq == last + 1, "gap on link %s -> %s" % (a_name, b.name)
+                if (b.name, mtype) in self.refusing:
+                    raise AmikoError("%s refuses every %s (hostile)" % (b.name, msg.name))
                 b.engine.on_link_message(db, a_name, msg)
                 outbox.set_last_in(db, a_name, seq)
             self.delivered += 1
@@ -399,6 +410,8 @@ class Sim:
 
     def _commit_at_payer(self, p):
         p.token_sent = True
+        if p.payer.name in self.thieves:
+            return  # it has the token, its proof of payment, and keeps it from its engine
         try:
             with p.payer.tx() as db:
                 p.payer.engine.release_token(db, p.txid, p.token)

@@ -199,7 +199,7 @@ class EvilPeer:
 def test_hostile_link_peer_messages_are_rejected(net):
     a = net.node("a", meeting_points=["mp-a"])
     b = net.node("b")
-    invite = a.cli("link", "evil")["url"].split("invite=")[1]
+    invite = a.cli("link", "evil", "--credit-limit", "1000")["url"].split("invite=")[1]
     max_amount = m.MAX_AMOUNT
 
     async def scenario():

@@ -46,8 +46,8 @@ def world(tmp_path_factory):
                                  external=["mp"] if name != "m" else [],
                                  extra=PAYER_TIMEOUTS if name == "p" else TIMEOUTS)
         for x, y, amount in EDGES:
-            url = nodes[x].rpc("link", {"name": y})["url"]
-            nodes[y].rpc("link", {"name": x, "remote_url": url, "wait": 20}, timeout=40)
+            url = nodes[x].rpc("link", {"name": y, "credit_limit": amount})["url"]  # each end accepts amount
+            nodes[y].rpc("link", {"name": x, "remote_url": url, "wait": 20, "credit_limit": amount}, timeout=40)
             nodes[x].links[y] = y
             nodes[y].links[x] = x
         wait_links(n, nodes)

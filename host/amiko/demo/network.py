@@ -205,8 +205,10 @@ class DemoNetwork:
             raise errors[0]
 
     def link(self, a, b):
-        url = a.call("link", {"name": b.name})["url"]
-        r = b.call("link", {"name": a.name, "remote_url": url, "wait": 15}, timeout=30)
+        # Each end accepts the other's deposit of FUNDING (a peer's deposit is refused beyond the
+        # credit limit its operator set, 0 by default).
+        url = a.call("link", {"name": b.name, "credit_limit": FUNDING})["url"]
+        r = b.call("link", {"name": a.name, "remote_url": url, "wait": 15, "credit_limit": FUNDING}, timeout=30)
         if not r.get("connected"):
             raise DemoError("link %s <-> %s did not come up: %s" % (a.name, b.name, r.get("last_error")))
 

@@ -35,7 +35,10 @@ Channel interface (one class per kind; KINDS maps kind -> class; load(db, link, 
                                        (its SettleRollback crossed our SettleCommit)
 Every refusal is an AmikoError naming the channel and what was wrong; nothing is changed then.
 Invariants: local + remote is constant per channel (set by the deposit); out holds <= local;
-confirmed in holds <= remote; amounts are ints (not bool) with 0 < a <= MAX_AMOUNT.
+confirmed in holds <= remote; amounts are ints (not bool) with 0 < a <= MAX_AMOUNT; the
+capacities of all channels not closed add up to at most MAX_AMOUNT (open_channel refuses
+more), so every balance, hold and sum of them stays in range. A channel with an open
+dispute (amiko.node.disputes) is left out of open_channels(): no new route uses it.
 
 IOUChannel: the depositor issues IOUs up to its deposit and settles off-network (seeds/000);
 no security, for parties that trust each other. Opening: `open_channel(db, link, id, local,
@@ -49,6 +52,7 @@ from amiko_core.errors import AmikoError
 from amiko_core.messages import MAX_AMOUNT
 from amiko_core.url import id_problem
 
+from amiko.node import disputes
 from amiko.node import store as _store
 
 SCHEMA = """
@@ -327,6 +331,11 @@ def open_channel(db, link, cid, local, remote, kind="iou", now=None):
             raise AmikoError("%s must be an integer 0..%d, got %r" % (what, MAX_AMOUNT, value))
     if local + remote > MAX_AMOUNT or local + remote == 0:
         raise AmikoError("channel capacity must be 1..%d, got %d" % (MAX_AMOUNT, local + remote))
+    held = db.execute("SELECT COALESCE(SUM(local + remote), 0) FROM channels WHERE state != 'closed'").fetchone()[0]
+    if held + local + remote > MAX_AMOUNT:
+        # Every balance, hold and sum of them a node reports then stays within MAX_AMOUNT.
+        raise AmikoError("a channel of %d would bring this node's open channels to %d in all, beyond %d"
+                         % (local + remote, held + local + remote, MAX_AMOUNT))
     if get_link(db, link) is None:
         raise AmikoError("no link named %s" % link)
     if load(db, link, cid) is not None:
@@ -373,6 +382,6 @@ def channel_rows(db, link=None):
 
 
 def open_channels(db, exclude_link=None):
-    """[(link, id)] of open channels in a stable order (link name, then id)."""
+    """[(link, id)] of open channels without an open dispute, in a stable order (link name, then id)."""
     rows = db.execute("SELECT link, id FROM channels WHERE state = 'open' ORDER BY link, id").fetchall()
-    return [(r[0], r[1]) for r in rows if r[0] != exclude_link]
+    return [(r[0], r[1]) for r in rows if r[0] != exclude_link and not disputes.is_open(db, r[0], r[1])]

@@ -19,6 +19,9 @@
 - Timers (route, lock and commit time-outs, stored in the database) are fired by
   amiko.node.timer_loop.TimerLoop, each in its own transaction; it also purges old tombstones.
 - SIGTERM / SIGINT: stop accepting, close links and sessions, close the store, exit 0.
+- `amiko node --developer` adds the control method developer_refuse_settle {link, refuse}: this
+  node then cheats that peer on purpose (takes the token, settles nothing, answers its
+  RequestCommit with an Error), for the attack tests; never use it in production.
 - Logs go to stderr and to HOME/node.log (level from $AMIKO_LOG_LEVEL, default INFO).
 - The home's lock (home.Home.acquire) is held for the whole run: a second node on the
   same home is refused with a one-line error.
@@ -98,6 +101,14 @@ def _amount(params, key="amount"):
     return value
 
 
+def _credit_limit(params):
+    """The optional credit_limit parameter (0..MAX_AMOUNT), or None."""
+    value = params.get("credit_limit")
+    if value is not None and (type(value) is not int or not 0 <= value <= m.MAX_AMOUNT):
+        raise ControlError("invalid", "credit_limit must be a whole number in 0..%d, got %r" % (m.MAX_AMOUNT, value))
+    return value
+
+
 def _text(params, key, required=True):
     value = params.get(key)
     if value is None and not required:
@@ -110,8 +121,9 @@ def _text(params, key, required=True):
 class Node:
     """The running node: its parts and the control methods."""
 
-    def __init__(self, home, config, identity):
+    def __init__(self, home, config, identity, developer=False):
         self.home = home
+        self.developer = developer
         self.config = config
         self.identity = identity
         self.loop = None
@@ -162,6 +174,9 @@ class Node:
         self.timers = TimerLoop(self).start()
         self.control.methods.update(paylink_tcp.test_methods(self))  # TEST-ONLY, empty unless enabled
         self.control.methods["cancel"] = self.rpc_cancel  # issue 4
+        if self.developer:
+            log.warning("DEVELOPER MODE: control methods that make this node misbehave are enabled")
+            self.control.methods["developer_refuse_settle"] = self.rpc_developer_refuse_settle
         log.info("node %s listening on %s, key %s, home %s", self.config.name, self.config.listen,
                  self.identity.pubkey.hex(), self.home.path)
 
@@ -345,6 +360,7 @@ class Node:
             stored_url = str(without_invite(url))  # the invitation is used from memory only, never stored
             if url.host == self.config.host and url.port == self.config.port:
                 raise ControlError("invalid", "link URL %r points at this node itself: use the other node's URL" % remote_url)
+        credit_limit = _credit_limit(params)
         invite = None
 
         def record(db):
@@ -353,6 +369,8 @@ class Node:
                 self.engine.add_link(db, name, stored_url, remote_key)
             if remote_url is None and remote_key is None:
                 invite = invites.issue(db, self.identity, name, expiry, time.time())
+            if credit_limit is not None:
+                self.engine.set_credit_limit(db, name, credit_limit)
 
         self.transact(record)
         connected = self.links.is_connected(name)
@@ -363,21 +381,31 @@ class Node:
                 await asyncio.sleep(0.02)
             connected = self.links.is_connected(name)
         result = {"link": name, "url": self.link_url(name, invite), "remote_url": remote_url,
-                  "connected": bool(connected), "last_error": self.links.status(name).get("last_error")}
+                  "connected": bool(connected), "last_error": self.links.status(name).get("last_error"),
+                  "credit_limit": self._credit_of(name)}
         if invite is not None:
             result["invite_expires"] = int(time.time() + expiry)
         if remote_key is not None:
             result["remote_key"] = remote_key.hex()
         return result
 
+    def _credit_of(self, link):
+        from amiko.node import credit
+
+        with self.store.read() as db:
+            return credit.limit(db, link)
+
     def rpc_deposit(self, params, conn):
         link = _text(params, "link")
         amount = _amount(params)
+        credit_limit = _credit_limit(params)
         if not self._has_link(link):
             raise ControlError("not_found", "no link %r: create it with `amiko link --home %s %s [REMOTE_URL]`"
                                % (link, self.home.path, link))
+        if credit_limit is not None:
+            self.transact(self.engine.set_credit_limit, link, credit_limit)
         channel = self.transact(self.engine.deposit, link, amount)
-        return {"link": link, "channel": channel, "amount": amount}
+        return {"link": link, "channel": channel, "amount": amount, "credit_limit": self._credit_of(link)}
 
     def rpc_withdraw(self, params, conn):
         link = _text(params, "link")
@@ -434,6 +462,16 @@ class Node:
         except paylink_tcp.PayError as e:
             raise ControlError(e.code, e.reason) from None
 
+    def rpc_developer_refuse_settle(self, params, conn):
+        """Developer mode only: {link, refuse: bool}: cheat that peer (settlement module doc)."""
+        link = _text(params, "link")
+        refuse = params.get("refuse", True)
+        if type(refuse) is not bool:
+            raise ControlError("invalid", "refuse must be true or false")
+        (self.engine.refuse_settle.add if refuse else self.engine.refuse_settle.discard)(link)
+        log.warning("DEVELOPER MODE: %s settling with link %s", "refusing" if refuse else "no longer refusing", link)
+        return {"link": link, "refuse": refuse, "refusing": sorted(self.engine.refuse_settle)}
+
     def rpc_pay_decline(self, params, conn):
         handle = _text(params, "handle")
         try:
@@ -442,8 +480,8 @@ class Node:
             raise ControlError(e.code, e.reason) from None
 
 
-async def _run(home, config, identity, json_ready, stdout):
-    node = Node(home, config, identity)
+async def _run(home, config, identity, json_ready, stdout, developer=False):
+    node = Node(home, config, identity, developer=developer)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -465,7 +503,7 @@ async def _run(home, config, identity, json_ready, stdout):
     return 0
 
 
-def main(home, json_ready=False, stdout=None):
+def main(home, json_ready=False, stdout=None, developer=False):
     """Run the node in the foreground until SIGTERM/SIGINT; returns the exit status."""
     config = home.load_config()
     home.acquire()
@@ -473,6 +511,6 @@ def main(home, json_ready=False, stdout=None):
         setup_logging(home)
         identity_mod = _modules()[1]
         identity = identity_mod.Identity.load(home.key_path)
-        return asyncio.run(_run(home, config, identity, json_ready, stdout))
+        return asyncio.run(_run(home, config, identity, json_ready, stdout, developer))
     finally:
         home.release()

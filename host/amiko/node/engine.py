@@ -20,6 +20,7 @@ Events for the daemon are delivered only after that transaction commits.
         ("settled", txid, side)              every leg of this node's (txid, side) entry settled
         ("rolled_back", txid, side, reason)  an endpoint's half was rolled back
         ("peer_error", link, code, reason)   the peer refused one of our messages
+        ("dispute", txid, side, reason)      a claim not settled by its deadline (amiko.node.claims)
     on_link_message(db, link, msg)  a message the link layer received on link (after its
         sequencing): MakeRoute, HaveNoRoute, CancelRoute, HaveRoute, Lock, RequestCommit,
         SettleCommit, SettleRollback, Deposit, Withdraw, Error. Peer input is hostile: the
@@ -27,6 +28,8 @@ Events for the daemon are delivered only after that transaction commits.
         txid/channel, wrong link, amount mismatch, wrong token, ...) raises AmikoError with
         the reason; the caller rolls the transaction back, so nothing changed.
     add_link(db, name, remote_url=None, remote_key=None); links(db)
+    set_credit_limit(db, link, limit): how much the peer may deposit on link (amiko.node.credit;
+        default 0: a peer's Deposit is refused until the operator sets a limit)
     deposit(db, link, amount) -> channel id; withdraw(db, link, channel_id)
     add_meeting_point(db, mp_id) -> NAME@KEY; meeting_points(db) -> own ids (config + added)
     create_request(db, amount, receipt) -> dict(payment_id, txid, token, meeting_points,
@@ -44,7 +47,11 @@ Events for the daemon are delivered only after that transaction commits.
     are local and sub-second, deadlines on the wire whole seconds (rounded up).
     status(db) -> dict (JSON-ready): name, balance, links, channels, pending, meeting points,
         history (payments at this endpoint, with state and reason), routes (the last 200 route
-        entries that ended here: txid, side, state, reason, updated)
+        entries that ended here: txid, side, state, reason, updated), disputes (link, channel,
+        txid, side, amount, token, state, reason, created, updated; amiko.node.disputes); every
+        link row has credit_limit and credit_used (capacity of the peer's open channels)
+    refuse_settle: a set of link names, empty unless `amiko node --developer` fills it: this
+        node then cheats those peers on purpose (settlement module doc), for the attack tests
 
 Bounds: new work over a link (a MakeRoute from it, or choosing it as the next hop) is
 refused with HaveNoRoute once max_pending_per_link payments use it or max_outbox_per_link
@@ -60,7 +67,7 @@ import time
 from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 
-from amiko.node import channels, endpoints, meetingpoints, outbox, routing, settlement, timeouts
+from amiko.node import channels, claims, credit, disputes, endpoints, meetingpoints, outbox, routing, settlement, timeouts
 
 log = logging.getLogger("amiko.engine")
 
@@ -114,6 +121,7 @@ class Engine:
         self.cfg.meeting_points = tuple(meetingpoints.own(mp, identity.pubkey) for mp in self.cfg.meeting_points)
         self.clock = clock
         self._subscribers = []
+        self.refuse_settle = set()  # developer mode only (see the module doc)
         self._handlers = {
             m.MAKE_ROUTE: routing.on_make_route,
             m.HAVE_NO_ROUTE: routing.on_have_no_route,
@@ -187,7 +195,9 @@ class Engine:
     def _on_deposit(self, _eng, db, link, msg):
         self._check_channel_room(db, link)
         channels.check_amount(msg.amount, "deposit amount")
+        credit.check_peer_deposit(db, link, msg.amount)
         channels.open_channel(db, link, msg.channel, 0, msg.amount, now=self.now())
+        credit.accepted(db, link, msg.channel, msg.amount)
 
     def _on_withdraw(self, _eng, db, link, msg):
         ch = channels.require(db, link, msg.channel)
@@ -199,7 +209,9 @@ class Engine:
 
     def _on_error(self, _eng, db, link, msg):
         if msg.ref_type == m.REQUEST_COMMIT and msg.ref_seq is not None:
-            settlement.claim_refused(self, db, link, msg.ref_seq, msg.reason)
+            claims.refused(self, db, link, msg.ref_seq, msg.reason)
+        elif msg.ref_type == m.DEPOSIT and msg.ref_seq is not None:
+            credit.deposit_refused(self, db, link, msg.ref_seq, msg.reason)
         log.warning("link %s refused our %s (seq %s): %s", link, m.name_of(msg.ref_type) if msg.ref_type else "message",
                     msg.ref_seq, msg.reason)
         self.emit(db, ("peer_error", link, msg.code, msg.reason))
@@ -211,6 +223,9 @@ class Engine:
 
     def links(self, db):
         return channels.list_links(db)
+
+    def set_credit_limit(self, db, link, limit):
+        credit.set_limit(db, link, limit, self.now())
 
     def _check_channel_room(self, db, link):
         if channels.get_link(db, link) is None:
@@ -227,7 +242,8 @@ class Engine:
             if channels.load(db, link, cid) is None:
                 break
         channels.open_channel(db, link, cid, amount, 0, now=self.now())
-        self.send(db, link, m.Message(m.DEPOSIT, channel=cid, amount=amount))
+        seq = self.send(db, link, m.Message(m.DEPOSIT, channel=cid, amount=amount))
+        credit.sent(db, link, seq, cid)
         return cid
 
     def withdraw(self, db, link, channel_id):
@@ -299,7 +315,8 @@ class Engine:
         return {
             "name": self.cfg.name,
             "balance": sum(c["local"] for c in chans),
-            "links": [{k: _hex(v) for k, v in link.items()} for link in self.links(db)],
+            "links": [dict({k: _hex(v) for k, v in link.items()}, credit_limit=credit.limit(db, link["name"]),
+                           credit_used=credit.in_use(db, link["name"])) for link in self.links(db)],
             "channels": chans,
             "pending": [{k: _hex(v) for k, v in zip(routing.COLUMNS, row) if k != "tried"} for row in pending],
             "meeting_points": self.meeting_points(db),
@@ -309,4 +326,5 @@ class Engine:
                        for r in db.execute("SELECT txid, side, state, reason, updated FROM routes WHERE state IN (%s) "
                                            "ORDER BY updated DESC LIMIT 200" % ", ".join("?" * len(routing.ENDED)),
                                            routing.ENDED).fetchall()],
+            "disputes": [{k: _hex(v) for k, v in d.items()} for d in disputes.rows(db)],
         }

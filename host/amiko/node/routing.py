@@ -62,6 +62,7 @@ from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 
 from amiko.node import channels
+from amiko.node import disputes
 from amiko.node import endpoints
 from amiko.node import meetingpoints
 from amiko.node import store as _store
@@ -216,6 +217,8 @@ def on_make_route(eng, db, link, msg):
         refusal = "meeting point id %s" % meetingpoints.problem(msg.meeting_point)
     elif ch.state != "open":
         refusal = "channel %d is %s" % (ch.id, ch.state)
+    elif disputes.is_open(db, link, ch.id):
+        refusal = "channel %d has an open dispute" % ch.id
     elif not eng.link_has_room(db, link):
         refusal = "link %s has too many pending payments" % link
     elif side == 1:

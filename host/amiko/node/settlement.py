@@ -40,10 +40,14 @@ otherwise; its tombstone is still there) is answered with SettleRollback on the 
 sender gives up its locked out leg and the rollback travels on toward the payer. A
 SettleRollback for a leg that has ended here already (crossing) is ignored.
 
-Late claims: a RequestCommit is remembered (table claims: link, seq -> txid, side); if the
-peer refuses it with Error (it rolled back before the token arrived), claim_refused drops
-the in hold and marks the entry 'rolled_back': nothing stays locked, and the loss falls on
-the late claimant, as with an HTLC claimed after its expiry.
+Claims (amiko.node.claims): a leg whose token this node knows is claimed with RequestCommit
+and never given up before this node's own deadline for it: a peer's Error or silence leaves
+the claim standing (RequestCommit is sent again); past the deadline an unsettled claim
+becomes a dispute on the channel (amiko.node.disputes).
+
+Developer mode (`amiko node --developer`, control method developer_refuse_settle): links in
+eng.refuse_settle are cheated on purpose, for the attack tests: this node neither pays its
+out legs on them when it learns the token nor accepts their RequestCommit (Error).
 """
 
 import logging
@@ -52,7 +56,7 @@ from amiko_core import messages as m
 from amiko_core import token as tokens
 from amiko_core.errors import AmikoError
 
-from amiko.node import endpoints
+from amiko.node import claims, endpoints
 from amiko.node import routing
 from amiko.node import store as _store
 from amiko.node.routing import IN_LEG, OUT_LEG, get, leg_channel, txid_text, update
@@ -63,13 +67,6 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
     txid  BLOB PRIMARY KEY,
     token BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS claims (
-    link TEXT NOT NULL,
-    seq  INTEGER NOT NULL,
-    txid BLOB NOT NULL,
-    side INTEGER NOT NULL,
-    PRIMARY KEY (link, seq)
 );
 """
 
@@ -212,15 +209,12 @@ def settle_legs(eng, db, txid, token):
         if r is None or r["state"] != "locked":
             continue
         out, inn = OUT_LEG[side], IN_LEG[side]
-        if r[out + "_link"] is not None and r[out + "_status"] == "locked":
+        if r[out + "_link"] is not None and r[out + "_status"] == "locked" and r[out + "_link"] not in eng.refuse_settle:
             leg_channel(db, r, out).commit(txid, side)
             _set_leg(eng, db, r, out, "settled")
             eng.send(db, r[out + "_link"], m.Message(m.SETTLE_COMMIT, txid=txid, side=side, token=token))
         if r[inn + "_link"] is not None and r[inn + "_status"] == "locked":
-            _set_leg(eng, db, r, inn, "requested")
-            seq = eng.send(db, r[inn + "_link"], m.Message(m.REQUEST_COMMIT, txid=txid, side=side, token=token))
-            db.execute("INSERT OR REPLACE INTO claims (link, seq, txid, side) VALUES (?, ?, ?, ?)",
-                       (r[inn + "_link"], seq, txid, side))
+            claims.request(eng, db, r, token)
         _check_settled(eng, db, r)
 
 
@@ -247,6 +241,9 @@ def release_token(eng, db, txid, token):
 def on_request_commit(eng, db, link, msg):
     r = _entry_from(db, link, msg, OUT_LEG, "RequestCommit")
     _check_token(msg.txid, msg.token, "RequestCommit")
+    if link in eng.refuse_settle:
+        log.warning("DEVELOPER MODE: refusing to settle %s/%d with link %s", txid_text(msg.txid), msg.side, link)
+        raise AmikoError("node %s refuses to settle with link %s (developer mode)" % (eng.cfg.name, link))
     status = r[OUT_LEG[msg.side] + "_status"]
     if status == "settled":
         return  # crossed our SettleCommit
@@ -266,29 +263,8 @@ def on_settle_commit(eng, db, link, msg):
                          % (txid_text(msg.txid), msg.side, status))
     leg_channel(db, r, leg).commit(msg.txid, msg.side)
     _set_leg(eng, db, r, leg, "settled")
+    claims.settled(eng, db, r)
     learn_token(eng, db, msg.txid, msg.token)  # also marks r settled when it is
-
-
-def claim_refused(eng, db, link, seq, reason):
-    """The peer refused our RequestCommit (seq on link): it had rolled back its out leg, our
-    token came after its deadline. The claim is lost; the in hold is dropped so nothing stays
-    locked (this node paid downstream and is not paid: the HTLC risk of a late claim)."""
-    row = db.execute("SELECT txid, side FROM claims WHERE link = ? AND seq = ?", (link, seq)).fetchone()
-    if row is None:
-        return
-    txid, side = row[0], row[1]
-    db.execute("DELETE FROM claims WHERE link = ? AND seq = ?", (link, seq))
-    r = get(db, txid, side)
-    inn = IN_LEG[side]
-    if r is None or r[inn + "_link"] != link or r[inn + "_status"] != "requested":
-        return
-    log.error("claim for %s/%d refused by link %s: %s", txid_text(txid), side, link, reason)
-    leg_channel(db, r, inn).rollback(txid, side)  # the hold is locked; its leg is 'requested'
-    update(eng, db, r, **{inn + "_status": "rolled_back"})
-    update(eng, db, r, state="rolled_back", reason=short_reason("claim refused by link %s (token too late): %s"
-                                                                   % (link, reason or "")))
-    routing.clear_timers(db, r)
-    eng.emit(db, ("claim_refused", txid, side, r["reason"]))
 
 
 # ---- rollback ----

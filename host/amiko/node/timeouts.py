@@ -23,6 +23,8 @@ What a timer does when it fires (reason texts name the phase and the node):
   deadline): settlement.rollback: the out hold is dropped, the in hold given up with
   SettleRollback toward the payer. A leg that learned the token (requested/settled) is
   never rolled back: the timer is dropped and the claim stands.
+- 'claim' (an in leg 'requested', at its deadline) and 'resend' (a refused claim before it):
+  amiko.node.claims.fire: RequestCommit again, or a dispute once the deadline has passed.
 
 purge(eng, db, now, retention): deletes route entries that ended ('settled', 'failed',
 'cancelled', 'rolled_back') more than retention seconds ago and hold nothing, tokens of
@@ -37,12 +39,12 @@ import logging
 from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 
-from amiko.node import endpoints, routing, settlement
+from amiko.node import claims, endpoints, routing, settlement
 from amiko.node.routing import ROLES, get, release_leg, txid_text, update
 
 log = logging.getLogger("amiko.timeouts")
 
-KINDS = ("route", "lock", "commit")
+KINDS = ("route", "lock", "commit") + claims.KINDS
 
 
 def next_due(db):
@@ -82,6 +84,8 @@ def fire(eng, db, txid, side, kind, now):
                                 "rolled back: no commit token before the deadline (%s)" % where)
         except AmikoError as e:
             log.info("commit timer of %s/%d: %s", txid_text(txid), side, e.reason)
+    elif kind in claims.KINDS and r["state"] == "locked":
+        claims.fire(eng, db, r, kind, now)
     return True
 
 
@@ -126,6 +130,8 @@ def purge(eng, db, now, retention):
         db.execute("DELETE FROM tokens WHERE txid NOT IN (SELECT txid FROM routes)")
         db.execute("DELETE FROM claims WHERE NOT EXISTS "
                    "(SELECT 1 FROM routes r WHERE r.txid = claims.txid AND r.side = claims.side)")
+        db.execute("DELETE FROM claim_refusals WHERE NOT EXISTS (SELECT 1 FROM routes r "
+                   "WHERE r.txid = claim_refusals.txid AND r.side = claim_refusals.side)")
         db.execute("DELETE FROM timers WHERE NOT EXISTS "
                    "(SELECT 1 FROM routes r WHERE r.txid = timers.txid AND r.side = timers.side)")
         log.info("purged %d ended route entries older than %d s", n, retention)
