@@ -3,10 +3,8 @@ provisioned with a real provider node, connected to `amiko bridge` over serial; 
 drives the page in real headless Chromium; the customer confirms or declines on the wallet's
 buttons. Every payment is real, through real nodes."""
 
-import json
 import os
 import sys
-import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import expect
@@ -19,7 +17,7 @@ from wallet_harness import start_wallet, wallet_cli  # noqa: E402
 
 
 def state(bridge):
-    return json.loads(urllib.request.urlopen(bridge.url + "api/state", timeout=5).read())
+    return bridge.api("api/state", timeout=5)
 
 
 def wallet_shop(tmp_path, net):
@@ -46,7 +44,7 @@ def test_virtual_wallet_on_serial_pays_and_declines_on_the_page(tmp_path, browse
         prov, shop, board, wallet = wallet_shop(tmp_path, net)
         transport = "serial:" + board.pty
         bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["%s"]\n' % transport)
-        page = open_page(browser, bridge.url)
+        page = open_page(browser, bridge)
 
         # 1. below the wallet's auto-confirm amount: tap, paid
         enter_sale(page, "400", "croissant")
@@ -112,7 +110,7 @@ def test_wallet_pulled_out_mid_payment_and_plugged_in_again(tmp_path, browser):
         link = tmp_path / "wallet-port"
         plug(link, board.pty)
         bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["serial:%s"]\n' % link)
-        page = open_page(browser, bridge.url)
+        page = open_page(browser, bridge)
 
         # pulled out while the customer is asked to confirm: a clear end, nothing moved
         enter_sale(page, "1500", "lunch")
