@@ -59,6 +59,9 @@ TOKEN_DEVICE = "token"  # the device id of requests signed with the config's cas
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 STATIC_FILES = {"app.css": "text/css", "app.js": "application/javascript"}
 PUBLIC_PREFIXES = ("/static/", "/r/")
+# no Referer (a /r/ link in it) leaves the terminal; "no-referrer" would make Chromium send
+# "Origin: null" with the page's own form posts, which the Origin check refuses
+REFERRER_POLICY = "same-origin"
 _TXID = re.compile(r"^[0-9a-f]{40}$")
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -477,10 +480,10 @@ async def errors_middleware(request, handler):
     except web.HTTPException as e:
         if e.status >= 400 and request.path.startswith("/api/"):
             return _json_error(e.status, e.reason)
-        e.headers.setdefault("Referrer-Policy", "no-referrer")
+        e.headers.setdefault("Referrer-Policy", REFERRER_POLICY)
         raise
     if not resp.prepared:
-        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        resp.headers.setdefault("Referrer-Policy", REFERRER_POLICY)
         resp.headers.setdefault("X-Frame-Options", "DENY")
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
     return resp
