@@ -393,3 +393,25 @@ def real_node_methods_list():
 
 
 from amiko.node.control import ControlError as ControlErrorType  # noqa: E402
+
+
+def test_auth_config_keys_and_their_errors(tmp_path):
+    from amiko.bridge import config as configs
+
+    f = tmp_path / "b.toml"
+    f.write_text('node = "/n"\nhostnames = ["Shop-Pi.local."]\nstate_dir = "st"\ncashier_token = "%s"\n' % CASHIER_TOKEN)
+    c = configs.load(str(f))
+    assert c.hostnames == ["shop-pi.local"] and c.state_dir == str(tmp_path / "st") and c.cashier_token == CASHIER_TOKEN
+    f.write_text('node = "/n"\n')
+    assert configs.load(str(f)).state_dir == str(tmp_path / "bridge-state") and configs.load(str(f)).cashier_token is None
+    for text, message in [
+        ('hostnames = "shop"\n', "hostnames must be a list"),
+        ('hostnames = ["shop:8080"]\n', "no ports"),
+        ('state_dir = ""\n', "state_dir must be a directory path"),
+        ('cashier_token = "too short"\n', "cashier_token must be a secret of 32..200"),
+        ('cashier_token = " %s"\n' % CASHIER_TOKEN, "cashier_token must be a secret"),
+    ]:
+        f.write_text('node = "/n"\n' + text)
+        with pytest.raises(configs.ConfigError) as e:
+            configs.load(str(f))
+        assert message in str(e.value), (text, str(e.value))

@@ -2,7 +2,9 @@
 
 Prints the page's URL and a fresh pairing code for the cashier's device when it is ready (with
 --json: one JSON object {"url", "node", "listen", "transports", "pairing_code",
-"pairing_expires"}); logs to stderr (never the code). Exit 0 after a clean stop, 2 on a config
+"pairing_expires"}); logs to stderr (never the code). The code is shown only on a console
+(stdout a terminal) or to the program reading --json: under systemd stdout is the journal, a
+log, so the bridge prints how to get a code instead. Exit 0 after a clean stop, 2 on a config
 or start-up error.
 
     amiko bridge pair [--config FILE]                 a fresh pairing code (the running bridge accepts it)
@@ -47,11 +49,18 @@ def _auth(config):
     return CashierAuth(config.state_dir, config.cashier_token)
 
 
-async def _main(config, out, ready_json):
+async def _main(config, out, ready_json, config_path=None):
     from amiko.bridge.service import Bridge
     from amiko.bridge.web import format_pairing
 
-    code, expires = _auth(config).new_code()
+    show_code = ready_json or out.stdout.isatty()
+    try:
+        auth = _auth(config)
+        code, expires = auth.new_code() if show_code else (None, None)
+        auth.current()
+    except OSError as e:
+        raise OSError(e.errno, "cannot keep the cashier devices in %s: %s: set `state_dir` in the bridge config to "
+                               "a directory this user may write" % (config.state_dir, e.strerror or e)) from None
     bridge = Bridge(config)
     runner = await serve(bridge, config.host, config.port)
     loop = asyncio.get_running_loop()
@@ -59,13 +68,15 @@ async def _main(config, out, ready_json):
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     info = {"url": config.page_url, "node": bridge.node.describe(), "listen": config.listen,
-            "transports": config.transports, "pairing_code": code, "pairing_expires": int(expires)}
+            "transports": config.transports, "pairing_code": code, "pairing_expires": int(expires or 0)}
     if ready_json:
         out.stdout.write(json.dumps(info, sort_keys=True) + "\n")
         out.stdout.flush()
     else:
-        out.stdout.write("cashier page: %s (shop node %s)\n%s\n" % (info["url"], info["node"],
-                                                                     format_pairing(code, expires)))
+        pairing = (format_pairing(code, expires) if code else
+                   "pair a cashier device with a code from `amiko bridge pair%s` (run as this bridge's user)"
+                   % (" --config " + config_path if config_path else ""))
+        out.stdout.write("cashier page: %s (shop node %s)\n%s\n" % (info["url"], info["node"], pairing))
         out.stdout.flush()
     try:
         await stop.wait()
@@ -118,7 +129,7 @@ def _run(args, out):
     root.setLevel(level)
     root.addHandler(handler)
     try:
-        return asyncio.run(_main(config, out, out.as_json))
+        return asyncio.run(_main(config, out, out.as_json, args.config and os.path.abspath(args.config)))
     except OSError as e:
         raise CommandError(e.strerror or str(e), "listen") from None
 
