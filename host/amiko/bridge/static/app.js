@@ -1,7 +1,21 @@
-// The cashier page: keypad, live sale status over the websocket, today's payments.
+// The cashier page: keypad, live sale status over the websocket, today's payments
+// (and the sign-in page's keypad, and the receipt's Print button).
 "use strict";
 (function () {
   var $ = function (id) { return document.getElementById(id); };
+
+  // The sign-in page: an on-screen keypad for touch screens without a keyboard.
+  if ($("login-keypad")) {
+    $("login-keypad").addEventListener("click", function (ev) {
+      var b = ev.target.closest("button[data-key]"), code = $("code");
+      if (!b) return;
+      var k = b.getAttribute("data-key");
+      if (k === "C") code.value = "";
+      else if (k === "back") code.value = code.value.slice(0, -1);
+      else if (code.value.length < 200) code.value += k;
+    });
+    return;
+  }
 
   // The printable receipt view only needs its Print button.
   if ($("print") && !$("keypad")) {
