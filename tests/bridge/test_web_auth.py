@@ -415,3 +415,14 @@ def test_auth_config_keys_and_their_errors(tmp_path):
         with pytest.raises(configs.ConfigError) as e:
             configs.load(str(f))
         assert message in str(e.value), (text, str(e.value))
+
+
+def test_the_raspberry_pi_config_keeps_devices_where_systemd_lets_the_bridge_write():
+    from pathlib import Path
+
+    from amiko.bridge import config as configs
+
+    shipped = Path(__file__).resolve().parents[2] / "hardware" / "systemd"
+    c = configs.load(str(shipped / "bridge.toml"))
+    assert c.state_dir == "/var/lib/amiko/bridge"  # StateDirectory=amiko; /etc/amiko is read-only there
+    assert "StateDirectory=amiko" in (shipped / "amiko-bridge.service").read_text()

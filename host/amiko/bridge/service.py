@@ -261,7 +261,7 @@ class Bridge:
             if item["state"] not in ("committed", "cancelled"):
                 if known.get("bridge_state") != sales.CANCELLED:
                     continue  # in progress: the sale panel shows it
-                # cancelled here before the payer confirmed: the node's request just stays unused
+                # cancelled here, but the node did not cancel its request (see cancel_failed)
                 item["state"], item["reason"] = "cancelled", known.get("bridge_reason")
             rows.append(item)
         return rows
