@@ -3,7 +3,6 @@ device, JSON depth, customer receipt links and cancel, in-process (aiohttp's tes
 against the bridge with a fake node that offers only the real node's methods."""
 
 import asyncio
-import json
 import os
 import stat
 
@@ -11,7 +10,9 @@ import pytest
 from aiohttp import WSMsgType, WSServerHandshakeError
 
 from amiko.bridge.auth import MAX_WRONG, CashierAuth
-from amiko.bridge.web import MAX_MESSAGE, SOCKETS_PER_DEVICE, make_app
+from amiko.bridge.web import MAX_MESSAGE, SOCKETS_KEY, SOCKETS_PER_DEVICE, make_app
+from amiko.node.control import ControlError
+from node_methods import real_node_methods
 from test_web import TOKEN, TXID, Clock, FakeNode, client_for, make_bridge, new_client, next_of, run, sign_in, until
 
 CASHIER_TOKEN = "t0ken-" + "x" * 40
@@ -266,8 +267,8 @@ def test_strangers_websockets_never_lock_the_cashier_out_and_a_device_keeps_its_
                 while msg.type == WSMsgType.TEXT:
                     msg = await asyncio.wait_for(ws.receive(), 5)
                 assert msg.type == WSMsgType.CLOSE and msg.data == 4001, msg
-            await until(lambda: sum(map(len, cashier.server.app["sockets"].values())) == SOCKETS_PER_DEVICE
-                        if "sockets" in cashier.server.app else True, "old pages closed")
+            await until(lambda: sum(map(len, cashier.server.app[SOCKETS_KEY].values())) == SOCKETS_PER_DEVICE,
+                        "old pages closed")
             newest = mine[-1]
             await newest.send_str('{"op": "sale", "amount": 7}')
             assert (await next_of(newest, "ok"))["op"] == "sale"
@@ -374,25 +375,16 @@ def test_a_refused_cancel_is_shown_and_the_payment_followed():
 
 
 def test_fake_nodes_cannot_offer_what_the_real_node_lacks():
-    methods = real_node_methods_list()
+    methods = real_node_methods()
     assert "cancel" in methods and "cancel_request" not in methods
     node = FakeNode()
-    node.methods.add("cancel_request")
+    node.methods.add("cancel_request")  # what the old fake did: the real node's answer all the same
 
     async def main():
-        with pytest.raises(ControlErrorType) as e:
+        with pytest.raises(ControlError) as e:
             await node.call("cancel_request", {"payment_id": "x"})
         assert e.value.code == "unknown_method"
     run(main())
-
-
-def real_node_methods_list():
-    from node_methods import real_node_methods
-
-    return sorted(real_node_methods())
-
-
-from amiko.node.control import ControlError as ControlErrorType  # noqa: E402
 
 
 def test_auth_config_keys_and_their_errors(tmp_path):
