@@ -374,6 +374,27 @@ def test_a_refused_cancel_is_shown_and_the_payment_followed():
     run(main())
 
 
+def test_a_cancel_refused_because_the_node_cancelled_already_is_no_alarm():
+    async def main():
+        node = FakeNode()
+        bridge = make_bridge(node)
+        client = await client_for(bridge)
+        try:
+            await client.post("/api/sale", json={"amount": 5})
+            await until(lambda: bridge.machine.phase == "waiting", "waiting")
+            node.refuse_cancel = "refused"
+            node.state = "cancelled"  # e.g. the customer declined: the node ended the payment itself
+            bridge.wallet_arrived("serial:x")
+            bridge.wallet_declined()
+            await until(lambda: any(c[0] == "cancel" for c in node.calls), "the node's cancel")
+            await asyncio.sleep(0.2)
+            assert bridge.machine.phase == "cancelled" and bridge.machine.notice is None
+        finally:
+            await bridge.close()
+            await client.close()
+    run(main())
+
+
 def test_fake_nodes_cannot_offer_what_the_real_node_lacks():
     methods = real_node_methods()
     assert "cancel" in methods and "cancel_request" not in methods

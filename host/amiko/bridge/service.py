@@ -205,6 +205,13 @@ class Bridge:
         try:
             await self.node.call("cancel", {"id": payment_id, "reason": reason}, timeout=5)
         except ControlError as e:
+            sale = self.machine.sale
+            try:  # refused because the node ended it already (e.g. the customer declined): nothing to say
+                row = await self.payment(sale.txid) if sale is not None and sale.id == sale_id and sale.txid else None
+            except ControlError:
+                row = None
+            if row is not None and row.get("state") == "cancelled":
+                return
             log.warning("bridge: the node did not cancel request %s: %s (%s)", payment_id, e.message, e.code)
             self._apply(self.machine.cancel_failed(sale_id, e.message, self.clock()))
 
