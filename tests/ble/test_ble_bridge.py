@@ -2,9 +2,7 @@
 relay code, over bleak with the bumble backend, pays a sale with the virtual board's BLE wallet,
 and is re-armed for the next sale on the same link."""
 
-import json
 import time
-import urllib.request
 
 from bridge_harness import BridgeProcess
 from harness import net  # noqa: F401
@@ -13,9 +11,7 @@ from wallet_harness import wallet_cli
 
 
 def api(bridge, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(bridge.url + path, data=data, headers={"Content-Type": "application/json"})
-    return json.loads(urllib.request.urlopen(req, timeout=5).read())
+    return bridge.api(path, body, timeout=5)
 
 
 def wait_phase(bridge, phase, amount, timeout):

@@ -1,22 +1,37 @@
 """The bridge tests' harness: `amiko bridge` as a real process on a real shop network."""
 
 import json
+import secrets
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import expect
 
-from harness import amiko_argv, amiko_env, free_port
+from harness import amiko_argv, amiko_env, free_port, run_amiko
 
 SHOTS = "/tmp/amiko-page-%s.png"
 
 
-def open_page(browser, url, width=800, height=480):
+def sign_in(page, code, name="test till"):
+    """Type a pairing code at the page's sign-in form, as the cashier does."""
+    expect(page.locator("#code")).to_be_visible()
+    page.locator("#code").fill(code)
+    page.locator("#name").fill(name)
+    page.locator("#pair").tap()
+
+
+def open_page(browser, bridge, width=800, height=480):
+    """The cashier page of a BridgeProcess in a new tab, signed in (paired with a fresh code when
+    this browser is not yet)."""
     page = browser.new_page()
     page.set_viewport_size({"width": width, "height": height})
     page.set_default_timeout(15000)
-    page.goto(url)
+    page.goto(bridge.url)
+    if page.url.endswith("/login"):
+        sign_in(page, bridge.pair())
+        page.wait_for_url(bridge.url)
     expect(page.locator("#live")).to_have_text("live")
     return page
 
@@ -36,8 +51,9 @@ class BridgeProcess:
         self.port = free_port()
         Path(tmp).mkdir(parents=True, exist_ok=True)
         self.config = Path(tmp) / "bridge.toml"
-        self.config.write_text('node = "%s"\nlisten = "127.0.0.1:%d"\nshop_name = "Test shop"\n%s'
-                               % (node_home, self.port, config_text))
+        self.token = secrets.token_urlsafe(32)  # the tests' scripts use the API with it
+        self.config.write_text('node = "%s"\nlisten = "127.0.0.1:%d"\nshop_name = "Test shop"\ncashier_token = "%s"\n%s'
+                               % (node_home, self.port, self.token, config_text))
         self.stderr_path = Path(tmp) / "bridge.stderr"
         self._stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(amiko_argv() + ["bridge", "--config", str(self.config), "--json"],
@@ -47,6 +63,19 @@ class BridgeProcess:
             raise AssertionError("bridge did not start:\n%s" % self.stderr_tail())
         self.info = json.loads(line)
         self.url = self.info["url"]
+        self.pairing_code = self.info["pairing_code"]
+
+    def pair(self):
+        """A fresh pairing code, as the shop gets it on the terminal (`amiko bridge pair`)."""
+        r = run_amiko(["bridge", "pair", "--config", self.config, "--json"], timeout=30)
+        assert r.returncode == 0, r
+        return r.json["code"]
+
+    def api(self, path, body=None, timeout=10):
+        """The page's API as a script uses it (with the config's cashier_token)."""
+        req = urllib.request.Request(self.url + path, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": "Bearer " + self.token})
+        return json.loads(urllib.request.urlopen(req, timeout=timeout).read())
 
     def stderr_tail(self, n=40):
         try:

@@ -2,6 +2,7 @@
 USB serial, payments through the page (as a user runs it)."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -117,7 +118,10 @@ def test_demo_keeps_running_with_the_page_until_interrupted(tmp_path):
         text, page = read_until_page(proc)
         assert "via serial:/dev/pts/" in text and "the cashier page shows PAID" in text and "tap to paid:" in text
         assert "the wallet stored the proof of payment" in text
-        state = json.loads(urllib.request.urlopen(page + "api/state", timeout=5).read())
+        assert "sign in with pairing code " in text
+        token = re.search(r'cashier_token = "([^"]+)"', (directory / "bridge.toml").read_text()).group(1)
+        req = urllib.request.Request(page + "api/state", headers={"Authorization": "Bearer " + token})
+        state = json.loads(urllib.request.urlopen(req, timeout=5).read())
         assert state["phase"] == "paid" and state["shop_name"] == "Amiko demo shop"
         assert state["sale"]["transport"].startswith("serial:/dev/pts/") and state["sale"]["wallet_state"] == "committed"
         time.sleep(0.3)

@@ -22,7 +22,7 @@ def pay_in_background(shop, url):
 
 def test_cashier_sells_a_wallet_pays_the_page_shows_paid(shop_net, browser):
     shop = shop_net
-    page = open_page(browser, shop.bridge.url)
+    page = open_page(browser, shop.bridge)
     expect(page.locator("#shop")).to_have_text("Test shop")
     page.screenshot(path=SHOTS % "keypad-800x480")
     enter_sale(page, "1250", "2 coffees")
@@ -35,7 +35,7 @@ def test_cashier_sells_a_wallet_pays_the_page_shows_paid(shop_net, browser):
     page.screenshot(path=SHOTS % "waiting-800x480")
 
     # the same sale on a phone (a second page follows it live)
-    phone = open_page(browser, shop.bridge.url, 390, 844)
+    phone = open_page(browser, shop.bridge, 390, 844)
     expect(phone.locator("#phase")).to_have_text("Waiting for wallet")
     phone.screenshot(path=SHOTS % "waiting-phone")
     # a second sale started meanwhile (another device, straight over the websocket) is refused clearly
@@ -92,13 +92,20 @@ def test_cashier_sells_a_wallet_pays_the_page_shows_paid(shop_net, browser):
 
 def test_cancelled_sales_show_their_reason_until_dismissed(shop_net, browser):
     shop = shop_net
-    page = open_page(browser, shop.bridge.url)
-    # 1. the cashier cancels
+    page = open_page(browser, shop.bridge)
+    # 1. the cashier cancels: the shop node's request is cancelled, its URL can no longer be paid
     enter_sale(page, "300", "sandwich")
     expect(page.locator("#phase")).to_have_text("Waiting for wallet")
+    cancelled_url = page.locator("#url").inner_text()
     page.locator("#cancel").tap()
     expect(page.locator("#phase")).to_have_text("Cancelled")
     expect(page.locator("#reason")).to_have_text("cancelled by the cashier")
+    expect(page.locator("#notice")).to_be_hidden()  # no "the shop node did not cancel"
+    payer = pay_in_background(shop, cancelled_url)
+    out, err = payer.communicate(timeout=60)
+    assert payer.returncode != 0 and "cancelled" in out + err, (out, err)
+    history = [r for r in shop.shop.status()["history"] if r.get("role") == "payee" and r.get("amount") == 300]
+    assert [r["state"] for r in history] == ["cancelled"], history
     page.wait_for_timeout(1500)  # it does not vanish by itself
     expect(page.locator("#reason")).to_have_text("cancelled by the cashier")
     page.screenshot(path=SHOTS % "cancelled-800x480")
@@ -139,7 +146,7 @@ def test_cancelled_sales_show_their_reason_until_dismissed(shop_net, browser):
     page.close()
     quick = BridgeProcess(shop.net.dir / "quick", shop.shop.home, "[timeouts]\nwaiting = 3\n")
     try:
-        page = open_page(browser, quick.url)
+        page = open_page(browser, quick)
         enter_sale(page, "7", "gum")
         expect(page.locator("#phase")).to_have_text("Waiting for wallet")
         expect(page.locator("#phase")).to_have_text("Cancelled", timeout=10000)

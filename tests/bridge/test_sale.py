@@ -323,3 +323,19 @@ def test_long_reason_is_cut_and_snapshot_is_json():
     m.request_failed(1, "x" * 1000, 1)
     assert len(m.sale.reason) <= s.MAX_REASON
     json.dumps(m.snapshot(1))
+
+
+def test_a_cancel_the_node_refused_is_told_and_followed_to_a_late_outcome():
+    m = waiting()
+    eff = m.cancel(5.0)
+    assert ("cancel_request", 1, "abc", "cancelled by the cashier") in eff and ("unwatch", 1) in eff
+    assert m.cancel_failed(2, "nope", 6.0) == []  # another sale: nothing
+    eff = m.cancel_failed(1, "payment abc is locked: it can no longer be cancelled", 6.0)
+    assert eff == [("watch", 1, TXID), ("changed",)]
+    assert m.phase == s.CANCELLED and "did not cancel the payment request" in m.notice and "may still be paid" in m.notice
+    eff = m.node_state(1, "committed", 7.0)
+    assert m.sale.late == "committed" and ("unwatch", 1) in eff and "PAID" in m.notice
+    # without a failed cancel, a cancelled sale ignores later node states
+    m = waiting()
+    m.cancel(5.0)
+    assert m.node_state(1, "committed", 7.0) == [] and m.sale.late is None

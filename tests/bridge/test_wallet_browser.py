@@ -3,10 +3,8 @@ provisioned with a real provider node, connected to `amiko bridge` over serial; 
 drives the page in real headless Chromium; the customer confirms or declines on the wallet's
 buttons. Every payment is real, through real nodes."""
 
-import json
 import os
 import sys
-import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import expect
@@ -19,7 +17,7 @@ from wallet_harness import start_wallet, wallet_cli  # noqa: E402
 
 
 def state(bridge):
-    return json.loads(urllib.request.urlopen(bridge.url + "api/state", timeout=5).read())
+    return bridge.api("api/state", timeout=5)
 
 
 def wallet_shop(tmp_path, net):
@@ -47,7 +45,7 @@ def test_virtual_wallet_on_serial_pays_and_declines_on_the_page(tmp_path, browse
         transport = "serial:" + board.pty
         bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["%s"]\nproviders = ["127.0.0.1:%d"]\n'
                                % (transport, prov.port))
-        page = open_page(browser, bridge.url)
+        page = open_page(browser, bridge)
 
         # 1. below the wallet's auto-confirm amount: tap, paid
         enter_sale(page, "400", "croissant")
@@ -114,7 +112,7 @@ def test_wallet_pulled_out_mid_payment_and_plugged_in_again(tmp_path, browser):
         plug(link, board.pty)
         bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["serial:%s"]\nproviders = ["127.0.0.1:%d"]\n'
                                % (link, prov.port))
-        page = open_page(browser, bridge.url)
+        page = open_page(browser, bridge)
 
         # pulled out while the customer is asked to confirm: a clear end, nothing moved
         enter_sale(page, "1500", "lunch")

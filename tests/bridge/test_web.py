@@ -3,29 +3,37 @@ hostile and malformed input gets clear errors, the node's answers drive the sale
 
 import asyncio
 import json
+import tempfile
 
+import aiohttp
 import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
 from amiko.bridge import config as configs
+from amiko.bridge.auth import CashierAuth
 from amiko.bridge.service import Bridge, qr_svg
 from amiko.bridge.web import MAX_MESSAGE, make_app
 from amiko.node.control import ControlError
+from node_methods import real_node_methods
 
 TXID = "ab" * 20
+TOKEN = "cd" * 20
 
 
 class FakeNode:
-    """The control methods the bridge uses, with scripted payee states."""
+    """The control methods the bridge uses, with scripted payee states. It offers only methods a
+    real node has (real_node_methods): a call to any other gets the real node's unknown_method."""
 
     def __init__(self):
         self.calls = []
         self.state = "requested"
         self.reason = None
         self.down = False
-        self.methods = {"request", "status"}
+        self.methods = {"request", "status", "cancel"}
+        self.refuse_cancel = None  # a ControlError code the node answers `cancel` with
         self.n = 0
+        assert self.methods <= real_node_methods(), self.methods - real_node_methods()
 
     def describe(self):
         return "fake-node"
@@ -34,14 +42,22 @@ class FakeNode:
         self.calls.append((method, params))
         if self.down:
             raise ControlError("not_running", "cannot reach the shop node at fake-node (Connection refused)")
-        if method not in self.methods:
+        if method not in self.methods or method not in real_node_methods():
             raise ControlError("unknown_method", "unknown method %r" % method)
+        if method == "cancel":
+            assert set(params) <= {"id", "reason"} and isinstance(params["id"], str), params
+            if self.refuse_cancel:
+                raise ControlError(self.refuse_cancel, "payment %s is locked: it can no longer be cancelled" % params["id"])
+            self.state, self.reason = "cancelled", params.get("reason") or "cancelled by payee"
+            return {"role": "payee", "result": "cancelled", "reason": self.reason}
         if method == "request":
             self.n += 1
+            self.state, self.reason = "requested", None
             return {"url": "amikopay://127.0.0.1:4000/pay%d" % self.n, "payment_id": "pay%d" % self.n,
                     "txid": TXID, "amount": params["amount"], "receipt": params["receipt"]}
         if method == "status":
             return {"history": [{"txid": TXID, "role": "payee", "state": self.state, "reason": self.reason,
+                                 "token": TOKEN if self.state == "committed" else None, "payment_id": "pay%d" % self.n,
                                  "amount": 5, "receipt": "r", "created": 2 ** 40, "updated": 2 ** 40}]}
 
     async def close(self):
@@ -58,6 +74,7 @@ class Clock:
 
 def make_bridge(node=None, clock=None, **values):
     values.setdefault("node", "/nonexistent/home")
+    values.setdefault("state_dir", tempfile.mkdtemp(prefix="amiko-bridge-state-"))
     values.setdefault("poll_interval", 0.02)
     cfg = configs.Config(values)
     return Bridge(cfg, node=node or FakeNode(), clock=clock or Clock())
@@ -71,10 +88,25 @@ def run(coro):
         return pool.submit(asyncio.run, asyncio.wait_for(coro, 30)).result()
 
 
-async def client_for(bridge):
-    client = TestClient(TestServer(make_app(bridge)))
+async def sign_in(client, bridge, name="till"):
+    """Pair this client like a cashier: a fresh code from the terminal, typed at /login."""
+    code, _ = CashierAuth(bridge.config.state_dir).new_code()
+    r = await client.post("/login", data={"code": code, "name": name}, allow_redirects=False)
+    assert r.status == 303, await r.text()
+    return r
+
+
+def new_client(app_or_server):
+    server = app_or_server if isinstance(app_or_server, TestServer) else TestServer(app_or_server)
+    return TestClient(server, cookie_jar=aiohttp.CookieJar(unsafe=True))  # unsafe: keep cookies of 127.0.0.1
+
+
+async def client_for(bridge, signed_in=True, app=None):
+    client = new_client(app or make_app(bridge))
     await client.start_server()
     await bridge.start()
+    if signed_in:
+        await sign_in(client, bridge)
     return client
 
 
@@ -142,14 +174,13 @@ def test_node_down_ends_the_sale_with_a_clear_reason_and_cancel_reaches_the_node
             r = await client.get("/api/payments")
             assert r.status == 503 and "cannot reach" in (await r.json())["error"]
             node.down = False
-            node.methods.add("cancel")
             await client.post("/api/sale", json={"amount": 5})
             await until(lambda: bridge.machine.phase == "waiting", "waiting")
             await client.post("/api/cancel")
-            await until(lambda: ("cancel", {"id": "pay1", "reason": "cancelled by the shop"}) in node.calls,
-                        "the node's cancel call")
-            assert bridge.machine.sale.reason == "cancelled by the cashier"
-            # the page lists it as cancelled although the node's row stays 'requested'
+            await until(lambda: ("cancel", {"id": "pay1", "reason": "cancelled by the cashier"}) in node.calls,
+                        "the node's cancel")
+            assert bridge.machine.sale.reason == "cancelled by the cashier" and node.state == "cancelled"
+            assert bridge.machine.notice is None
             rows = await (await client.get("/api/payments")).json()
             assert rows[0]["state"] == "cancelled" and rows[0]["reason"] == "cancelled by the cashier"
             # node unreachable while watching: shown, then cleared

@@ -2,10 +2,8 @@
 virtual wallet board behind the simulated PN532, real provider and shop nodes. Two sales in a row
 are paid by taps (the reader re-arms by itself); the card leaving the field shows on the page."""
 
-import json
 import os
 import sys
-import urllib.request
 from pathlib import Path
 
 from harness import Net
@@ -19,13 +17,11 @@ from bridge_harness import BridgeProcess  # noqa: E402
 
 
 def state(bridge):
-    return json.loads(urllib.request.urlopen(bridge.url + "api/state", timeout=5).read())
+    return bridge.api("api/state", timeout=5)
 
 
 def sale(bridge, amount, receipt):
-    req = urllib.request.Request(bridge.url + "api/sale", json.dumps({"amount": amount, "receipt": receipt}).encode(),
-                                 {"Content-Type": "application/json"})
-    return json.loads(urllib.request.urlopen(req, timeout=10).read())
+    return bridge.api("api/sale", {"amount": amount, "receipt": receipt})
 
 
 def test_bridge_pays_by_nfc_taps(tmp_path):

@@ -15,6 +15,15 @@
     receipt = ""                      # default receipt text for a sale
     currency = "sat"                  # unit label of amounts on the page
     poll_interval = 0.05              # seconds between looks at the node's payment state
+    hostnames = ["shop-pi.local"]     # names the page is opened by (Host header; IP addresses always
+                                      # pass); default: the listen host, localhost, this machine's
+                                      # hostname and HOSTNAME.local. Anything else (DNS rebinding) gets 421
+    state_dir = "/var/lib/amiko/bridge"   # paired cashier devices and customer receipt links (0700 dir,
+                                      # 0600 files); default: bridge-state/ next to the config file
+                                      # ($XDG_STATE_HOME/amiko-bridge without a config file)
+    cashier_token = "..."             # optional secret (>= 32 characters): signs a device in at the
+                                      # login page like a pairing code, and lets scripts use the API
+                                      # with "Authorization: Bearer TOKEN"; keep the file 0600
 
     [timeouts]                        # seconds per phase (see amiko.bridge.sale)
     preparing = 10
@@ -24,11 +33,13 @@
     routing = 40
     locked = 40
 
-Defaults: node = $AMIKO_HOME, everything else as above. A relative `node` is relative to
-the config file's directory.
+Defaults: node = $AMIKO_HOME, hostnames, state_dir and cashier_token as said there (no token),
+everything else as above. A relative `node` or `state_dir` is relative to the config file's
+directory.
 """
 
 import os
+import socket
 import tomllib
 
 from amiko.bridge import sale as sales
@@ -43,6 +54,9 @@ DEFAULTS = {
     "currency": "sat",
     "poll_interval": 0.05,
     "timeouts": {},
+    "hostnames": None,
+    "state_dir": None,
+    "cashier_token": None,
 }
 TRANSPORT_SCHEMES = ("serial", "nfc", "ble")
 
@@ -71,6 +85,33 @@ def parse_transport(text):
     if not rest:
         raise ConfigError("transport %r names no device" % text)
     return scheme, rest
+
+
+def default_state_dir():
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "amiko-bridge")
+
+
+def default_hostnames(listen_host):
+    names = ["localhost"]
+    if listen_host not in ("0.0.0.0", "::", ""):
+        names.append(listen_host)
+    try:
+        me = socket.gethostname()
+    except OSError:
+        me = ""
+    if me:
+        names += [me, me.split(".")[0] + ".local"]
+    return names
+
+
+def _hostnames(value, listen_host):
+    if value is None:
+        return [n.lower() for n in default_hostnames(listen_host)]
+    if not isinstance(value, list) or not all(isinstance(n, str) and n and len(n) <= 253 and ":" not in n
+                                              for n in value):
+        raise ConfigError("hostnames must be a list of host names like [\"shop-pi.local\"] (no ports)")
+    return [n.lower().rstrip(".") for n in value]
 
 
 def node_address(value, base_dir="."):
@@ -138,6 +179,18 @@ class Config:
         except ValueError as e:
             raise ConfigError("[timeouts]: %s" % e) from None
         self.timeouts = dict(merged["timeouts"])
+        self.hostnames = _hostnames(merged["hostnames"], self.host)
+        state_dir = merged["state_dir"]
+        if state_dir is not None and (not isinstance(state_dir, str) or not state_dir):
+            raise ConfigError("state_dir must be a directory path")
+        self.state_dir = (os.path.abspath(os.path.join(base_dir, os.path.expanduser(state_dir))) if state_dir
+                          else default_state_dir())
+        token = merged["cashier_token"]
+        if token is not None and (not isinstance(token, str) or len(token) < 32 or len(token) > 200
+                                  or not token.isprintable() or token.strip() != token):
+            raise ConfigError("cashier_token must be a secret of 32..200 printable characters (e.g. the output "
+                              "of `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        self.cashier_token = token
 
     @property
     def page_url(self):
@@ -163,4 +216,6 @@ def load(path=None, overrides=None):
         except tomllib.TOMLDecodeError as e:
             raise ConfigError("%s is not valid TOML: %s" % (path, e)) from None
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if path is not None and values.get("state_dir") is None:
+        values["state_dir"] = "bridge-state"
     return Config(values, base_dir)

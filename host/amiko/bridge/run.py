@@ -1,7 +1,16 @@
 """`amiko bridge`: the bridge process (cashier page + sale machine + wallets) until SIGTERM/SIGINT.
 
-Prints the page's URL when it is ready (with --json: one JSON object {"url", "node", "listen",
-"transports"}); logs to stderr. Exit 0 after a clean stop, 2 on a config or start-up error.
+Prints the page's URL and a fresh pairing code for the cashier's device when it is ready (with
+--json: one JSON object {"url", "node", "listen", "transports", "pairing_code",
+"pairing_expires"}); logs to stderr (never the code). The code is shown only on a console
+(stdout a terminal) or to the program reading --json: under systemd stdout is the journal, a
+log, so the bridge prints how to get a code instead. Exit 0 after a clean stop, 2 on a config
+or start-up error.
+
+    amiko bridge pair [--config FILE]                 a fresh pairing code (the running bridge accepts it)
+    amiko bridge devices [--config FILE] [--revoke ID|all]   the paired devices; revoke one or all
+
+(they share the bridge's state_dir with the running bridge: run them as the bridge's user)
 """
 
 import asyncio
@@ -10,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 log = logging.getLogger("amiko.bridge")
 
@@ -33,9 +43,24 @@ async def serve(bridge, host, port):
     return runner
 
 
-async def _main(config, out, ready_json):
-    from amiko.bridge.service import Bridge
+def _auth(config):
+    from amiko.bridge.auth import CashierAuth
 
+    return CashierAuth(config.state_dir, config.cashier_token)
+
+
+async def _main(config, out, ready_json, config_path=None):
+    from amiko.bridge.service import Bridge
+    from amiko.bridge.web import format_pairing
+
+    show_code = ready_json or out.stdout.isatty()
+    try:
+        auth = _auth(config)
+        code, expires = auth.new_code() if show_code else (None, None)
+        auth.current()
+    except OSError as e:
+        raise OSError(e.errno, "cannot keep the cashier devices in %s: %s: set `state_dir` in the bridge config to "
+                               "a directory this user may write" % (config.state_dir, e.strerror or e)) from None
     bridge = Bridge(config)
     runner = await serve(bridge, config.host, config.port)
     loop = asyncio.get_running_loop()
@@ -43,12 +68,15 @@ async def _main(config, out, ready_json):
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     info = {"url": config.page_url, "node": bridge.node.describe(), "listen": config.listen,
-            "transports": config.transports}
+            "transports": config.transports, "pairing_code": code, "pairing_expires": int(expires or 0)}
     if ready_json:
         out.stdout.write(json.dumps(info, sort_keys=True) + "\n")
         out.stdout.flush()
     else:
-        out.stdout.write("cashier page: %s (shop node %s)\n" % (info["url"], info["node"]))
+        pairing = (format_pairing(code, expires) if code else
+                   "pair a cashier device with a code from `amiko bridge pair%s` (run as this bridge's user)"
+                   % (" --config " + config_path if config_path else ""))
+        out.stdout.write("cashier page: %s (shop node %s)\n%s\n" % (info["url"], info["node"], pairing))
         out.stdout.flush()
     try:
         await stop.wait()
@@ -59,7 +87,20 @@ async def _main(config, out, ready_json):
 
 
 def _args(p):
+    import argparse
+
     p.add_argument("--config", metavar="FILE", help="bridge config (TOML); without it: defaults, node = $AMIKO_HOME")
+    sub = p.add_subparsers(dest="bridge_command", metavar="SUBCOMMAND")
+    pair = sub.add_parser("pair", help="show a fresh pairing code for a cashier device",
+                          description="A fresh pairing code (8 digits, valid 10 minutes, once) that signs one device "
+                                      "in to the running bridge's cashier page; replaces the previous code.")
+    devices = sub.add_parser("devices", help="list the paired cashier devices; --revoke one",
+                             description="The devices signed in to the cashier page; --revoke ID signs one out "
+                                         "(all: every device); its open pages close within a second.")
+    devices.add_argument("--revoke", metavar="ID", help="the device id to sign out (from the list), or all")
+    for sp in (pair, devices):
+        sp.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="the bridge's config (TOML)")
+        sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object on stdout")
     p.add_argument("--node", metavar="HOME_OR_URL", help="shop node: HOME, unix:SOCKET or tcp://HOST:PORT (overrides the config)")
     p.add_argument("--listen", metavar="HOST:PORT", help="address of the cashier page (overrides the config)")
     p.add_argument("--transport", dest="transports", action="append", metavar="KIND:DEVICE",
@@ -76,6 +117,11 @@ def _run(args, out):
         config = configs.load(args.config, overrides)
     except configs.ConfigError as e:
         raise CommandError(str(e), "invalid") from None
+    if getattr(args, "bridge_command", None):
+        try:
+            return _pair(config, out) if args.bridge_command == "pair" else _devices(config, args.revoke, out)
+        except OSError as e:
+            raise CommandError("cashier devices in %s: %s" % (config.state_dir, e.strerror or e), "state") from None
     level = getattr(logging, os.environ.get("AMIKO_LOG_LEVEL", "INFO").upper(), logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -83,9 +129,35 @@ def _run(args, out):
     root.setLevel(level)
     root.addHandler(handler)
     try:
-        return asyncio.run(_main(config, out, out.as_json))
+        return asyncio.run(_main(config, out, out.as_json, args.config and os.path.abspath(args.config)))
     except OSError as e:
         raise CommandError(e.strerror or str(e), "listen") from None
+
+
+def _pair(config, out):
+    from amiko.bridge.web import format_pairing
+
+    code, expires = _auth(config).new_code()
+    out.result({"code": code, "expires": int(expires), "state_dir": config.state_dir}, format_pairing(code, expires))
+    return 0
+
+
+def _devices(config, revoke, out):
+    from amiko.cli import CommandError
+
+    auth = _auth(config)
+    if revoke:
+        ids = auth.revoke(revoke)
+        if not ids:
+            raise CommandError("no paired device %r (see `amiko bridge devices`)" % revoke, "not_found")
+        out.result({"revoked": ids}, "signed out: %s" % ", ".join(ids))
+        return 0
+    rows = auth.devices()
+    text = "\n".join("%s  %-24s paired %s with a %s%s" % (
+        d["id"], d["name"], time.strftime("%Y-%m-%d %H:%M", time.localtime(d["created"] or 0)), d["via"],
+        " from " + d["address"] if d["address"] else "") for d in rows) or "no paired devices"
+    out.result({"devices": rows}, text)
+    return 0
 
 
 def commands():

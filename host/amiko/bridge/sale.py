@@ -31,6 +31,7 @@ Effects (tuples):
     ("offer", sale_id, url)                        arm the transports with this sale's URL
     ("rearm",)                                     the sale is over: re-arm the transports idle
     ("cancel_request", sale_id, payment_id, reason)  tell the node / wallet the sale is off
+                                                   (cancel_failed() when the node refuses)
     ("watch", sale_id, txid)                       follow the node's payee row for txid
     ("unwatch", sale_id)                           stop following (the sale reached a final state)
     ("changed",)                                   the snapshot changed: push it to pages
@@ -152,6 +153,7 @@ class Sale:
         self.late = None  # a final node state that came after the sale had timed out
         self.wallet_left = False  # the wallet's contact ended during the sale
         self.wallet_state = None  # what the wallet said at the end (Done): "committed" | "cancelled"
+        self.cancel_failed = False  # the shop node did not cancel the request: it may still be paid
 
     def tap_to_paid_ms(self):
         if self.wallet_at is None or self.paid_at is None:
@@ -269,7 +271,8 @@ class SaleMachine:
         effects = []
         if self.phase in FINAL:
             # A final outcome for a sale that timed out here while the network was finishing it.
-            if self.phase == CANCELLED and target in FINAL and self.sale.late is None and self.sale.times.get(ROUTING):
+            if self.phase == CANCELLED and target in FINAL and self.sale.late is None and (
+                    self.sale.times.get(ROUTING) or self.sale.cancel_failed):
                 self.sale.late = state
                 if state == "committed":
                     self.sale.paid_at = now
@@ -288,6 +291,19 @@ class SaleMachine:
             self._finish(CANCELLED, now, why, effects, notify_node=False)
         else:
             self._enter(target, now, effects)
+        return effects
+
+    def cancel_failed(self, sale_id, message, now):
+        """The shop node did not cancel the sale's request (its URL may still be paid): say so on
+        the page and follow the node's row again, so a late payment shows through `late`."""
+        if not self._current(sale_id) or self.phase != CANCELLED:
+            return []
+        sale = self.sale
+        sale.cancel_failed = True
+        self.notice = _reason("the shop node did not cancel the payment request (%s): it may still be paid" % message)
+        effects = [("changed",)]
+        if sale.txid is not None:
+            effects.insert(0, ("watch", sale.id, sale.txid))
         return effects
 
     # -- wallet (relay / transports)

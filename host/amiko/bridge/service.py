@@ -5,7 +5,9 @@ Bridge carries out the machine's effects (amiko.bridge.sale):
   watch          -> a task polling the node's `status` every poll_interval for the payee row of
                     the txid -> machine.node_state (the node is the truth about money)
   offer / rearm / cancel_request -> the wallet port (amiko.bridge.wallets); cancel_request also
-                    asks the node to drop the request (`cancel_request`, when the node has it)
+                    asks the node to cancel the request (control method `cancel` {id, reason}) so
+                    its URL can no longer be paid; when the node refuses or cannot be reached the
+                    page says so (machine.cancel_failed) and the bridge follows the payment on
   changed        -> every subscriber gets the new snapshot (the page's websockets)
 A ticker feeds the clock (machine.tick) so every phase's time-out fires even when nothing
 else happens. All of it runs on one asyncio loop: no locks needed around the machine.
@@ -178,7 +180,7 @@ class Bridge:
             elif kind == "cancel_request":
                 self.wallets.cancel(effect[1], effect[3])
                 if effect[2] is not None:
-                    self._spawn(self._cancel_request(effect[2]))
+                    self._spawn(self._cancel_request(effect[1], effect[2], effect[3]))
             elif kind == "watch":
                 self._watch(effect[1], effect[2])
             elif kind == "unwatch":
@@ -211,12 +213,19 @@ class Bridge:
         self._note("sale %d: request %s" % (sale_id, r.get("url")))
         self._apply(self.machine.request_created(sale_id, r["url"], r["payment_id"], r["txid"], self.clock()))
 
-    async def _cancel_request(self, payment_id):
+    async def _cancel_request(self, sale_id, payment_id, reason):
         try:
-            await self.node.call("cancel", {"id": payment_id, "reason": "cancelled by the shop"}, timeout=5)
+            await self.node.call("cancel", {"id": payment_id, "reason": reason}, timeout=5)
         except ControlError as e:
-            if e.code != "unknown_method":
-                log.warning("bridge: the node did not cancel request %s: %s", payment_id, e.message)
+            sale = self.machine.sale
+            try:  # refused because the node ended it already (e.g. the customer declined): nothing to say
+                row = await self.payment(sale.txid) if sale is not None and sale.id == sale_id and sale.txid else None
+            except ControlError:
+                row = None
+            if row is not None and row.get("state") == "cancelled":
+                return
+            log.warning("bridge: the node did not cancel request %s: %s (%s)", payment_id, e.message, e.code)
+            self._apply(self.machine.cancel_failed(sale_id, e.message, self.clock()))
 
     def _watch(self, sale_id, txid):
         old = self._watches.pop(sale_id, None)
@@ -271,7 +280,7 @@ class Bridge:
             if item["state"] not in ("committed", "cancelled"):
                 if known.get("bridge_state") != sales.CANCELLED:
                     continue  # in progress: the sale panel shows it
-                # cancelled here before the payer confirmed: the node's request just stays unused
+                # cancelled here, but the node did not cancel its request (see cancel_failed)
                 item["state"], item["reason"] = "cancelled", known.get("bridge_reason")
             rows.append(item)
         return rows

@@ -42,6 +42,9 @@ def route_names(hops):
     return ["provider"] + ["hop%d" % i for i in range(1, hops - 1)] + ["mp", "shop"]
 
 
+PAGE_TOKENS = {}  # bridge page URL -> its cashier_token (Authorization for the demo's own API calls)
+
+
 class DemoError(Exception):
     pass
 
@@ -159,6 +162,8 @@ class DemoNetwork:
         self.nodes = {}
         self.bridge = None
         self.bridge_url = None
+        self.bridge_token = None  # the bridge config's cashier_token: the demo's own API calls use it
+        self.pairing_code = None  # for a person who opens the page in a browser
         self._bridge_log = None
 
     def start(self):
@@ -214,13 +219,17 @@ class DemoNetwork:
 
     def start_bridge(self, transports=()):
         """`amiko bridge` on the shop node, its reader on `transports` (["serial:/dev/pts/N"])."""
+        import secrets
+
         config = os.path.join(self.dir, "bridge.toml")
-        with open(config, "w") as f:
+        self.bridge_token = self.bridge_token or secrets.token_urlsafe(32)
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
             # the demo wallet's provider is the one this shop accepts (a node on loopback: listed)
             f.write('node = "%s"\nlisten = "%s"\nshop_name = "Amiko demo shop"\nreceipt = "demo coffee"\n'
-                    'transports = %s\nproviders = ["127.0.0.1:%d"]\n%s'
+                    'transports = %s\nproviders = ["127.0.0.1:%d"]\ncashier_token = "%s"\n%s'
                     % (self.nodes["shop"].home, self.page_listen, json.dumps(list(transports)),
-                       self.nodes["provider"].port, self.bridge_extra))
+                       self.nodes["provider"].port, self.bridge_token, self.bridge_extra))
         self._bridge_log = open(os.path.join(self.dir, "bridge.stderr"), "ab")
         self.bridge = subprocess.Popen(amiko_argv() + ["bridge", "--config", config, "--json"], stdin=subprocess.DEVNULL,
                                        stdout=subprocess.PIPE, stderr=self._bridge_log, text=True, env=child_env(),
@@ -228,7 +237,9 @@ class DemoNetwork:
         line = self.bridge.stdout.readline()
         if not line:
             raise DemoError("the bridge did not start: see %s" % os.path.join(self.dir, "bridge.stderr"))
-        self.bridge_url = json.loads(line)["url"]
+        info = json.loads(line)
+        self.bridge_url, self.pairing_code = info["url"], info.get("pairing_code")
+        PAGE_TOKENS[self.bridge_url] = self.bridge_token
         self.note("bridge up: cashier page %s" % self.bridge_url)
 
     def stop_bridge(self):

@@ -37,6 +37,7 @@ one did not, 2 on a set-up error, 130 when interrupted during set-up. Every chil
 bridge, virtual board, simulated PN532) is stopped on every way out, and dies with the demo if it is killed."""
 
 import json
+import os
 import shutil
 import signal
 import tempfile
@@ -45,7 +46,7 @@ import time
 import urllib.error
 import urllib.request
 
-from amiko.demo.network import DemoError, DemoNetwork
+from amiko.demo.network import PAGE_TOKENS, DemoError, DemoNetwork
 from amiko.demo.wallet_tap import KINDS, VirtualWallet, WalletError
 
 POLL = 0.02
@@ -58,8 +59,12 @@ RELAY_LINGER = 1.2  # amiko.relay.core.Relay.run(linger=1.0), and a margin
 
 
 def _http(url, data=None, timeout=10):
+    headers = {"Content-Type": "application/json"}
+    for page, token in PAGE_TOKENS.items():  # the cashier page answers only signed-in clients
+        if url.startswith(page):
+            headers["Authorization"] = "Bearer " + token
     req = urllib.request.Request(url, data=None if data is None else json.dumps(data).encode(),
-                                 method="GET" if data is None else "POST", headers={"Content-Type": "application/json"})
+                                 method="GET" if data is None else "POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
@@ -289,9 +294,11 @@ def _run(args, out):
             for rec in records:
                 _emit(out, rec)
         else:
-            out.stdout.write("cashier page: %s  (start a sale there: the virtual wallet on %s pays it; amounts above "
+            out.stdout.write("cashier page: %s  (sign in with pairing code %s, or a fresh one from `amiko bridge "
+                             "pair --config %s`; start a sale there: the virtual wallet on %s pays it; amounts above "
                              "%d wait for `amiko emulate press confirm --home %s`; Ctrl-C stops everything)\n"
-                             % (demo.page, demo.wallet.pty, AUTO, demo.wallet.home))
+                             % (demo.page, demo.net.pairing_code, os.path.join(demo.net.dir, "bridge.toml"),
+                                demo.wallet.pty, AUTO, demo.wallet.home))
             out.stdout.flush()
             while True:
                 time.sleep(3600)

@@ -1,7 +1,21 @@
-// The cashier page: keypad, live sale status over the websocket, today's payments.
+// The cashier page: keypad, live sale status over the websocket, today's payments
+// (and the sign-in page's keypad, and the receipt's Print button).
 "use strict";
 (function () {
   var $ = function (id) { return document.getElementById(id); };
+
+  // The sign-in page: an on-screen keypad for touch screens without a keyboard.
+  if ($("login-keypad")) {
+    $("login-keypad").addEventListener("click", function (ev) {
+      var b = ev.target.closest("button[data-key]"), code = $("code");
+      if (!b) return;
+      var k = b.getAttribute("data-key");
+      if (k === "C") code.value = "";
+      else if (k === "back") code.value = code.value.slice(0, -1);
+      else if (code.value.length < 200) code.value += k;
+    });
+    return;
+  }
 
   // The printable receipt view only needs its Print button.
   if ($("print") && !$("keypad")) {
@@ -9,7 +23,7 @@
     return;
   }
 
-  var ws = null, retry = 500, digits = "", state = null, currency = "sat";
+  var ws = null, retry = 500, digits = "", state = null, currency = "sat", links = {};
   var MAX_DIGITS = 16;
 
   function send(obj) {
@@ -117,12 +131,16 @@
     var pl = $("print-link");
     pl.hidden = !(final && sale.txid && s.phase === "paid");
     if (sale.txid) pl.setAttribute("href", "/receipt/" + sale.txid);
+    var cl = $("customer-link");
+    cl.hidden = !(s.phase === "paid" && sale.txid && links[sale.txid]);
+    if (!cl.hidden) cl.setAttribute("href", links[sale.txid]);
   }
 
   function renderPayments(rows) {
     var ul = $("payments");
     ul.textContent = "";
     var total = 0;
+    links = {};
     if (!rows.length) {
       var li = document.createElement("li");
       li.className = "empty";
@@ -153,10 +171,12 @@
         link.href = "/receipt/" + p.txid;
         link.textContent = "Receipt & proof";
         li.appendChild(link);
+        if (p.receipt_link) links[p.txid] = p.receipt_link;
       }
       ul.appendChild(li);
     });
     $("today-total").textContent = total ? Number(total).toLocaleString("en-US") + " " + currency : "";
+    if (state) render(state);
   }
 
   function paymentsProblem(text) {
@@ -185,9 +205,18 @@
       else if (msg.type === "error" && msg.op === "payments") paymentsProblem(msg.message);
       else if (msg.type === "error") showError(msg.message);
     };
-    ws.onclose = function () {
-      $("live").textContent = "offline: reconnecting";
+    ws.onclose = function (ev) {
       $("live").classList.add("off");
+      if (ev.code === 4001) {  // a newer page of this device took this one's place: no reconnect war
+        $("live").textContent = "replaced";
+        showError("This page was replaced by a newer page on this device: reload it to use it here.");
+        return;
+      }
+      $("live").textContent = "offline: reconnecting";
+      // signed out (revoked, or the session is unknown): back to the sign-in page
+      fetch("/api/state", {credentials: "same-origin"}).then(function (r) {
+        if (r.status === 401) location.href = "/login";
+      }, function () {});
       setTimeout(connect, retry);
       retry = Math.min(retry * 2, 5000);
     };
