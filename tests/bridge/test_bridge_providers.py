@@ -28,13 +28,6 @@ from bridge_harness import BridgeProcess
 from harness import net  # noqa: F401
 
 
-def http(method, url, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
-
-
 class FakeWallet:
     """The master side of a pty the bridge opens as `serial:`; speaks wallet frames."""
 
@@ -76,7 +69,7 @@ def test_a_wallet_naming_an_attackers_listener_makes_the_bridge_connect_nowhere(
     try:
         # default providers: the shop node's own address and nothing else
         bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["serial:%s"]\n' % wallet.path)
-        http("POST", bridge.url + "api/sale", {"amount": 500})
+        bridge.api("api/sale", {"amount": 500})
         tap = wallet.read_message(20)
         assert tap is not None and tap.type == wl.TAP and tap.url, tap
         pid = tap.url.split("?")[0].rsplit("/", 1)[1]
@@ -87,14 +80,14 @@ def test_a_wallet_naming_an_attackers_listener_makes_the_bridge_connect_nowhere(
         deadline = time.monotonic() + 20
         state = None
         while time.monotonic() < deadline:
-            state = http("GET", bridge.url + "api/state")
+            state = bridge.api("api/state")
             if state["phase"] == "cancelled":
                 break
             time.sleep(0.1)
         assert state["phase"] == "cancelled", state
         assert "not one this shop accepts" in state["sale"]["reason"], state
         # the wallet's Auth would come next: it goes nowhere either
-        wallet.send(wl.auth(bytes(32), "w-evil", 1, wl.ROUTE, bytes(20), 500, "mp-shop"))
+        wallet.send(wl.auth(bytes(32), "w-evil", 1, wl.ROUTE, bytes(20), 500, "mp-shop", bytes.fromhex(shop.key), bytes(32), 0))
         time.sleep(1.0)
         with pytest.raises(BlockingIOError):
             attacker.accept()  # nobody ever connected to the attacker
