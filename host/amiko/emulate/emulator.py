@@ -14,6 +14,11 @@ HOME layout (one per virtual board; several boards run at once, one HOME each):
     HOME/micropython.log  the unix port's stderr (crashes of the ROM itself; firmware output goes
                           to the serial port like on a board)
 
+HOME is its owner's only: the emulator runs (and starts micropython) with umask 077 and, at
+start, sets HOME and every folder below it to 0700 and every file to 0600 (amiko.filemodes),
+warning on stderr for each path it fixed (also in emulator.json's "fixed_modes"). The flash
+holds the wallet's key once provisioned.
+
 USB serial is a pty owned by the emulator: /dev/pts/N is the board's port (what `mpremote
 connect` and the terminal open). The emulator relays bytes between the pty and the
 micropython process's stdin/stdout (pipes that outlive the process), so the port path stays
@@ -39,6 +44,8 @@ import threading
 import time
 import tty
 from pathlib import Path
+
+from amiko.filemodes import PRIVATE_DIR, PRIVATE_FILE, describe_fix, make_private, private_umask
 
 ROM = Path(__file__).with_name("rom.py")
 EXIT_SOFT_FRIENDLY = 64
@@ -76,12 +83,12 @@ def layout(home):
 
 
 def prepare_home(home):
+    """HOME's folders and hardware files, created its owner's only (0700 / 0600) whatever the umask."""
     paths = layout(home)
-    os.makedirs(paths["flash"], exist_ok=True)
-    os.makedirs(paths["hw"], exist_ok=True)
+    for name in ("home", "flash", "hw"):
+        os.makedirs(paths[name], mode=PRIVATE_DIR, exist_ok=True)
     for name in ("buttons", "events"):
-        with open(paths[name], "ab"):
-            pass
+        os.close(os.open(paths[name], os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE))
     return paths
 
 
@@ -109,8 +116,13 @@ def _catches_sigint(pid):
 class Emulator:
     """The supervisor: owns the pty, relays bytes, (re)starts micropython. run() blocks."""
 
-    def __init__(self, home, micropython=None, heapsize=None, ble=False, nfc=None):
+    def __init__(self, home, micropython=None, heapsize=None, ble=False, nfc=None, log=None):
+        private_umask()  # what the firmware writes (its key in flash/data/config.a) is 0600, and so on
         self.paths = prepare_home(home)
+        self.fixed_modes = make_private(self.paths["home"])
+        for fix in self.fixed_modes:  # one line per path: what someone else left readable
+            (log or sys.stderr).write("amiko emulate: warning: %s (the board's flash holds its keys)\n"
+                                      % describe_fix(fix))
         self.ble = None
         self.nfc = None
         self.micropython = micropython or micropython_binary()
@@ -132,7 +144,9 @@ class Emulator:
 
     def info(self):
         return dict(self.paths, pty=self.pty, pid=os.getpid(), micropython=self.micropython,
-                    heapsize=self.heapsize, ble=self.ble, nfc=self.nfc)
+                    heapsize=self.heapsize, ble=self.ble, nfc=self.nfc,
+                    fixed_modes=[{"path": p, "old": "%04o" % old, "new": "%04o" % new}
+                                 for p, old, new in self.fixed_modes])
 
     def _setup_nfc(self, udp):
         """NFC (pn532_sim.py): a simulated PN532 in this process, its UART linked as HW_DIR/pn532 (the ROM
