@@ -5,7 +5,7 @@ provision --port PORT --provider HOME [--wallet ID] [--limit N] [--daily N] [--a
     node (control socket of HOME: the key never crosses a network), then sends
     Provision{wallet, key, provider URL, limits} to the wallet over its serial port and
     checks the wallet's ProvisionAck MAC (proof that it stored that key). A wallet that is
-    provisioned already refuses (erase its flash to start again): the wallet is asked first
+    provisioned already refuses (its update mode wipes the keys to start again): the wallet is asked first
     (Tap without URL: Hello = provisioned), so no account is made for a wallet that refuses.
 provision --port PORT --provider amikolink://host:port/WALLET?key=HEX --invite CODE [--limit N ...]
     The same through the network, with a one-time invitation code from the provider's owner
@@ -144,8 +144,9 @@ def _provision_run(args, out):
     try:
         probe = exchange(t, m.Message(wl.TAP), (wl.HELLO,))
         if probe.type == wl.HELLO:
-            raise CommandError("the wallet on %s is provisioned already (wallet %s, provider %s): erase its flash "
-                               "to provision it again" % (args.port, probe.wallet, probe.provider), "refused")
+            raise CommandError("the wallet on %s is provisioned already (wallet %s, provider %s): to provision it "
+                               "again, wipe its keys in its update mode (hold cancel at power-on, then OK; see "
+                               "`amiko flash --update-mode`)" % (args.port, probe.wallet, probe.provider), "refused")
         if by_url:
             acct = _by_url(args)
             wallet_id, key = acct["wallet"], acct["key"]
