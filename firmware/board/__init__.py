@@ -10,6 +10,7 @@ The Board (duck-typed; the wallet only uses these names):
                   same read_into/write API)
     display       None or show(lines): up to 4 short str (longer lines are clipped to the width)
     buttons       poll() -> "confirm" | "cancel" | None (non-blocking, one event per press);
+                  held(name) -> True while that button is down (at boot: the update mode);
                   a board without buttons has one whose poll() is always None
     led           set(state), state in LED_STATES (a board without LED ignores it)
     storage_root  directory for wallet state files (created if missing)
@@ -33,6 +34,9 @@ DEFAULT_STORAGE_ROOT = "/data"
 class NoButtons:
     def poll(self):
         return None
+
+    def held(self, name):
+        return False
 
 
 class NoLed:

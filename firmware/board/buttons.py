@@ -5,6 +5,7 @@ Buttons(spec) with spec from boards.json ui.buttons:
      "pins": {"confirm": N, "cancel": N}}
 poll() -> "confirm" | "cancel" | None, non-blocking: a press is reported once, when the
 pin has read "pressed" for debounce_ms without change; releasing reports nothing.
+held(name) -> True while that button is pressed now (read at boot: cancel held = update mode).
 Needs `machine`: real boards only.
 """
 
@@ -42,3 +43,9 @@ class Buttons:
                 if raw and event is None:
                     event = b.name
         return event
+
+    def held(self, name):
+        for b in self.buttons:
+            if b.name == name:
+                return b.pin.value() == b.pressed_value
+        return False

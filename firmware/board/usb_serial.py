@@ -16,6 +16,12 @@ whose bytes stop coming for FRAME_GAP_MS is abandoned (a host that died mid-fram
 leave the port deaf to Ctrl-C). It is
 KeyboardInterrupt, not SystemExit: SystemExit in main.py soft-resets the board, which would
 run main.py again instead of giving the host the REPL.
+
+lock(): a provisioned wallet's port carries wallet frames only (issue 12). From then on every
+byte is data, Ctrl-C and Ctrl-A included (they reach the frame decoder, which skips them;
+an out-of-frame Ctrl-C or Ctrl-A is counted in repl_knocks, which the app answers with a Refused frame);
+the keyboard interrupt stays off and nothing here hands the port to the REPL again, until the
+next boot (where only a wallet without keys unlocks: wallet/app.py, main.py).
 """
 
 import sys
@@ -25,6 +31,7 @@ import micropython
 
 from amiko_core.frame import crc8, DEFAULT_MAX_FRAME, OVERHEAD, HEADER_SIZE
 
+CTRL_A = 0x01
 CTRL_C = 0x03
 FRAME_GAP_MS = 500
 _MAGIC0 = 0xA5
@@ -45,6 +52,13 @@ class USBSerial:
         self._remaining = 0  # frame bytes still to come after a valid header
         self._max_body = max_frame - OVERHEAD
         self._last = time.ticks_ms()
+        self.locked = False
+        self.repl_knocks = 0  # out-of-frame Ctrl-Cs seen while locked
+        micropython.kbd_intr(-1)
+
+    def lock(self):
+        """Wallet frames only from now on: no Ctrl-C escape to the REPL (a provisioned wallet)."""
+        self.locked = True
         micropython.kbd_intr(-1)
 
     def _ready(self):
@@ -68,14 +82,17 @@ class USBSerial:
             if self._in.readinto(one) != 1:
                 break
             b = one[0]
-            if self._track(b):
-                self.exit_to_repl()
+            if self._track(b) and (b == CTRL_C or b == CTRL_A):
+                if self.locked:
+                    self.repl_knocks += 1  # the app answers that there is no REPL here
+                elif b == CTRL_C:
+                    self.exit_to_repl()
             buf[n] = b
             n += 1
         return n
 
     def _track(self, b):
-        """Follow frame boundaries; True if b is an out-of-frame Ctrl-C."""
+        """Follow frame boundaries; True if b is outside any frame (not a frame's header or body)."""
         if self._remaining:
             self._remaining -= 1
             return False
@@ -96,7 +113,7 @@ class USBSerial:
             self._header[0] = b
             self._header_len = 1
             return False
-        return b == CTRL_C
+        return True
 
     def in_frame(self):
         return bool(self._remaining or self._header_len)
@@ -106,8 +123,11 @@ class USBSerial:
         return len(data)
 
     def exit_to_repl(self):
+        if self.locked:
+            return
         micropython.kbd_intr(CTRL_C)
         raise KeyboardInterrupt
 
     def close(self):
-        micropython.kbd_intr(CTRL_C)
+        if not self.locked:
+            micropython.kbd_intr(CTRL_C)

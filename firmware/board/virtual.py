@@ -3,6 +3,7 @@
 The emulator's ROM provides module `_vboard` (the virtual board's `machine`, so to speak):
     _vboard.buttons  file opened for reading at its end; the host appends "confirm\\n"/"cancel\\n"
     _vboard.events   file opened for appending; each write here is one JSON line the host reads
+    _vboard.held     names of the buttons held down at this boot (`amiko emulate press cancel --at-boot`)
 Display and LED behave like the real ones as far as the wallet can tell: show() keeps at most
 4 lines clipped to width // 8 characters (what the SSD1306 would draw), set() refuses
 unknown states.
@@ -42,6 +43,9 @@ class Buttons:
         name = self._pending[:i].decode().strip()
         self._pending = self._pending[i + 1:]
         return name if name in ("confirm", "cancel") else None
+
+    def held(self, name):
+        return name in getattr(_vboard, "held", ())
 
 
 class Led:

@@ -152,6 +152,7 @@ def _init_args(p):
 def _init_run(args, out):
     from amiko.node import home as homes
 
+    homes.private_umask()
     path = homes.resolve(args.home)
     home, config, identity = homes.create(
         path, args.listen, name=args.name, meeting_points=args.meeting_points,
@@ -160,7 +161,10 @@ def _init_run(args, out):
     from amiko.node import daemon
 
     daemon.create_database(home)
-    info = dict(config.as_dict(), home=home.path, key=identity.pubkey.hex())
+    for fix in home.fixed:  # a HOME someone made before with looser modes: say what was fixed
+        out.stderr.write("amiko: warning: %s (a node home is its owner's only)\n" % homes.describe_fix(fix))
+    info = dict(config.as_dict(), home=home.path, key=identity.pubkey.hex(),
+                fixed_modes=[{"path": p, "old": "%04o" % old, "new": "%04o" % new} for p, old, new in home.fixed])
     mps = "".join("\nmeeting point %s" % mp for mp in config.meeting_points)
     out.result(info, "created node home %s: node %s, listening on %s\nkey %s%s\nstart it with: amiko node --home %s"
                % (home.path, config.name, config.listen, info["key"], mps, home.path))

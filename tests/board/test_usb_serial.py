@@ -89,3 +89,22 @@ def test_a_frame_abandoned_mid_way_does_not_swallow_a_later_ctrl_c():
     p.wait(10)
     assert out[0] == "REPL " + (half + b"\r").hex()
     assert out[1] == "LEFT " + b"\r\x01".hex()
+
+
+def test_locked_port_passes_ctrl_c_and_ctrl_a_as_data_and_counts_the_knocks():
+    """A provisioned wallet's port (lock()): no escape to the REPL, whatever the host sends."""
+    code = READER.replace("s = USBSerial()", "s = USBSerial()\ns.lock()").replace(
+        'print("END", got.hex())', 'print("END", got.hex())\n    print("KNOCKS", s.repl_knocks)') % 1
+    fr = frame.encode(7, b"\x03\x01" * 4)
+    data = b"\r\x03\x03\r\x01" + fr + b"\x03\x04\x02\x05"
+    r = run_mp(code, stdin=data)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().split("\n")
+    assert lines[0] == "END " + data.hex()  # every byte reached the wallet, nothing went to a REPL
+    assert lines[1] == "KNOCKS 4"  # the out-of-frame Ctrl-C x3 and Ctrl-A x1; the ones inside the frame are data
+
+
+def test_lock_keeps_the_keyboard_interrupt_off_even_after_close():
+    r = run_mp("from board.usb_serial import USBSerial\nimport micropython\ns = USBSerial()\ns.lock()\n"
+               "s.exit_to_repl()\ns.close()\nprint('still here')")
+    assert r.returncode == 0 and r.stdout == b"still here\n", r

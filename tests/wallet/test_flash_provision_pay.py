@@ -1,7 +1,7 @@
 """The whole path of issue 5 for real: a fresh virtual board is flashed with `amiko flash` (real CLI,
 real mpremote over its pty, .mpy files), rebooted (`mpremote reset`), provisioned with a real
 provider node, topped up, and pays a real payee node through amiko.relay; the proof is on the
-wallet and `amiko wallet history` reads it back. The board runs the firmware in the heap the
+wallet and `amiko wallet history` reads it back; once provisioned its port has no REPL. The board runs the firmware in the heap the
 benchmark found plus a margin (WALLET_HEAP_KIB), and its state files stay inside HOME/flash."""
 
 import json
@@ -78,6 +78,23 @@ def test_flash_reboot_provision_topup_pay_history(net, tmp_path):
         wait_for(lambda: board.screen() == ["Amiko wallet", "ready"] and board.events()[-1].get("display"), 15,
                  "the wallet after the reboot")
 
+        # before provisioning the REPL is there (mpremote): the heap the firmware runs in, and /data is
+        # HOME/flash/data (the flash dir is the board's "/": VfsPosix mount)
+        r = subprocess.run([MPREMOTE, "connect", board.pty, "exec",
+                            "import os, gc; print(sorted(os.listdir('/data'))); print(gc.mem_free() + gc.mem_alloc())"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.strip().splitlines()
+        assert lines[-2] == str(sorted(os.listdir(Path(board.flash) / "data"))) == "[]"
+        total = int(lines[-1])
+        assert WALLET_HEAP_KIB * 1024 * 0.9 < total <= WALLET_HEAP_KIB * 1024, total
+        before = len(boot_reasons())
+        r = subprocess.run([MPREMOTE, "connect", board.pty, "reset"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr  # mpremote left the board in its REPL: start the wallet again
+        wait_for(lambda: "reset" in boot_reasons()[before:], 15, "the board to reboot")
+        wait_for(lambda: board.screen() == ["Amiko wallet", "ready"] and board.events()[-1].get("display"), 15,
+                 "the wallet after the reboot")
+
         r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", "1000", "--json")
         assert r.returncode == 0, r
         wallet = r.json["wallet"]
@@ -103,14 +120,13 @@ def test_flash_reboot_provision_topup_pay_history(net, tmp_path):
         data = Path(board.flash) / "data"
         names = sorted(os.listdir(data))
         assert {"config.a", "state.a", "state.b", "h0"} <= set(names), names
-        r = subprocess.run([MPREMOTE, "connect", board.pty, "exec",
-                            "import os, gc; print(sorted(os.listdir('/data'))); print(gc.mem_free() + gc.mem_alloc())"],
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, r.stderr
-        lines = r.stdout.strip().splitlines()
-        assert lines[-2] == str(names)  # what the board sees as /data is that directory
-        total = int(lines[-1])
-        assert WALLET_HEAP_KIB * 1024 * 0.9 < total <= WALLET_HEAP_KIB * 1024, total
+        # provisioned: the port carries wallet frames only, mpremote gets no REPL (tests/wallet/test_locked_port.py)
+        try:
+            r = subprocess.run([MPREMOTE, "connect", board.pty, "exec", "print(1 + 1)"], capture_output=True,
+                               text=True, timeout=15)
+            assert r.returncode != 0, r.stdout
+        except subprocess.TimeoutExpired:
+            pass  # mpremote waits on a silent pty for ever
     finally:
         board.stop()
 

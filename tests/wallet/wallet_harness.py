@@ -7,6 +7,7 @@ plus HEAP_MARGIN; tests/wallet/test_flash_provision_pay.py checks the two agree.
 
 import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -30,13 +31,21 @@ def flash_firmware(flash_dir):
     amiko.flash.build (main.py as source) and /config.json with no settings (storage_root: "/data")."""
     from amiko.flash import build, config_bytes, mpy_cross_version
 
+    old_umask = os.umask(0o077)  # what a flashed board holds is private (the emulator would fix it, loudly)
+    try:
+        _flash_firmware(flash_dir, build, config_bytes, mpy_cross_version)
+    finally:
+        os.umask(old_umask)
+
+
+def _flash_firmware(flash_dir, build, config_bytes, mpy_cross_version):
     flash = Path(flash_dir)
     flash.mkdir(parents=True, exist_ok=True)
     entry = virtual_entry()
     for path, src in build(entry, flash.parent / "mpy-build"):
         target = flash / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, target)
+        shutil.copyfile(src, target)
     (flash / "config.json").write_bytes(config_bytes(entry, {}, mpy_cross_version()))
 
 

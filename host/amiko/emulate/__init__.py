@@ -3,6 +3,7 @@
 Python API for tests and tools:
 
     board = VirtualBoard(home, heapsize=None).start()   # returns once the pty exists
+    VirtualBoard(home, hold=("cancel",))   # cancel held down at power-on (the wallet's update mode)
     VirtualBoard(home, ble=True)           # + a simulated BLE radio: board.info["ble"]["hci"]
     VirtualBoard(home, nfc="HOST:PORT")    # + a simulated PN532 (its own process, amiko.emulate.pn532_sim),
                                            # nfc=True: a free udp port; board.nfc_transport ("nfc:udp:H:P"),
@@ -13,6 +14,7 @@ Python API for tests and tools:
     board.pty                  # "/dev/pts/N": the board's USB serial port
     board.flash                # HOME/flash, the board's filesystem
     board.press("confirm")     # or "cancel"
+    board.press("cancel", at_boot=True)  # hold cancel through a power cycle: the wallet's update mode
     board.screen()             # the lines the display shows now ([] before the first show())
     board.led()                # the LED state ("idle", "busy", "ok", "error") or None
     board.wait_for_screen(text_or_predicate, timeout=10) -> lines
@@ -37,9 +39,35 @@ from amiko.emulate.emulator import EmulatorError, layout, prepare_home
 BUTTONS = ("confirm", "cancel")
 
 
-def press(home, button):
+def _check_button(button):
     if button not in BUTTONS:
         raise EmulatorError("no button %r on the virtual board: use one of %s" % (button, ", ".join(BUTTONS)))
+
+
+def hold_at_boot(home, button):
+    """Hold `button` down at the board's next boot (released once it has booted: HOME/hw/held, read by the ROM)."""
+    _check_button(button)
+    paths = prepare_home(home)
+    path = os.path.join(paths["hw"], "held")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (button + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def press(home, button, at_boot=False):
+    """Press a button; at_boot: hold it while the running board is power cycled (as a user holds
+    cancel while plugging the wallet in: its update mode)."""
+    _check_button(button)
+    if at_boot:
+        info = running(home)
+        if info is None:
+            raise EmulatorError("no virtual board runs in %s: start it with `amiko emulate --home %s --hold %s`"
+                                % (home, home, button))
+        hold_at_boot(home, button)
+        os.kill(info["pid"], signal.SIGUSR1)
+        return
     paths = prepare_home(home)
     # one write of one short line: appends of at most PIPE_BUF bytes are never interleaved
     fd = os.open(paths["buttons"], os.O_WRONLY | os.O_APPEND)
@@ -107,8 +135,9 @@ def _free_udp_port():
 class VirtualBoard:
     preexec_fn = None  # run in the children (emulator, PN532 simulator) before exec
 
-    def __init__(self, home, heapsize=None, ble=False, nfc=None):
+    def __init__(self, home, heapsize=None, ble=False, nfc=None, hold=()):
         self.home = str(Path(home).resolve())
+        self.hold = tuple(hold)  # buttons held down at power-on (("cancel",): the wallet's update mode)
         self.heapsize = heapsize
         self.ble = ble  # a simulated BLE radio (emulate/ble_radio.py); self.info["ble"]["hci"] reaches it
         if nfc is True:
@@ -212,7 +241,8 @@ class VirtualBoard:
                 os.unlink(os.path.join(layout(self.home)["hw"], "ble_links"))
             except FileNotFoundError:
                 pass
-        cmd = [sys.executable, "-m", "amiko.emulate", self.home, str(self.heapsize or "")] + (["ble"] if self.ble else [])
+        cmd = [sys.executable, "-m", "amiko.emulate", self.home, str(self.heapsize or ""), "ble" if self.ble else "-"]
+        cmd += ["hold=%s" % b for b in self.hold]  # held at the first boot only
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
                                      preexec_fn=self.preexec_fn)
         import select
@@ -244,7 +274,11 @@ class VirtualBoard:
     def __exit__(self, *exc):
         self.stop()
 
-    def press(self, button):
+    def press(self, button, at_boot=False):
+        if at_boot:
+            hold_at_boot(self.home, button)
+            self.power_cycle()
+            return
         press(self.home, button)
 
     def screen(self):

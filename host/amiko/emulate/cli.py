@@ -1,7 +1,9 @@
 """`amiko emulate`: run a virtual board, and script/inspect a running one.
 
     amiko emulate [--home DIR] [--heapsize N] [--ble] [--json]   run one in the foreground (Ctrl-C stops it)
+    amiko emulate [--hold cancel] ...                     start with a button held at power-on
     amiko emulate press confirm|cancel --home DIR         press a button
+    amiko emulate press cancel --at-boot --home DIR       hold it through a power cycle (update mode)
     amiko emulate screen --home DIR                       what the display and LED show now
     amiko emulate status --home DIR                       where a running board's interfaces are
     amiko emulate reset --home DIR                        power cycle (kill micropython, boot again)
@@ -38,9 +40,15 @@ def _args(p):
     p.add_argument("--nfc", metavar="HOST:PORT",
                    help="give the board a simulated PN532 whose RF side is nfcpy's udp link on HOST:PORT; "
                         "the terminal reads it with nfc:udp:HOST:PORT")
+    p.add_argument("--hold", action="append", default=[], choices=("confirm", "cancel"), metavar="BUTTON",
+                   help="hold this button down at power-on (cancel: the wallet's update mode, which wipes its keys "
+                        "after a confirm press)")
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     press = sub.add_parser("press", help="press a button on a running virtual board")
     press.add_argument("button", choices=("confirm", "cancel"))
+    press.add_argument("--at-boot", action="store_true",
+                       help="hold it down while the board is power cycled, release it once booted (cancel: the "
+                            "wallet's update mode)")
     _common(press)
     for name, text in (("screen", "what the display and LED show now"),
                        ("status", "where a running virtual board's interfaces are"),
@@ -71,8 +79,9 @@ def _run(args, out):
     action = getattr(args, "action", None)
     try:
         if action == "press":
-            press(home, args.button)
-            out.result({"pressed": args.button}, "pressed %s" % args.button)
+            press(home, args.button, at_boot=args.at_boot)
+            out.result({"pressed": args.button, "at_boot": args.at_boot},
+                       "held %s through a power cycle" % args.button if args.at_boot else "pressed %s" % args.button)
             return EXIT_OK
         if action == "screen":
             lines, state = screen(home), led(home)
@@ -93,7 +102,8 @@ def _run(args, out):
             return EXIT_OK
         if running(home):
             raise CommandError("a virtual board already runs in %s" % home, "busy")
-        emu = Emulator(home, heapsize=args.heapsize, ble=getattr(args, "ble", False), nfc=getattr(args, "nfc", None))
+        emu = Emulator(home, heapsize=args.heapsize, ble=getattr(args, "ble", False), nfc=getattr(args, "nfc", None),
+                       hold=getattr(args, "hold", None) or ())
 
         def ready(info):
             if out.as_json:

@@ -6,7 +6,9 @@ HOME layout (one per virtual board; several boards run at once, one HOME each):
     HOME/hw/buttons       button presses, host -> board: one name a line ("confirm", "cancel"),
                           appended by `press()`; the board reads new lines (firmware/board/virtual.py)
     HOME/hw/events        board -> host: one JSON object a line, appended by the board:
-                          {"display": [lines]} | {"led": state}
+                          {"boot": reason, "held": [buttons]} | {"display": [lines]} | {"led": state}
+    HOME/hw/held          buttons held down at the next boot, one name a line (Emulator(hold=...),
+                          `amiko emulate press cancel --at-boot`); the ROM reads and removes it at boot
     HOME/hw/ble.sock      with BLE on (VirtualBoard(home, ble=True)): the simulated radio (ble_radio.py);
                           emulator.json's "ble" then says {"hci": bumble transport of the terminal's
                           side, "address": the board's BLE address}
@@ -14,12 +16,18 @@ HOME layout (one per virtual board; several boards run at once, one HOME each):
     HOME/micropython.log  the unix port's stderr (crashes of the ROM itself; firmware output goes
                           to the serial port like on a board)
 
+HOME is its owner's only: the emulator runs (and starts micropython) with umask 077 and, at
+start, sets HOME and every folder below it to 0700 and every file to 0600 (amiko.filemodes),
+warning on stderr for each path it fixed (also in emulator.json's "fixed_modes"). The flash
+holds the wallet's key once provisioned.
+
 USB serial is a pty owned by the emulator: /dev/pts/N is the board's port (what `mpremote
 connect` and the terminal open). The emulator relays bytes between the pty and the
 micropython process's stdin/stdout (pipes that outlive the process), so the port path stays
 the same across resets. A 0x03 byte from the host becomes SIGINT when the process currently
 catches SIGINT (MicroPython's interrupt char enabled: kbd_intr(3)), and is passed through
-as data otherwise (kbd_intr(-1)), which is what the USB driver of a board does. Output
+as data otherwise (kbd_intr(-1)), which is what the USB driver of a board does; also as data
+before the ROM has booted (its boot event), since a board's C runtime is not interruptible. Output
 while no program has the port open is dropped, as a board's USB CDC does.
 
 Resets: the ROM (rom.py) exits with 64/65 on a soft reset (friendly/raw mode); the emulator
@@ -39,6 +47,8 @@ import threading
 import time
 import tty
 from pathlib import Path
+
+from amiko.filemodes import PRIVATE_DIR, PRIVATE_FILE, describe_fix, make_private, private_umask
 
 ROM = Path(__file__).with_name("rom.py")
 EXIT_SOFT_FRIENDLY = 64
@@ -76,12 +86,12 @@ def layout(home):
 
 
 def prepare_home(home):
+    """HOME's folders and hardware files, created its owner's only (0700 / 0600) whatever the umask."""
     paths = layout(home)
-    os.makedirs(paths["flash"], exist_ok=True)
-    os.makedirs(paths["hw"], exist_ok=True)
+    for name in ("home", "flash", "hw"):
+        os.makedirs(paths[name], mode=PRIVATE_DIR, exist_ok=True)
     for name in ("buttons", "events"):
-        with open(paths[name], "ab"):
-            pass
+        os.close(os.open(paths[name], os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE))
     return paths
 
 
@@ -109,13 +119,26 @@ def _catches_sigint(pid):
 class Emulator:
     """The supervisor: owns the pty, relays bytes, (re)starts micropython. run() blocks."""
 
-    def __init__(self, home, micropython=None, heapsize=None, ble=False, nfc=None):
+    def __init__(self, home, micropython=None, heapsize=None, ble=False, nfc=None, log=None, hold=()):
+        private_umask()  # what the firmware writes (its key in flash/data/config.a) is 0600, and so on
         self.paths = prepare_home(home)
+        self.fixed_modes = make_private(self.paths["home"])
+        held = os.path.join(self.paths["hw"], "held")
+        if os.path.exists(held):
+            os.unlink(held)  # buttons held at a boot that never happened
+        if hold:  # held down at power-on (the first boot), e.g. cancel: the wallet's update mode
+            with open(held, "w") as f:
+                f.write("".join(name + "\n" for name in hold))
+        for fix in self.fixed_modes:  # one line per path: what someone else left readable
+            (log or sys.stderr).write("amiko emulate: warning: %s (the board's flash holds its keys)\n"
+                                      % describe_fix(fix))
         self.ble = None
         self.nfc = None
         self.micropython = micropython or micropython_binary()
         self.heapsize = heapsize
         self.child = None
+        self.rom_started = None  # pid of the child once its ROM has turned SIGINT off (written its boot event)
+        self.events_offset = 0
         self.stopping = False
         self.power_cycle_requested = False
         self.boots = 0
@@ -132,7 +155,9 @@ class Emulator:
 
     def info(self):
         return dict(self.paths, pty=self.pty, pid=os.getpid(), micropython=self.micropython,
-                    heapsize=self.heapsize, ble=self.ble, nfc=self.nfc)
+                    heapsize=self.heapsize, ble=self.ble, nfc=self.nfc,
+                    fixed_modes=[{"path": p, "old": "%04o" % old, "new": "%04o" % new}
+                                 for p, old, new in self.fixed_modes])
 
     def _setup_nfc(self, udp):
         """NFC (pn532_sim.py): a simulated PN532 in this process, its UART linked as HW_DIR/pn532 (the ROM
@@ -205,7 +230,7 @@ class Emulator:
             if i:
                 os.write(self.in_w, data[:i])
             child = self.child
-            if child is not None and child.poll() is None and _catches_sigint(child.pid):
+            if child is not None and child.poll() is None and self._interruptible(child):
                 try:
                     os.kill(child.pid, signal.SIGINT)
                 except ProcessLookupError:
@@ -215,6 +240,25 @@ class Emulator:
             data = data[i + 1:]
         if data:
             os.write(self.in_w, data)
+
+    def _interruptible(self, child):
+        """True while the child catches SIGINT because MicroPython code asked for it (kbd_intr(3)).
+
+        The unix port catches SIGINT from its start until the ROM's first statement turns it off; a board's
+        C runtime cannot be interrupted at that point. So a 0x03 byte is data until the ROM of this
+        process has written its boot event (after that first statement)."""
+        if not _catches_sigint(child.pid):
+            return False
+        if self.rom_started != child.pid:
+            try:
+                with open(self.paths["events"], "rb") as f:
+                    f.seek(self.events_offset)
+                    if b'"boot"' not in f.read():
+                        return False
+            except OSError:
+                return False
+            self.rom_started = child.pid
+        return True
 
     def _board_to_host(self):
         while True:
@@ -265,6 +309,7 @@ class Emulator:
         else:
             cmd += [str(ROM)]
         cmd += [self.paths["flash"], self.paths["hw"], mode, reason]
+        self.events_offset = os.path.getsize(self.paths["events"])
         with open(self.paths["log"], "ab") as log:
             self.child = subprocess.Popen(cmd, stdin=self.in_r, stdout=self.out_w, stderr=log,
                                           cwd=self.paths["flash"], env=env, start_new_session=True,
@@ -326,10 +371,11 @@ class Emulator:
 
 
 def main(argv=None):
-    """python -m amiko.emulate.emulator HOME [heapsize]: run one virtual board (used by VirtualBoard)."""
+    """python -m amiko.emulate.emulator HOME [heapsize] [ble|-] [hold=BUTTON ...]: run one virtual board
+    (used by VirtualBoard)."""
     argv = sys.argv[1:] if argv is None else argv
     emu = Emulator(argv[0], heapsize=argv[1] if len(argv) > 1 and argv[1] else None,
-                   ble=len(argv) > 2 and argv[2] == "ble")
+                   ble=len(argv) > 2 and argv[2] == "ble", hold=[a[5:] for a in argv[3:] if a.startswith("hold=")])
 
     def ready(info):
         sys.stdout.write(json.dumps(info) + "\n")

@@ -22,14 +22,19 @@
 #   * the simulated hardware below the firmware: module `_vboard` (sys.modules) with `rom_alloc`
 #     (heap bytes the ROM itself holds when main.py starts: subtract it from heap measurements),
 #     `buttons` (file opened for reading, button names one a line appended by the host)
-#     and `events` (file opened for appending, one JSON object a line read by the host);
+#     and `events` (file opened for appending, one JSON object a line read by the host),
+#     `held` (names of the buttons held down at this boot: HW_DIR/held, written by the host before a
+#     power cycle and removed here, i.e. released once the board has booted);
 #     `pn532` (the simulated PN532's UART, opened read/write) when HW_DIR/pn532 exists
 #
 # argv: FLASH_DIR HW_DIR MODE(friendly|raw) REASON(power-on|soft)
 
-import sys
-import os
 import micropython
+
+micropython.kbd_intr(-1)  # first: a board's C runtime cannot be interrupted while it boots (see emulator.py)
+
+import sys  # noqa: E402
+import os  # noqa: E402
 
 try:
     import vfs
@@ -67,7 +72,12 @@ def setup_hardware(flash, hw, reason):
     board.buttons = open(hw + "/buttons", "rb")
     board.buttons.seek(0, 2)  # presses made while the board was off are not seen
     board.events = open(hw + "/events", "ab")
-    board.events.write(b'{"boot": "%s"}\n' % reason)
+    board.held = ()
+    if "held" in os.listdir(hw):  # buttons held down at this power-on (amiko emulate press --at-boot); released after
+        with open(hw + "/held") as f:
+            board.held = tuple(n for n in f.read().split() if n in ("confirm", "cancel"))
+        os.remove(hw + "/held")
+    board.events.write(b'{"boot": "%s", "held": [%s]}\n' % (reason, ", ".join('"%s"' % n for n in board.held)))
     sys.modules["_vboard"] = board
     if "pn532" in os.listdir(hw):  # a simulated PN532 (amiko.emulate.pn532_sim): HW_DIR/pn532 -> its UART pty
         board.pn532 = open(hw + "/pn532", "r+b")
@@ -155,10 +165,16 @@ def print_exception(e):
 
 
 def run(code, g, filename, mode):
-    """Compile and run with Ctrl-C enabled; SystemExit means soft reset."""
-    micropython.kbd_intr(3)
+    """Compile, then run with Ctrl-C enabled (as pyexec: the interrupt is on only while the code runs,
+    so a Ctrl-C can only land in that code); SystemExit means soft reset."""
     try:
-        exec(compile(code, filename, mode), g)
+        code = compile(code, filename, mode)
+    except BaseException as e:
+        print_exception(e)
+        return
+    try:
+        micropython.kbd_intr(3)
+        exec(code, g)
     except SystemExit:
         raise SoftReset()
     except HardReset:

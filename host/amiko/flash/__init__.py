@@ -1,7 +1,7 @@
 """`amiko flash`: put the wallet firmware on a board (or on a virtual board's pty).
 
     amiko flash --board ID [--port PORT] [--micropython IMAGE] [--set KEY=VALUE ...]
-                [--boards FILE] [--force] [--timeout S] [--json]
+                [--boards FILE] [--force] [--timeout S] [--update-mode] [--json]
 
 1. With --micropython IMAGE: ESP32 family ("flash.method" "esptool"): esptool writes the
    image at the board's "flash.offset"; RP2040/nRF ("uf2"): the steps to copy the UF2 are
@@ -18,9 +18,19 @@
    {"board": entry, "settings": previous settings updated by --set, "flashed": {...}}.
    The manifest is written last, so an interrupted flash copies again next time.
 5. Soft reset in the friendly REPL: main.py runs.
+
+A provisioned wallet has no REPL on its port (firmware/main.py, wallet/app.py): step 2 then
+says so (the port answers a Tap with the wallet's Hello) and points to --update-mode. With
+--update-mode the user is told how to enter the wallet's update mode (real boards: hold the
+cancel button at power-on, then OK wipes the keys; the virtual board: `amiko emulate press
+cancel --at-boot`, then `amiko emulate press confirm`), and amiko flash waits up to
+UPDATE_WAIT seconds for the REPL to answer, then flashes as usual. The wallet is then
+unprovisioned: provision it again.
 """
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -34,6 +44,7 @@ from amiko.flash.boards import BoardsError, parse_version
 MANIFEST = "/.amiko_manifest.json"
 CONFIG = "/config.json"
 CHUNK = 512
+UPDATE_WAIT = 180
 MPY_BUILD_DIR = boards_mod.ROOT / "build" / "mpy"
 
 # board modules and what makes a board need them
@@ -170,7 +181,8 @@ class Board:
         except TransportError as e:
             raise FlashError("cannot open %s: %s" % (port, e), "port") from None
         try:
-            self.t.enter_raw_repl(soft_reset=False, timeout_overall=timeout)
+            with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it got instead of a raw REPL
+                self.t.enter_raw_repl(soft_reset=False, timeout_overall=timeout)
         except TransportError:
             self.t.close()
             raise FlashError("the board on %s does not answer: no MicroPython REPL within %s s (is MicroPython "
@@ -237,6 +249,87 @@ class Board:
             pass
 
 
+def locked_wallet(port, timeout=2.0):
+    """The Hello of a provisioned wallet answering a Tap on port, or None (not a wallet, or not provisioned)."""
+    from amiko_core import frame
+    from amiko_core import messages as m
+    from amiko_core import walletlink as wl
+    from amiko_core.errors import DecodeError
+    from amiko.transports import open_transport
+
+    try:
+        t = open_transport("serial:" + port)
+    except (OSError, ValueError):
+        return None
+    try:
+        t.write(m.to_frame(m.Message(wl.TAP)))
+        dec = frame.FrameDecoder(4096)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for fr in dec.feed(t.read_blocking(0.2) or b""):
+                try:
+                    msg = m.from_frame(fr)
+                except DecodeError:
+                    continue
+                if msg.type == wl.HELLO:
+                    return msg
+                if msg.type == wl.REFUSED_MSG:
+                    return None
+    except OSError:
+        return None
+    finally:
+        t.close()
+    return None
+
+
+def update_instructions(entry, port, wait):
+    if entry["port"] == "unix":
+        how = ("hold the virtual board's cancel button at power-on: `amiko emulate press cancel --at-boot --home DIR` "
+               "(DIR: the board's home), then, when its display shows UPDATE MODE, `amiko emulate press confirm "
+               "--home DIR`")
+    else:
+        pins = ((entry.get("ui") or {}).get("buttons") or {}).get("pins") or {}
+        how = ("hold the wallet's cancel button%s while you power it on (plug it in, or press its reset button), "
+               "release it when the display shows UPDATE MODE, then press OK (the confirm button%s)"
+               % (" (GPIO %s)" % pins["cancel"] if "cancel" in pins else "",
+                  " (GPIO %s)" % pins["confirm"] if "confirm" in pins else ""))
+    return ("update mode: %s. The wallet wipes its keys and opens its REPL (read its history first: amiko wallet "
+            "history --port %s; provision it again afterwards). Waiting up to %d s for the REPL on %s ..."
+            % (how, port, wait, port))
+
+
+def open_board(entry, port, out, timeout, update_mode=False, wait=UPDATE_WAIT):
+    """The Board on port; with update_mode, wait (up to wait s) until the wallet's update mode opens its REPL."""
+    if not update_mode:
+        try:
+            return Board(port, timeout=timeout)
+        except FlashError as e:
+            if e.code != "no_answer":
+                raise
+            hello = locked_wallet(port)
+            if hello is None:
+                raise
+            raise FlashError("the wallet on %s is provisioned (wallet %s): its port carries wallet frames only, no "
+                             "REPL. To update it: amiko flash --update-mode --board %s --port %s (you hold its cancel "
+                             "button at power-on and confirm: its keys are wiped)"
+                             % (port, hello.wallet, entry["id"], port), "locked") from None
+    out.stderr.write("amiko flash: %s\n" % update_instructions(entry, port, wait))
+    out.stderr.flush()
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            check_port(port)
+            return Board(port, timeout=min(timeout, 3.0))
+        except FlashError as e:
+            if e.code not in ("no_answer", "port") or time.monotonic() > deadline:
+                if e.code in ("no_answer", "port"):
+                    raise FlashError("no REPL on %s within %d s: the wallet did not enter its update mode (hold "
+                                     "cancel from power-on until the display shows UPDATE MODE, then press OK)"
+                                     % (port, wait), "no_answer") from None
+                raise
+        time.sleep(0.5)
+
+
 def check_version(entry, ident, port, mpy_version):
     need = parse_version(entry["min_micropython"])
     have = tuple(ident["version"])
@@ -295,12 +388,12 @@ def sha256_file(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def flash(entry, port, out, settings_update=None, force=False, timeout=5.0):
+def flash(entry, port, out, settings_update=None, force=False, timeout=5.0, update_mode=False, wait=UPDATE_WAIT):
     """Copy what changed and restart the board; returns a summary dict."""
     mpy_version = mpy_cross_version()
     files = build(entry)
     check_port(port)
-    board = Board(port, timeout=timeout)
+    board = open_board(entry, port, out, timeout, update_mode, wait)
     try:
         ident = board.identify()
         check_version(entry, ident, port, mpy_version)
@@ -357,7 +450,7 @@ def flash(entry, port, out, settings_update=None, force=False, timeout=5.0):
     return {"board": entry["id"], "port": port, "micropython": ".".join(map(str, ident["version"])),
             "copied": todo, "removed": removed, "config_written": config_changed,
             "unchanged": len(wanted) - len(todo), "bytes_copied": done,
-            "bytes_total": sum(n for _, _, n in wanted.values()), "settings": settings}
+            "bytes_total": sum(n for _, _, n in wanted.values()), "settings": settings, "update_mode": update_mode}
 
 
 # -- command
@@ -385,6 +478,11 @@ def _flash_args(p):
     p.add_argument("--force", action="store_true", help="copy every file even if the board has it")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds to wait for the board (default 5)")
     p.add_argument("--baud", type=int, metavar="N", help="esptool baud rate (default from boards.json)")
+    p.add_argument("--update-mode", action="store_true",
+                   help="a provisioned wallet: tells you how to enter its update mode (hold cancel at power-on, "
+                        "confirm: its keys are wiped), waits for its REPL, then flashes")
+    p.add_argument("--wait", type=float, default=UPDATE_WAIT, metavar="S",
+                   help="with --update-mode: seconds to wait for the update mode (default %d)" % UPDATE_WAIT)
 
 
 def _flash_run(args, out):
@@ -394,7 +492,8 @@ def _flash_run(args, out):
         entry = boards_mod.find(args.board, args.boards)
         if args.micropython:
             write_image(entry, args.port, args.micropython, out, args.baud)
-        result = flash(entry, args.port, out, dict(args.settings), force=args.force, timeout=args.timeout)
+        result = flash(entry, args.port, out, dict(args.settings), force=args.force, timeout=args.timeout,
+                       update_mode=args.update_mode, wait=args.wait)
     except BoardsError as e:
         raise CommandError(str(e), "board") from None
     except FlashError as e:

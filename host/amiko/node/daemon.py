@@ -23,6 +23,8 @@
   node then cheats that peer on purpose (takes the token, settles nothing, answers its
   RequestCommit with an Error), for the attack tests; never use it in production.
 - Logs go to stderr and to HOME/node.log (level from $AMIKO_LOG_LEVEL, default INFO).
+- umask 077, and HOME made private (home.make_private: 0700, files 0600) before anything is
+  opened; every mode it had to fix is logged, one line per path.
 - The home's lock (home.Home.acquire) is held for the whole run: a second node on the
   same home is refused with a one-line error.
 """
@@ -505,10 +507,16 @@ async def _run(home, config, identity, json_ready, stdout, developer=False):
 
 def main(home, json_ready=False, stdout=None, developer=False):
     """Run the node in the foreground until SIGTERM/SIGINT; returns the exit status."""
+    from amiko.node.home import describe_fix, make_private, private_umask
+
+    private_umask()
     config = home.load_config()
+    fixed = make_private(home.path)
     home.acquire()
     try:
         setup_logging(home)
+        for fix in fixed:
+            log.warning(describe_fix(fix))
         identity_mod = _modules()[1]
         identity = identity_mod.Identity.load(home.key_path)
         return asyncio.run(_run(home, config, identity, json_ready, stdout, developer))

@@ -9,6 +9,11 @@ Layout of a home (created by `amiko init`, mode 0700):
     HOME/node.lock      lock file: held (flock) by the running node, holds its pid
     HOME/control.sock   control socket of the running node (amiko.node.control)
 
+Secrets at rest (amiko.filemodes): HOME is mode 0700 and everything in it 0600. `amiko init` and
+`amiko node` run with umask 077 and fix a HOME made before with looser modes (e.g. a folder
+created 0755 by mkdir before `amiko init`, a node.db copied in 0644); each fixed path is
+reported (init: a warning on stderr; node: a warning in node.log).
+
 node.toml (read with tomllib, written by the small writer below; unknown keys are refused):
 
     name = "alice"                       # 1..64 of [A-Za-z0-9._~-]; shown in status and logs
@@ -39,6 +44,8 @@ import tomllib
 
 from amiko_core.errors import AmikoError, URLError
 from amiko_core.url import MAX_ID, AmikoURL, LINK, id_problem
+
+from amiko.filemodes import PRIVATE_DIR, describe_fix, make_private, private_umask  # noqa: F401 (re-exported)
 
 CONFIG_FILE = "node.toml"
 KEY_FILE = "node.key"
@@ -221,6 +228,7 @@ class Home:
         self.lock_path = os.path.join(self.path, LOCK_FILE)
         self.socket_path = os.path.join(self.path, SOCKET_FILE)
         self._lock_fd = None
+        self.fixed = []
 
     def exists(self):
         return os.path.isfile(self.config_path)
@@ -322,6 +330,7 @@ def create(path, listen, name=None, meeting_points=(), external_meeting_points=(
     """Create a node home: directory, node.toml, identity key. Returns (home, config, identity).
 
     The database is created by the caller (it needs the store). Refuses an existing home.
+    home.fixed lists the modes make_private changed on a folder that existed already.
     """
     from amiko.node.identity import Identity
 
@@ -333,7 +342,8 @@ def create(path, listen, name=None, meeting_points=(), external_meeting_points=(
     settings = {k: v for k, v in settings.items() if v is not None}
     config = NodeConfig(name, listen, list(meeting_points), list(external_meeting_points), **settings)
     try:
-        os.makedirs(home.path, mode=0o700, exist_ok=True)
+        os.makedirs(home.path, mode=PRIVATE_DIR, exist_ok=True)
+        home.fixed = make_private(home.path)  # a folder made before, e.g. 0755 by mkdir
     except OSError as e:
         raise HomeError("cannot create node home %s: %s" % (home.path, e.strerror or e)) from None
     # An interrupted init may have left the key behind: keep using it.

@@ -10,7 +10,7 @@ provision --port PORT --provider HOME [--wallet ID] [--limit N] [--daily N] [--a
     --auto-count payments (default 5) and --auto-total in sum (default 3 x --auto) since the
     last button press, of which at most --auto-new (default 2) to payees never confirmed by
     the button; the wallet and the provider both enforce them. A wallet that is
-    provisioned already refuses (erase its flash to start again): the wallet is asked first
+    provisioned already refuses (its update mode wipes the keys to start again): the wallet is asked first
     (Tap without URL: Hello = provisioned), so no account is made for a wallet that refuses.
 provision --port PORT --provider amikolink://host:port/WALLET?key=HEX --invite CODE [--limit N ...]
     The same through the network, with a one-time invitation code from the provider's owner
@@ -169,8 +169,9 @@ def _provision_run(args, out):
     try:
         probe = exchange(t, m.Message(wl.TAP), (wl.HELLO,))
         if probe.type == wl.HELLO:
-            raise CommandError("the wallet on %s is provisioned already (wallet %s, provider %s): erase its flash "
-                               "to provision it again" % (args.port, probe.wallet, probe.provider), "refused")
+            raise CommandError("the wallet on %s is provisioned already (wallet %s, provider %s): to provision it "
+                               "again, wipe its keys in its update mode (hold cancel at power-on, then OK; see "
+                               "`amiko flash --update-mode`)" % (args.port, probe.wallet, probe.provider), "refused")
         if by_url:
             acct = _by_url(args)
             wallet_id, key = acct["wallet"], acct["key"]
