@@ -710,7 +710,8 @@ def test_invitation_is_stored_only_as_an_hmac(tmp_path):
             # and the same secret is one use: the row says used after the link
             dave = Peer(tmp_path, "dave")
             dave.mgr.connect("to-b", url)
-            await wait_until(lambda: b.mgr.is_connected("dave"), "dave linked")
+            # both ends: the responder installs the link before the dialer reads its answer
+            await wait_until(lambda: b.mgr.is_connected("dave") and dave.mgr.is_connected("to-b"), "dave linked")
             with b.store.read() as db:
                 assert db.execute("SELECT used FROM link_invites").fetchone()[0] is not None
             # the dialer stored the URL without the invitation
