@@ -54,6 +54,7 @@ def test_stranger_first_is_refused_and_dave_links(net):
     # the stranger now holds dave's (used) invitation: refused, dave stays linked
     refused(net, b, stranger, url, "is not the key pinned for it")
     assert b.link_status("dave")["connected"] and b.link_status("dave")["remote_key"] == dave.key
+    b.cli("link", "dave", "--credit-limit", 100)  # b accepts dave's IOUs up to 100
     net.deposit(dave, b, 100)
     assert net.pay(dave, b, 7).returncode == 0
 

@@ -11,11 +11,10 @@ the terminal.
   refuses, whatever the wallet says.
 """
 
+import asyncio
 import concurrent.futures
-import socket
 import threading
 
-from amiko_core import frame
 from amiko_core import messages as m
 from amiko_core import walletlink as wl
 
@@ -24,6 +23,7 @@ from wallet_harness import pay_through_relay, start_wallet, wallet_cli
 
 from amiko.node.control import ControlClient
 from amiko.node.identity import Identity
+from amiko.wire import stream
 
 
 def control(node, method, params):
@@ -101,57 +101,58 @@ def test_ten_taps_from_another_node_stop_at_the_new_payee_limit(net, tmp_path):
 
 
 class RelabellingPayee:
-    """A man in the middle in front of a real payee node: relays the payment link both ways, but
-    rewrites the payee's Receipt to name another key (the one in the URL the wallet got), keeping
-    the real payee's signature."""
+    """A hostile payee in front of a real payee node: it holds its own key A (so a wallet's
+    relay, pinned to A by the URL, completes the BOLT 8 handshake with it), relays the payment
+    link to the real payee B over BOLT 8 both ways, and rewrites B's Receipt to name A while
+    keeping B's signature: URL and receipt say A, the signature is B's."""
 
-    def __init__(self, upstream_port, claimed_key):
+    def __init__(self, upstream_port, upstream_key):
         self.upstream_port = upstream_port
-        self.claimed_key = claimed_key
-        self.server = socket.socket()
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(4)
-        self.port = self.server.getsockname()[1]
+        self.upstream_key = upstream_key
+        self.identity = Identity.generate()
+        self.claimed_key = self.identity.pubkey
         self.relabelled = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), daemon=True).start()
+        ready.wait(10)
 
-    def _accept(self):
-        while True:
-            try:
-                down, _ = self.server.accept()
-            except OSError:
-                return
-            up = socket.create_connection(("127.0.0.1", self.upstream_port))
-            threading.Thread(target=self._pipe, args=(down, up, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(up, down, True), daemon=True).start()
+    def _run(self, ready):
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+        ready.set()
+        self.loop.run_forever()
 
-    def _pipe(self, src, dst, rewrite):
-        dec = frame.FrameDecoder(4096)
+    async def _serve(self, reader, writer):
+        try:
+            down = await stream.accept(reader, writer, self.identity)
+            up = await stream.connect("127.0.0.1", self.upstream_port, Identity.generate(), self.upstream_key)
+        except stream.StreamError:
+            writer.close()
+            return
+        pumps = [asyncio.ensure_future(self._pipe(down, up, False)), asyncio.ensure_future(self._pipe(up, down, True))]
+        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        for t in pumps:
+            t.cancel()
+        down.close()
+        up.close()
+
+    async def _pipe(self, src, dst, rewrite):
         try:
             while True:
-                data = src.recv(4096)
-                if not data:
-                    break
-                if not rewrite:
-                    dst.sendall(data)
-                    continue
-                for fr in dec.feed(data):
-                    msg = m.from_frame(fr)
-                    if msg.type == m.RECEIPT:
-                        msg = m.Message(m.RECEIPT, dict(msg.fields, payee_key=self.claimed_key))
-                        self.relabelled += 1
-                    dst.sendall(m.to_frame(msg))
-        except OSError:
+                msg = await src.recv_message()
+                if rewrite and msg.type == m.RECEIPT:
+                    msg = m.Message(m.RECEIPT, dict(msg.fields, payee_key=self.claimed_key))
+                    self.relabelled += 1
+                dst.send_message(msg)
+                await dst.drain()
+        except (stream.StreamError, OSError):
             pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self):
-        self.server.close()
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def with_key(url, key_hex):
@@ -160,13 +161,12 @@ def with_key(url, key_hex):
 
 def test_receipt_signed_by_another_key_than_the_url_names_is_refused_by_the_provider(net, tmp_path):
     prov, (shop, stranger) = network(net, ("shop", "stranger"))
-    shop_key = shop.rpc("info")["key"]
     board = start_wallet(tmp_path)
-    mitm = RelabellingPayee(stranger.port, bytes.fromhex(shop_key))
+    mitm = RelabellingPayee(stranger.port, bytes.fromhex(stranger.rpc("info")["key"]))
     try:
         acct = provision(board, prov)
         url = net.request(stranger, 700, "relabelled").replace(":%d/" % stranger.port, ":%d/" % mitm.port)
-        url = with_key(url.split("?")[0], shop_key)  # the URL names the shop's key: A
+        url = with_key(url.split("?")[0], mitm.claimed_key.hex())  # the URL names the hostile payee's key: A
         out = pay_through_relay(board.pty, url)
         assert mitm.relabelled == 1
         assert out["result"] == "cancelled" and "signature does not verify" in out["reason"], out
@@ -218,13 +218,10 @@ class PayeeLink:
 
     def __init__(self, node, url):
         pid = url.split("/")[-1].split("?")[0]
-        self.s = socket.create_connection(("127.0.0.1", node.port), timeout=20)
-        self.s.sendall(m.to_frame(m.Message(m.PAY, id=pid)))
-        dec = frame.FrameDecoder(4096)
-        got = []
-        while not got:
-            got = [m.from_frame(fr) for fr in dec.feed(self.s.recv(4096))]
-        self.receipt = got[0]
+        self.s = stream.connect_blocking("127.0.0.1", node.port, Identity.generate(),
+                                         bytes.fromhex(url.split("key=")[1]), timeout=20)
+        self.s.send_message(m.Message(m.PAY, id=pid))
+        self.receipt = self.s.recv_message(timeout=20)
         assert self.receipt.type == m.RECEIPT and self.receipt.signature is not None
 
     def close(self):
@@ -238,6 +235,7 @@ def test_provider_refuses_auto_confirm_beyond_the_limits_from_a_compromised_wall
                                            "auto": 1000, "auto_count": 3, "auto_total": 2000, "auto_new": 1})
     assert (r["auto_count"], r["auto_total"], r["auto_new"]) == (3, 2000, 1)
     control(prov, "wallet_topup", {"wallet": "w-stolen", "amount": 40000})
+    prov_key = bytes.fromhex(prov.rpc("info")["key"])
     counter = [0]
     links = []
 
@@ -251,16 +249,12 @@ def test_provider_refuses_auto_confirm_beyond_the_limits_from_a_compromised_wall
         counter[0] += 1
         msg = wl.auth(key, "w-stolen", counter[0], wl.ROUTE, rec.txid, rec.amount, rec.meeting_points[0],
                       fields["payee_key"], fields["receipt_hash"], confirm, receipt=fields["receipt"])
-        s = socket.create_connection(("127.0.0.1", prov.port), timeout=20)
+        s = stream.connect_blocking("127.0.0.1", prov.port, Identity.generate(), prov_key, timeout=20)
         try:
-            s.sendall(m.to_frame(msg))
-            dec = frame.FrameDecoder(4096)
-            got = []
-            while not got:
-                got = [m.from_frame(fr) for fr in dec.feed(s.recv(4096))]
+            s.send_message(msg)
+            st = s.recv_message(timeout=20)
         finally:
             s.close()
-        st = got[0]
         assert st.type == wl.STATUS and wl.verify(key, st), st
         return st
 
