@@ -174,14 +174,14 @@ def test_receipt_signed_by_another_key_than_the_url_names_is_refused_by_the_prov
         assert i["balance"] == 40000 and i["available"] == 40000, i
         assert [(p["state"], "signature" in p["reason"]) for p in i["payments"]] == [("cancelled", True)], i
         assert i["since_press"] == {"count": 0, "total": 0, "new": 0}, i  # a refused route is not counted
-        # the honest receipt of the stranger under a URL that names the shop's key: the wallet refuses
-        url = with_key(net.request(stranger, 700, "wrong key"), shop_key)
+        # the stranger's URL with the shop's key: the relay's BOLT 8 handshake, pinned to the shop's
+        # key, fails at the stranger; nothing is paid
+        url = with_key(net.request(stranger, 700, "wrong key").split("?")[0], shop.rpc("info")["key"])
         out = pay_through_relay(board.pty, url)
-        assert out["result"] == "cancelled" and "another key" in out["reason"], out
+        assert out["result"] == "cancelled", out
         assert info(prov, acct["wallet"])["balance"] == 40000
         # the stranger's receipt under its own key: paid
-        url = with_key(net.request(stranger, 700, "right key"), stranger.rpc("info")["key"])
-        out = pay_through_relay(board.pty, url)
+        out = pay_through_relay(board.pty, net.request(stranger, 700, "right key"))
         assert out["result"] == "committed", out
         assert info(prov, acct["wallet"])["balance"] == 39300
     finally:
