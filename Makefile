@@ -17,7 +17,7 @@ $(STAMP): requirements.lock pyproject.toml
 test: $(STAMP)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 		|| echo "chromium missing: install it (apt-get install chromium) for tests/bridge" >&2
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 # The shared core's tests on the real MicroPython binary only.
 test-mp: $(STAMP)
