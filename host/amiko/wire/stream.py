@@ -79,6 +79,14 @@ def _abort(writer):
         pass
 
 
+def _frame_of(msg, max_frame, peer):
+    """The frame bytes of msg; StreamError("oversize") if it does not fit max_frame."""
+    try:
+        return messages.to_frame(msg, max_frame)
+    except EncodeError as e:
+        raise StreamError("%s: cannot send %s: %s" % (peer, msg, e.reason), "oversize") from None
+
+
 def decode_plaintext(plain, max_frame, peer):
     """The one amiko frame a plaintext must be, or StreamError(code="frame")."""
     try:
@@ -221,11 +229,7 @@ class Stream:
         self.send_plaintext(frame_bytes)
 
     def send_message(self, msg):
-        try:
-            data = messages.to_frame(msg, self.max_frame)
-        except EncodeError as e:
-            raise StreamError("%s: cannot send %s: %s" % (self.peer, msg, e.reason), "oversize") from None
-        self.send_plaintext(data)
+        self.send_plaintext(_frame_of(msg, self.max_frame, self.peer))
 
     async def drain(self):
         try:
@@ -466,11 +470,7 @@ class BlockingStream:
         self.send_plaintext(frame_bytes)
 
     def send_message(self, msg):
-        try:
-            data = messages.to_frame(msg, self.max_frame)
-        except EncodeError as e:
-            raise StreamError("%s: cannot send %s: %s" % (self.peer, msg, e.reason), "oversize") from None
-        self.send_plaintext(data)
+        self.send_plaintext(_frame_of(msg, self.max_frame, self.peer))
 
     def close(self):
         if self._sock is not None:
