@@ -441,7 +441,13 @@ def _grant_run(args, out):
         return EXIT_OK
     if not args.key or not args.permissions:
         raise CommandError("give KEYHEX and --permissions request,cancel,watch (or --list, or --revoke KEYHEX)", "usage")
+    from amiko.node.grants import PERMISSIONS
+
     perms = [p.strip() for p in args.permissions.split(",") if p.strip()]
+    bad = [p for p in perms if p not in PERMISSIONS]
+    if bad or not perms:
+        raise CommandError("cannot grant %s: permissions are %s (nothing that pays or moves funds can be granted)"
+                           % (",".join(bad) or "nothing", ",".join(sorted(PERMISSIONS))), "invalid")
     r = _call(args, "grant", {"key": args.key, "permissions": perms})
     out.result(r, "granted %s: %s" % (r["key"], ",".join(r["permissions"])))
     return EXIT_OK
