@@ -11,6 +11,8 @@ import tempfile
 import jsonschema
 import pytest
 
+from amiko_core import frame as frames
+
 from amiko.bridge.nodeclient import NodeClient, load_key
 from amiko.node import control_stream, grants, schemas
 from amiko.node.control import ControlError
@@ -195,10 +197,17 @@ def test_control_frames_hostile(net):
     async def main():
         s = await connect("127.0.0.1", shop.port, ident, bytes.fromhex(shop.key))
         try:
-            # not JSON, then an oversized message in parts: clear errors, then the connection closes
+            # a method not granted, not JSON, then an oversized message in parts: clear errors,
+            # then the connection closes
             s.send(control_stream.frames_of({"jsonrpc": "2.0", "id": 1, "method": "request", "params": {"amount": 5}})[0])
             answer = json.loads((await s.recv(timeout=10)).body[1:])
             assert answer["error"]["data"]["reason"] == "forbidden" and answer["id"] == 1
+            s.send(frames.encode(control_stream.CONTROL, bytes([control_stream.LAST]) + b"{nope"))
+            answer = json.loads((await s.recv(timeout=10)).body[1:])
+            assert answer["error"]["code"] == -32700 and answer["id"] is None
+            s.send(control_stream.frames_of({"jsonrpc": "2.0", "id": 3, "method": "payments"})[0])
+            answer = json.loads((await s.recv(timeout=10)).body[1:])
+            assert answer["id"] == 3 and answer["result"] == {"payments": []}
             big = {"jsonrpc": "2.0", "id": 2, "method": "watch", "params": {"payment_id": "x" * 70000}}
             for fr in control_stream.frames_of(big):
                 s.send(fr)
