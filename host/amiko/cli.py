@@ -423,6 +423,40 @@ def format_status(s):
     return "\n".join(lines)
 
 
+# -- grant
+
+def _grant_args(p):
+    p.add_argument("key", metavar="KEYHEX", nargs="?", help="the BOLT 8 key to grant (a bridge prints its own with "
+                   "`amiko bridge key`)")
+    p.add_argument("--permissions", metavar="LIST", help="comma-separated: request,cancel,watch (what a shop's "
+                   "bridge needs; nothing that pays or moves funds can be granted)")
+    p.add_argument("--list", action="store_true", help="list the granted keys")
+    p.add_argument("--revoke", metavar="KEYHEX", help="revoke a key's grant (its connections close at once)")
+
+
+def _grant_run(args, out):
+    if args.list:
+        r = _call(args, "grant_list")
+        out.result(r, "\n".join("%s  %s" % (g["key"], ",".join(g["permissions"])) for g in r["grants"]) or "no grants")
+        return EXIT_OK
+    if args.revoke:
+        r = _call(args, "grant_revoke", {"key": args.revoke})
+        out.result(r, "revoked %s (%d connection(s) closed)" % (r["key"], r.get("closed", 0)))
+        return EXIT_OK
+    if not args.key or not args.permissions:
+        raise CommandError("give KEYHEX and --permissions request,cancel,watch (or --list, or --revoke KEYHEX)", "usage")
+    from amiko.node.grants import PERMISSIONS
+
+    perms = [p.strip() for p in args.permissions.split(",") if p.strip()]
+    bad = [p for p in perms if p not in PERMISSIONS]
+    if bad or not perms:
+        raise CommandError("cannot grant %s: permissions are %s (nothing that pays or moves funds can be granted)"
+                           % (",".join(bad) or "nothing", ",".join(sorted(PERMISSIONS))), "invalid")
+    r = _call(args, "grant", {"key": args.key, "permissions": perms})
+    out.result(r, "granted %s: %s" % (r["key"], ",".join(r["permissions"])))
+    return EXIT_OK
+
+
 BUILTIN_COMMANDS = [
     Command("init", "create a node home (config, key, database)", _init_args, _init_run),
     Command("node", "run the node in the foreground until SIGTERM or SIGINT", _node_args, _node_run),
@@ -434,6 +468,8 @@ BUILTIN_COMMANDS = [
     Command("pay", "pay an amikopay:// URL", _pay_args, _pay_run),
     Command("cancel", "cancel a payment in progress before it is locked", _cancel_args, _cancel_run),
     Command("status", "links, channels, pending transactions, meeting points, payments", _status_args, _status_run),
+    Command("grant", "grant a key (a shop's bridge) control methods over the node's TCP port; --list; --revoke",
+            _grant_args, _grant_run),
 ]
 
 

@@ -15,50 +15,120 @@ from amiko.bridge.auth import CashierAuth
 from amiko.bridge.service import Bridge, qr_svg
 from amiko.bridge.web import MAX_MESSAGE, make_app
 from amiko.node.control import ControlError
+from amiko.node import schemas
 from node_methods import real_node_methods
 
 TXID = "ab" * 20
 TOKEN = "cd" * 20
 
 
+class FakeWatch:
+    def __init__(self, node, state):
+        self.node, self.state, self.id = node, state, state["watch"]
+        self.queue = asyncio.Queue()
+
+    async def next(self):
+        item = await self.queue.get()
+        if isinstance(item, ControlError):
+            raise item
+        return item
+
+    def close(self):
+        self.node.watches.pop(self.id, None)
+
+
 class FakeNode:
-    """The control methods the bridge uses, with scripted payee states. It offers only methods a
-    real node has (real_node_methods): a call to any other gets the real node's unknown_method."""
+    """The control methods the bridge uses, with scripted payee states pushed to its watches.
+    It offers only methods a real node has (real_node_methods): a call to any other gets the
+    real node's unknown_method; every call's params and every answer are checked against the
+    method's schema (schemas/control/METHOD.json), as the real client checks them."""
 
     def __init__(self):
         self.calls = []
-        self.state = "requested"
+        self._state = "requested"
         self.reason = None
-        self.down = False
-        self.methods = {"request", "status", "cancel"}
+        self._down = False
+        self.methods = {"request", "cancel", "watch", "unwatch", "payments"}
         self.refuse_cancel = None  # a ControlError code the node answers `cancel` with
         self.n = 0
+        self.watches = {}
+        self._next_watch = 1
         assert self.methods <= real_node_methods(), self.methods - real_node_methods()
+
+    @property
+    def state(self):
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        self._state = value
+        for w in list(self.watches.values()):
+            note = self._watch_state(w.id)
+            schemas.validate_notification("watch", "payment_state", note)
+            w.queue.put_nowait(note)
+
+    @property
+    def down(self):
+        return self._down
+
+    @down.setter
+    def down(self, value):
+        self._down = value
+        if value:  # the connection drops: every watch ends
+            for w in list(self.watches.values()):
+                w.queue.put_nowait(ControlError("not_running", "the shop node at fake-node closed the connection"))
+            self.watches.clear()
 
     def describe(self):
         return "fake-node"
 
+    def _watch_state(self, wid):
+        return {"watch": wid, "txid": TXID, "payment_id": "pay%d" % self.n, "state": self._state,
+                "reason": self.reason, "token": TOKEN if self._state == "committed" else None, "updated": 2 ** 40}
+
+    def _row(self):
+        return {"txid": TXID, "role": "payee", "state": self._state, "reason": self.reason,
+                "token": TOKEN if self._state == "committed" else None, "payment_id": "pay%d" % self.n,
+                "amount": 5, "receipt": "r", "created": 2 ** 40, "updated": 2 ** 40}
+
+    async def watch(self, params, timeout=None):
+        state = await self.call("watch", params, timeout)
+        w = FakeWatch(self, state)
+        self.watches[w.id] = w
+        return w
+
     async def call(self, method, params=None, timeout=None):
+        params = {} if params is None else params
         self.calls.append((method, params))
-        if self.down:
+        if self._down:
             raise ControlError("not_running", "cannot reach the shop node at fake-node (Connection refused)")
         if method not in self.methods or method not in real_node_methods():
             raise ControlError("unknown_method", "unknown method %r" % method)
+        schemas.validate_call(method, params)
+        result = self._answer(method, params)
+        schemas.validate_result(method, result)
+        return result
+
+    def _answer(self, method, params):
         if method == "cancel":
-            assert set(params) <= {"id", "reason"} and isinstance(params["id"], str), params
             if self.refuse_cancel:
                 raise ControlError(self.refuse_cancel, "payment %s is locked: it can no longer be cancelled" % params["id"])
             self.state, self.reason = "cancelled", params.get("reason") or "cancelled by payee"
             return {"role": "payee", "result": "cancelled", "reason": self.reason}
         if method == "request":
             self.n += 1
-            self.state, self.reason = "requested", None
+            self._state, self.reason = "requested", None
             return {"url": "amikopay://127.0.0.1:4000/pay%d" % self.n, "payment_id": "pay%d" % self.n,
                     "txid": TXID, "amount": params["amount"], "receipt": params["receipt"]}
-        if method == "status":
-            return {"history": [{"txid": TXID, "role": "payee", "state": self.state, "reason": self.reason,
-                                 "token": TOKEN if self.state == "committed" else None, "payment_id": "pay%d" % self.n,
-                                 "amount": 5, "receipt": "r", "created": 2 ** 40, "updated": 2 ** 40}]}
+        if method == "watch":
+            wid, self._next_watch = self._next_watch, self._next_watch + 1
+            return self._watch_state(wid)
+        if method == "unwatch":
+            self.watches.pop(params["watch"], None)
+            return {"watch": params["watch"], "watching": False}
+        if method == "payments":
+            return {"payments": [self._row()] if self.n else []}
+        raise AssertionError("the bridge does not call %s" % method)
 
     async def close(self):
         pass
@@ -188,7 +258,8 @@ def test_node_down_ends_the_sale_with_a_clear_reason_and_cancel_reaches_the_node
             await until(lambda: bridge.machine.phase == "waiting", "waiting")
             node.down = True
             await until(lambda: bridge.node_problem is not None, "node problem shown")
-            assert "cannot reach" in bridge.snapshot()["node_problem"]
+            assert "closed the connection" in bridge.snapshot()["node_problem"]
+            await until(lambda: "cannot reach" in (bridge.node_problem or ""), "the bridge watches again: node down")
             node.down = False
             await until(lambda: bridge.node_problem is None, "node problem cleared")
         finally:
@@ -351,10 +422,10 @@ def test_config_defaults_and_errors(tmp_path, monkeypatch):
     assert c.node == ("unix", str(tmp_path / "shop" / "control.sock"), str(tmp_path / "shop"))
     assert (c.host, c.port, c.transports, c.page_url) == ("127.0.0.1", 8080, [], "http://127.0.0.1:8080/")
     f = tmp_path / "b.toml"
-    f.write_text('node = "tcp://10.0.0.2:7000"\nlisten = "0.0.0.0:9000"\ntransports = ["serial:/dev/ttyACM0"]\n'
+    f.write_text('node = "tcp://10.0.0.2:7000?key=0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"\nlisten = "0.0.0.0:9000"\ntransports = ["serial:/dev/ttyACM0"]\n'
                  '[timeouts]\nwaiting = 30\n')
     c = configs.load(str(f))
-    assert c.node == ("tcp", "10.0.0.2", 7000) and c.page_url == "http://127.0.0.1:9000/" and c.timeouts == {"waiting": 30}
+    assert c.node == ("tcp", "10.0.0.2", 7000, bytes.fromhex("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")) and c.page_url == "http://127.0.0.1:9000/" and c.timeouts == {"waiting": 30}
     f.write_text('node = "rel/home"\n')
     assert configs.load(str(f)).node[2] == str(tmp_path / "rel" / "home")
     for text, message in [
@@ -367,6 +438,8 @@ def test_config_defaults_and_errors(tmp_path, monkeypatch):
         ("[timeouts]\npaid = 3\n", "no time-out for phase 'paid'"),
         ("[timeouts]\nwaiting = -1\n", "0 < seconds"),
         ("poll_interval = 0\n", "poll_interval"),
+        ("node = \"tcp://10.0.0.2:7000\"\n", "a tcp:// node needs ?key=NODEKEY"),
+        ("node = \"tcp://10.0.0.2:7000?key=02ab\"\n", "a tcp:// node needs ?key=NODEKEY"),
         ("receipt = \"a\\u0001\"\n", "control character"),
         ("= broken", "is not valid TOML"),
     ]:

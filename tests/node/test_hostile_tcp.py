@@ -341,25 +341,30 @@ def test_hostile_control_requests(net):
         s.close()
         return out
 
+    def rpc(body):
+        return b'{"jsonrpc": "2.0", ' + body[1:]
+
     replies = exchange([
         b"not json",
         b"[1, 2]",
-        b'{"id": 1}',
-        b'{"id": 2, "method": "nosuch"}',
-        b'{"id": 3, "method": "request", "params": {"amount": -5}}',
-        b'{"id": 4, "method": "request", "params": {"amount": 2100000000000001}}',
-        b'{"id": 5, "method": "request", "params": {"amount": true}}',
-        b'{"id": 6, "method": "request", "params": {"amount": 1.5}}',
-        b'{"id": 7, "method": "deposit", "params": {"link": "x", "amount": 99999999999999999999999}}',
-        b'{"id": 8, "method": "request", "params": {"amount": 5, "receipt": "' + b"x" * 600 + b'"}}',
-        b'{"id": 9, "method": "pay_confirm", "params": {"handle": "nope"}}',
-        b'{"id": 10, "method": "status", "params": []}',
+        rpc(b'{"id": 1}'),
+        rpc(b'{"id": 2, "method": "nosuch"}'),
+        rpc(b'{"id": 3, "method": "request", "params": {"amount": -5}}'),
+        rpc(b'{"id": 4, "method": "request", "params": {"amount": 2100000000000001}}'),
+        rpc(b'{"id": 5, "method": "request", "params": {"amount": true}}'),
+        rpc(b'{"id": 6, "method": "request", "params": {"amount": 1.5}}'),
+        rpc(b'{"id": 7, "method": "deposit", "params": {"link": "x", "amount": 99999999999999999999999}}'),
+        rpc(b'{"id": 8, "method": "request", "params": {"amount": 5, "receipt": "' + b"x" * 600 + b'"}}'),
+        rpc(b'{"id": 9, "method": "pay_confirm", "params": {"handle": "nope"}}'),
+        rpc(b'{"id": 10, "method": "status", "params": []}'),
     ])
-    assert all("error" in r for r in replies), [r for r in replies if "error" not in r]
-    codes = [r["error"]["code"] for r in replies]
+    assert all("error" in r and r["jsonrpc"] == "2.0" for r in replies), [r for r in replies if "error" not in r]
+    codes = [r["error"]["data"]["reason"] for r in replies]
     assert codes[:4] == ["bad_request", "bad_request", "bad_request", "unknown_method"]
+    assert [r["error"]["code"] for r in replies[:4]] == [-32700, -32600, -32600, -32601]
     assert all(c == "invalid" for c in codes[4:8]), codes
-    assert replies[10]["error"]["code"] == "not_found"
+    assert replies[10]["error"]["data"]["reason"] == "not_found"
+    assert replies[11]["error"]["code"] == -32602  # params must be named (an object)
     # an over-long request line is refused, the node keeps serving
     s = socket.socket(socket.AF_UNIX)
     s.connect(sock_path)

@@ -1,9 +1,11 @@
 """The bridge's configuration file (TOML; every key optional, unknown keys refused).
 
     node = "/var/lib/amiko/shop"      # the shop's node: its HOME (control socket HOME/control.sock),
-                                      # "unix:/path/to/control.sock", or "tcp://HOST:PORT" for a control
-                                      # socket forwarded over TCP (the node itself only listens on its
-                                      # unix socket: forward it with e.g. socat or ssh -L)
+                                      # "unix:/path/to/control.sock" (both: every method), or
+                                      # "tcp://HOST:PORT?key=NODEKEY": the node's TCP port over BOLT 8
+                                      # (NODEKEY: its `amiko info` key), as the bridge's own key
+                                      # (`amiko bridge key`), which the node must have granted:
+                                      # `amiko grant BRIDGEKEY --permissions request,cancel,watch`
     listen = "127.0.0.1:8080"         # HOST:PORT of the cashier page (0.0.0.0:8080 to reach it from a phone)
     transports = ["serial:/dev/ttyACM0"]   # where wallets connect ([] = QR code / amikopay URL only)
     providers = ["provider.example:4321"]  # the wallet providers this shop accepts (HOST:PORT, [IPv6]:PORT):
@@ -14,7 +16,8 @@
     shop_name = "Amiko shop"          # shown on the page and on printed receipts
     receipt = ""                      # default receipt text for a sale
     currency = "sat"                  # unit label of amounts on the page
-    poll_interval = 0.05              # seconds between looks at the node's payment state
+    poll_interval = 0.05              # ignored (kept so older configs load): the bridge learns payment
+                                      # states by push (the node's `watch`), not by polling
     hostnames = ["shop-pi.local"]     # names the page is opened by (Host header; IP addresses always
                                       # pass); default: the listen host, localhost, this machine's
                                       # hostname and HOSTNAME.local. Anything else (DNS rebinding) gets 421
@@ -115,7 +118,7 @@ def _hostnames(value, listen_host):
 
 
 def node_address(value, base_dir="."):
-    """("unix", socket_path, home_or_None) or ("tcp", host, port) for the `node` setting."""
+    """("unix", socket_path, home_or_None) or ("tcp", host, port, node_key) for the `node` setting."""
     if value is None:
         value = os.environ.get("AMIKO_HOME")
         if not value:
@@ -123,8 +126,20 @@ def node_address(value, base_dir="."):
     if not isinstance(value, str) or not value:
         raise ConfigError("node must be a node HOME path, \"unix:/path/control.sock\" or \"tcp://HOST:PORT\"")
     if value.startswith("tcp://"):
-        host, port = _listen(value[len("tcp://"):].rstrip("/"), "node")
-        return ("tcp", host, port)
+        address, _, query = value[len("tcp://"):].partition("?")
+        host, port = _listen(address.rstrip("/"), "node")
+        key_hex = query[len("key="):] if query.startswith("key=") and "&" not in query else ""
+        try:
+            key = bytes.fromhex(key_hex)
+        except ValueError:
+            key = b""
+        from amiko.node.identity import valid_pubkey
+
+        if not valid_pubkey(key):
+            raise ConfigError("node %r: a tcp:// node needs ?key=NODEKEY, the node's key (`amiko info` on the node "
+                              "prints it), e.g. tcp://%s:%d?key=02...; the old plain forwarded control socket is "
+                              "gone (the bridge connects over BOLT 8)" % (value, host, port))
+        return ("tcp", host, port, key)
     if value.startswith("unix:"):
         return ("unix", os.path.join(base_dir, value[len("unix:"):]), None)
     home = os.path.abspath(os.path.join(base_dir, os.path.expanduser(value)))

@@ -9,6 +9,9 @@ or start-up error.
 
     amiko bridge pair [--config FILE]                 a fresh pairing code (the running bridge accepts it)
     amiko bridge devices [--config FILE] [--revoke ID|all]   the paired devices; revoke one or all
+    amiko bridge key [--config FILE]                  the bridge's BOLT 8 key for a tcp:// node (created
+                                                      once, 0600 in state_dir): grant it on the node with
+                                                      `amiko grant KEY --permissions request,cancel,watch`
 
 (they share the bridge's state_dir with the running bridge: run them as the bridge's user)
 """
@@ -98,7 +101,10 @@ def _args(p):
                              description="The devices signed in to the cashier page; --revoke ID signs one out "
                                          "(all: every device); its open pages close within a second.")
     devices.add_argument("--revoke", metavar="ID", help="the device id to sign out (from the list), or all")
-    for sp in (pair, devices):
+    key = sub.add_parser("key", help="print the bridge's key for a tcp:// shop node (to grant on the node)",
+                         description="The bridge's BOLT 8 public key (created on first use in state_dir, mode 0600). "
+                                     "On the node: amiko grant KEY --permissions request,cancel,watch")
+    for sp in (pair, devices, key):
         sp.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="the bridge's config (TOML)")
         sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object on stdout")
     p.add_argument("--node", metavar="HOME_OR_URL", help="shop node: HOME, unix:SOCKET or tcp://HOST:PORT (overrides the config)")
@@ -119,6 +125,8 @@ def _run(args, out):
         raise CommandError(str(e), "invalid") from None
     if getattr(args, "bridge_command", None):
         try:
+            if args.bridge_command == "key":
+                return _key(config, out)
             return _pair(config, out) if args.bridge_command == "pair" else _devices(config, args.revoke, out)
         except OSError as e:
             raise CommandError("cashier devices in %s: %s" % (config.state_dir, e.strerror or e), "state") from None
@@ -139,6 +147,20 @@ def _pair(config, out):
 
     code, expires = _auth(config).new_code()
     out.result({"code": code, "expires": int(expires), "state_dir": config.state_dir}, format_pairing(code, expires))
+    return 0
+
+
+def _key(config, out):
+    from amiko.bridge.nodeclient import key_path, load_key
+    from amiko.cli import CommandError
+    from amiko_core.errors import AmikoError
+
+    try:
+        key = load_key(config.state_dir).pubkey.hex()
+    except AmikoError as e:
+        raise CommandError(e.reason, "state") from None
+    out.result({"key": key, "path": key_path(config.state_dir)},
+               "%s\ngrant it on the shop node: amiko grant %s --permissions request,cancel,watch" % (key, key))
     return 0
 
 

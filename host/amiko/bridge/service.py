@@ -2,8 +2,9 @@
 
 Bridge carries out the machine's effects (amiko.bridge.sale):
   create_request -> node `request` (amount, receipt) -> machine.request_created / request_failed
-  watch          -> a task polling the node's `status` every poll_interval for the payee row of
-                    the txid -> machine.node_state (the node is the truth about money)
+  watch          -> a task subscribed to the node's `watch` {txid}: the payee row's state now, then
+                    pushed on every change (no polling) -> machine.node_state (the node is the
+                    truth about money); when the connection drops the task watches again
   offer / rearm / cancel_request -> the wallet port (amiko.bridge.wallets); cancel_request also
                     asks the node to cancel the request (control method `cancel` {id, reason}) so
                     its URL can no longer be paid; when the node refuses or cannot be reached the
@@ -27,6 +28,7 @@ from amiko.node.control import ControlError
 log = logging.getLogger("amiko.bridge")
 
 TICK = 0.2
+RECONNECT = 1.0  # seconds before watching again after the node could not be reached
 HISTORY_KEYS = ("txid", "payment_id", "amount", "receipt", "state", "reason", "token", "payee_key", "signature",
                 "meeting_point", "created", "updated")
 
@@ -44,7 +46,7 @@ def qr_svg(url):
 class Bridge:
     def __init__(self, config, node=None, clock=time.monotonic, wall_clock=time.time, wallet_port=None):
         self.config = config
-        self.node = node or NodeClient(config.node)
+        self.node = node or NodeClient(config.node, state_dir=config.state_dir)
         self.clock = clock
         self.wall_clock = wall_clock
         self.machine = sales.SaleMachine(config.timeouts)
@@ -235,43 +237,48 @@ class Bridge:
         self._watches[sale_id] = task
 
     async def _follow(self, sale_id, txid):
-        """Poll the node for the payee row of txid until the machine says unwatch."""
+        """Follow the node's pushed states of the payee row of txid until the machine says unwatch."""
         last = None
         while sale_id in self._watches:
+            watch = None
             try:
-                row = await self.payment(txid)
+                watch = await self.node.watch({"txid": txid}, timeout=5)
                 if self.node_problem is not None:
                     self.node_problem = None
                     self._publish()
+                row = watch.state
+                while True:
+                    if row.get("state") is not None and row["state"] != last:
+                        last = row["state"]
+                        self._apply(self.machine.node_state(sale_id, row["state"], self.clock(), row.get("reason")))
+                    if sale_id not in self._watches:
+                        return
+                    row = await watch.next()
             except ControlError as e:
                 if self.node_problem != e.message:
                     self.node_problem = e.message
                     log.warning("bridge: %s", e.message)
                     self._publish()
-                row = None
-            if row is not None and row["state"] != last:
-                last = row["state"]
-                self._apply(self.machine.node_state(sale_id, row["state"], self.clock(), row.get("reason")))
-            if sale_id not in self._watches:
-                break
-            await asyncio.sleep(self.config.poll_interval)
+                await asyncio.sleep(RECONNECT)  # the node is away: try again (each try is one connection)
+            finally:
+                if watch is not None:
+                    watch.close()
 
     async def payment(self, txid):
-        """The node's payee row for txid (None if not in its recent history)."""
-        status = await self.node.call("status", timeout=5)
-        for row in status.get("history") or []:
-            if row.get("txid") == txid and row.get("role") == "payee":
+        """The node's payee row for txid (None if it has none)."""
+        rows = (await self.node.call("payments", {}, timeout=5))["payments"]
+        for row in rows:
+            if row.get("txid") == txid:
                 return row
         return None
 
     async def payments_today(self):
         """The shop node's payee payments since local midnight, newest first, with the bridge's
         transport and tap-to-paid time where it knows them."""
-        status = await self.node.call("status", timeout=5)
         now = time.localtime(self.wall_clock())
         midnight = time.mktime((now.tm_year, now.tm_mon, now.tm_mday, 0, 0, 0, 0, 0, -1))
         rows = []
-        for row in status.get("history") or []:
+        for row in (await self.node.call("payments", {"since": int(midnight)}, timeout=5))["payments"]:
             if row.get("role") != "payee" or (row.get("created") or 0) < midnight:
                 continue
             item = {k: row.get(k) for k in HISTORY_KEYS}

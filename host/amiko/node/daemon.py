@@ -7,12 +7,15 @@
   authenticated yet). The first frame decides what it is (Node._on_connection): ConnectLink
   -> LinkManager.handle_incoming (a node link), Pay -> the payee side of a payment link
   (paylink_tcp), Auth -> the provider of wallet accounts (amiko.node.provider),
-  ProvisionRequest -> a wallet provisioned through an invitation (amiko.node.provisioning).
-  Anything else: an Error frame and close. `amiko status` shows the listener's counters.
+  ProvisionRequest -> a wallet provisioned through an invitation (amiko.node.provisioning),
+  Control -> the control API for a key the operator granted some methods (amiko.node.control_stream,
+  amiko.node.grants: e.g. a shop's bridge with request, cancel, watch). Anything else: an Error frame and close. `amiko status` shows the listener's counters.
 - Node links: `amiko link NAME` issues a one-time invitation (amiko.node.invites) and prints
   the URL carrying it; `amiko link NAME URL` dials; `--peer-key HEX` pins a key directly.
   Idle links send keepalives every node.toml `link_keepalive` seconds (amiko.node.links).
-- The control server on HOME/control.sock (amiko.node.control) for the `amiko` commands.
+- The control server on HOME/control.sock (amiko.node.control: JSON-RPC 2.0, every method
+  described by schemas/control/METHOD.json) for the `amiko` commands, with every method; the
+  `watch` subscription (amiko.node.watches) pushes payment state changes to its connection.
 - Every state change runs in one store transaction (Node.transact); after it commits the
   links are kicked so the messages it enqueued go out. Engine events (delivered after
   commit) are dispatched on the next loop iteration to the payment-link sessions.
@@ -43,7 +46,7 @@ from amiko_core.errors import AmikoError, URLError
 from amiko_core.url import LINK, AmikoURL, format_pay, parse_link
 
 from amiko.node import control as controls
-from amiko.node import paylink_tcp, provisioning
+from amiko.node import control_stream, paylink_tcp, provisioning
 from amiko.node.control import ControlError
 from amiko.wire.listener import Limits, Listener
 
@@ -54,7 +57,7 @@ LINK_WAIT_MAX = 120
 
 def _modules():
     """Import the node's modules (this registers their schemas with the store)."""
-    from amiko.node import engine, identity, links, outbox, provider, store  # noqa: F401
+    from amiko.node import engine, grants, identity, links, outbox, provider, store  # noqa: F401
 
     return engine, identity, links, outbox, store
 
@@ -137,6 +140,8 @@ class Node:
         self.listener = None
         self.control = None
         self.timers = None  # amiko.node.timer_loop.TimerLoop (issue 4)
+        self.watches = None  # amiko.node.watches.Watches
+        self.grants = None  # amiko.node.grants.Grants
         self.stopping = None
         self.started = time.time()
 
@@ -158,6 +163,11 @@ class Node:
 
         self.provider = provider_mod.Provider(self)
         self.transact(self.provider.reconcile)
+        from amiko.node.grants import Grants
+        from amiko.node.watches import Watches
+
+        self.watches = Watches(self)
+        self.grants = Grants(self)
         self.listener = Listener(self.identity, self._on_connection, Limits(
             handshake_timeout=cfg.handshake_timeout, first_frame_timeout=cfg.first_frame_timeout,
             max_connections=cfg.max_connections, max_per_address=cfg.max_connections_per_address),
@@ -192,6 +202,8 @@ class Node:
             await self.control.close()
         if self.paylinks is not None:
             await self.paylinks.close()
+        if self.watches is not None:
+            self.watches.close()
         if self.listener is not None:
             await self.listener.close()
         if self.links is not None:
@@ -275,15 +287,23 @@ class Node:
             await self.provider.serve(stream, first)
         elif first.type == provisioning.REQUEST:  # a wallet provisioned through an invitation
             await provisioning.serve(self.provider, stream, first)
+        elif first.type == control_stream.CONTROL:  # the control API for a granted key
+            await control_stream.serve(self, stream, first)
         else:
-            reason = "first message must be ConnectLink, Pay, Auth or ProvisionRequest, got type %d" % first.type
+            reason = "first message must be ConnectLink, Pay, Auth, ProvisionRequest or Control, got type %d" % first.type
             log.info("connection from %s: %s", stream.peer, reason)
             stream.send(paylink_tcp.error_frame(paylink_tcp.ERR_UNEXPECTED, reason, first.type))
 
     # -- control methods
 
     def methods(self):
-        return dict(self.provider.methods() if self.provider is not None else {}, **{
+        """The control methods (each has schemas/control/NAME.json; start() adds cancel and the
+        developer and TEST-ONLY ones)."""
+        extra = {}
+        for part in (self.provider, self.watches, self.grants):
+            if part is not None:
+                extra.update(part.methods())
+        return dict(extra, **{
             "info": self.rpc_info,
             "status": self.rpc_status,
             "link": self.rpc_link,

@@ -20,6 +20,8 @@ Contract:
   (update_payment to another state raises AmikoError).
 - payment_outcome(db, txid, state, reason=None, token=None): the engine's update after a
   network event: every non-final payments row of txid moves to state (token stored).
+- observe(fn): fn(txid) after the commit of every transaction that wrote a payments row of
+  txid (amiko.node.watches pushes the change to its subscribers); returns the un-observer.
 """
 
 import base64
@@ -164,6 +166,21 @@ def record_payment(db, txid, role, now=None, **fields):
     cols = ["txid", "role", "created", "updated"] + list(fields)
     vals = [txid, role, now, now] + list(fields.values())
     db.execute("INSERT INTO payments (%s) VALUES (%s)" % (", ".join(cols), ", ".join("?" * len(cols))), vals)
+    _touched(db, txid)
+
+
+_observers = []
+
+
+def observe(fn):
+    """fn(txid) after each commit that wrote a payments row of txid; returns a function that stops it."""
+    _observers.append(fn)
+    return lambda: _observers.remove(fn) if fn in _observers else None
+
+
+def _touched(db, txid):
+    for fn in list(_observers):
+        db.after_commit(lambda fn=fn: fn(bytes(txid)))
 
 
 def get_payment(db, txid, role):
@@ -185,6 +202,7 @@ def update_payment(db, txid, role, now=None, **fields):
     sets = ", ".join("%s = ?" % k for k in fields)
     db.execute("UPDATE payments SET %s, updated = ? WHERE txid = ? AND role = ?" % sets,
                list(fields.values()) + [now, txid, role])
+    _touched(db, txid)
 
 
 def payment_outcome(db, txid, state, now, reason=None, token=None, role=None):
@@ -196,6 +214,7 @@ def payment_outcome(db, txid, state, now, reason=None, token=None, role=None):
         sql += " AND role = ?"
         args.append(role)
     db.execute(sql, args)
+    _touched(db, txid)
 
 
 def history(db, limit=100):
