@@ -111,9 +111,12 @@ async def device_for(hci, keys=None):
     loop = asyncio.get_running_loop()
     key = (hci, loop)
     lock = _locks.setdefault(key, asyncio.Lock())
+    path = keys or _default_keys or os.environ.get("AMIKO_BUMBLE_KEYS")
     async with lock:
         dev = _devices.get(key)
         if dev is not None:
+            if path and getattr(dev, "_amiko_keys", None) != path:  # opened by a scanner without it
+                _use_keys(dev, path)
             return dev
         from bumble.device import Device
         from bumble.hci import Address
@@ -122,14 +125,18 @@ async def device_for(hci, keys=None):
         transport = await open_transport(hci)
         dev = Device.with_hci("amiko-terminal", Address(CENTRAL_ADDRESS), transport.source, transport.sink)
         dev._amiko_transport = transport
-        path = keys or _default_keys or os.environ.get("AMIKO_BUMBLE_KEYS")
         if path:
-            from bumble.keys import JsonKeyStore
-
-            dev.keystore = JsonKeyStore(None, path)
+            _use_keys(dev, path)
         await dev.power_on()
         _devices[key] = dev
         return dev
+
+
+def _use_keys(dev, path):
+    from bumble.keys import JsonKeyStore
+
+    dev.keystore = JsonKeyStore(None, path)
+    dev._amiko_keys = path
 
 
 async def close_all():
@@ -223,7 +230,7 @@ class BumbleClient(BaseBleakClient):
         self.hci = _hci(kwargs)
         self.keys = kwargs.get("bumble_keys")
         self.pairing = kwargs.get("bumble_pairing") or TerminalPairing()
-        self.paired = None  # "bond" (re-encrypted with a stored bond) | "paired" (a new pairing)
+        self.security = None  # "bond" (re-encrypted with a stored bond) | "paired" (a new pairing)
         self.peer_address = (address_or_ble_device.details if isinstance(address_or_ble_device, BLEDevice)
                              else None)
         self.connection = None
@@ -316,7 +323,7 @@ class BumbleClient(BaseBleakClient):
         if keys is not None:
             try:
                 await connection.encrypt()
-                self.paired = "bond"
+                self.security = "bond"
                 return True
             except Exception as e:  # noqa: BLE001 (HCI, SMP, link errors)
                 log.warning("bleak_bumble: the bond with %s no longer works (%s): pairing again", name, e)
@@ -328,7 +335,7 @@ class BumbleClient(BaseBleakClient):
             await connection.pair()
         except Exception as e:  # noqa: BLE001 (HCI, SMP, link errors)
             raise BleakError("bleak_bumble: pairing with %s failed: %s" % (name, e)) from None
-        self.paired = "paired"
+        self.security = "paired"
         return True
 
     async def unpair(self):
