@@ -355,7 +355,12 @@ class BumbleClient(BaseBleakClient):
         if not response and len(data) > characteristic.max_write_without_response_size:
             raise BleakError("bleak_bumble: write without response of %d bytes is more than %d (ATT MTU %d - 3)"
                              % (len(data), characteristic.max_write_without_response_size, self.mtu_size))
-        await self.peer.write_value(characteristic.handle, data, with_response=response)
+        from bumble.att import ATT_Error
+
+        try:
+            await self.peer.write_value(characteristic.handle, data, with_response=response)
+        except ATT_Error as e:  # e.g. INSUFFICIENT_AUTHENTICATION on a link that is not paired
+            raise BleakError("bleak_bumble: write to %s refused: %s" % (self.address, e.error_name)) from None
 
     async def write_gatt_descriptor(self, descriptor, data):
         self._require()
