@@ -312,6 +312,8 @@ class BLETransport:
                     self._show_pairing(None)
                 if self.trusted:
                     self.pair_error = None
+                    if self.log is not None:
+                        self.log("ble: link trusted (encrypted with a bonded, authenticated key)")
                 else:
                     self._refuse(conn, "ble: link %s (encrypted=%s authenticated=%s bonded=%s); dropped"
                                  % ("pairing failed" if not encrypted else "not trusted", encrypted,
