@@ -6,7 +6,7 @@ HOME layout (one per virtual board; several boards run at once, one HOME each):
     HOME/hw/buttons       button presses, host -> board: one name a line ("confirm", "cancel"),
                           appended by `press()`; the board reads new lines (firmware/board/virtual.py)
     HOME/hw/events        board -> host: one JSON object a line, appended by the board:
-                          {"display": [lines]} | {"led": state}
+                          {"display": [lines]} | {"led": state} | {"log": text} (e.g. BLE links refused)
     HOME/hw/ble.sock      with BLE on (VirtualBoard(home, ble=True)): the simulated radio (ble_radio.py);
                           emulator.json's "ble" then says {"hci": bumble transport of the terminal's
                           side, "address": the board's BLE address}
