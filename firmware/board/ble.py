@@ -4,8 +4,9 @@ GATT layout (the contract with the terminal, host/amiko/transports/ble.py):
     service   AMIKO_SERVICE_UUID       advertised (128-bit UUID and the name as far as it fits
                                        in the advertising data, the full name in the scan
                                        response; names of up to 8 bytes fit whole)
-    RX        AMIKO_RX_UUID            write / write without response: terminal -> wallet
-    TX        AMIKO_TX_UUID            notify: wallet -> terminal
+    RX        AMIKO_RX_UUID            write / write without response, encrypted + authenticated
+                                       (see Pairing below): terminal -> wallet
+    TX        AMIKO_TX_UUID            notify: wallet -> terminal (only on a trusted link)
 
 Framing: there is no chunk header. Each direction carries the raw byte stream of amiko frames
 (amiko_core.frame: magic, CRC-checked header with the length, body, CRC); a GATT write or a
@@ -33,7 +34,10 @@ characteristic is also flagged write-encrypted + write-authenticated, so the sta
 refuses writes on a plain link; on top of that the firmware checks every write: a write on a
 link that is not encrypted with a bonded, authenticated key is ignored and the link dropped
 (counted in `refused_links`, described in `last_error`, logged), and so is a link that does
-not reach that state within `pair_timeout_ms` of connecting. Bonds (the stack's secrets,
+not reach that state within `pair_timeout_ms` of connecting, or whose encryption update says
+it is not authenticated or not bonded (a port whose stack completes a just-works pairing
+despite mitm=True still gets no trusted link). MicroPython's API has no callback for a
+just-works confirmation and no per-characteristic check of "bonded", hence these checks. Bonds (the stack's secrets,
 _IRQ_GET_SECRET / _IRQ_SET_SECRET) are kept in the wallet's power-cut-safe storage
 (wallet/storage.py, record "ble_bonds", at most MAX_SECRETS entries, the oldest dropped
 first), so a bonded terminal reconnects after a reboot without pairing again.
