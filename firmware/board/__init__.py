@@ -126,7 +126,7 @@ def select(cfg):
     _ensure_dir(storage_root)
     info = {"id": entry["id"], "port": entry["port"], "transports": [serial.name]}
     board = Board(info, serial, display, buttons, led, storage_root)
-    ble = _ble(entry, settings)
+    ble = _ble(entry, settings, board)
     if ble is not None:
         board.transports.append(ble)
         info["transports"].append(ble.name)
@@ -162,14 +162,24 @@ def _nfc(entry, settings):
         return None
 
 
-def _ble(entry, settings):
-    """The BLE peripheral when the entry lists "ble" and the firmware has `bluetooth` (else None)."""
+def _ble(entry, settings, board):
+    """The BLE peripheral when the entry lists "ble" and the firmware has `bluetooth` (else None);
+    it pairs through the board's display and buttons and keeps its bonds in the wallet's storage."""
     if not (entry.get("transports") or {}).get("ble") or settings.get("ble") is False:
         return None
     try:
         import bluetooth  # noqa: F401  (a port without it, or a virtual board without a radio)
     except ImportError:
         return None
-    from board.ble import BLETransport
+    from board.ble import PAIR_TIMEOUT_MS, BLETransport
+    from wallet.storage import Storage
 
-    return BLETransport(settings.get("ble_name") or "Amiko-%s" % entry["id"][:10])
+    log = None
+    if entry["port"] == "unix":
+        from board import virtual
+
+        log = virtual.log
+    buttons = None if isinstance(board.buttons, NoButtons) else board.buttons
+    return BLETransport(settings.get("ble_name") or "Amiko-%s" % entry["id"][:10], display=board.display,
+                        buttons=buttons, storage=Storage(board.storage_root),
+                        pair_timeout_ms=settings.get("ble_pair_timeout_ms") or PAIR_TIMEOUT_MS, log=log)

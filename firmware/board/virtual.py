@@ -20,6 +20,11 @@ def _emit(obj):
     _vboard.events.write((json.dumps(obj) + "\n").encode())
 
 
+def log(text):
+    """A line for the host's log of the board (HOME/hw/events: {"log": text})."""
+    _emit({"log": str(text)})
+
+
 class Display:
     def __init__(self, spec):
         self.columns = spec.get("width", 128) // 8

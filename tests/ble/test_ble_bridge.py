@@ -1,7 +1,9 @@
 """`amiko bridge` with a BLE wallet port (`ble:NAME?hci=...`): the bridge's own transport and
 relay code, over bleak with the bumble backend, pays a sale with the virtual board's BLE wallet,
-and is re-armed for the next sale on the same link."""
+and is re-armed for the next sale on the same link. The bridge pairs with the wallet first
+(numeric comparison: the bridge logs the number, the customer confirms it on the wallet)."""
 
+import threading
 import time
 
 from bridge_harness import BridgeProcess
@@ -42,11 +44,17 @@ def test_bridge_sells_over_ble(net, tmp_path):
         transport = "ble:%s?hci=%s" % (BLE_NAME, board.info["ble"]["hci"])
         bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["%s"]\nproviders = ["127.0.0.1:%d"]\n'
                                % (transport, prov.port))
+        confirmed = []  # the customer presses confirm when the wallet shows the pairing number
+        presser = threading.Thread(target=lambda: confirmed.append(board.confirm_ble_pairing(True, timeout=60)),
+                                   daemon=True)
+        presser.start()
         for amount, receipt in ((400, "croissant"), (250, "tea")):
             api(bridge, "api/sale", {"amount": amount, "receipt": receipt})
             s = wait_phase(bridge, "paid", amount, 40)
             assert s["sale"]["transport"] == transport and s["sale"]["tap_to_paid_ms"] > 0, s["sale"]
         net.wait(lambda: shop.status()["balance"] == 650, 20, "the shop node has both sales")
+        presser.join(1)
+        assert len(confirmed) == 1 and "%06d" % confirmed[0] in bridge.stderr_tail(), bridge.stderr_tail()
         h = wallet_cli("history", "--port", board.pty, "--json")
         assert "history" in h.json, h
         h = h.json["history"]

@@ -13,9 +13,9 @@ from amiko_core import frame
 from amiko_core import messages as m
 from amiko_core import walletlink as wl
 
-from amiko.transports import bleak_bumble, open_transport
+from amiko.transports import bleak_bumble
 
-from test_ble_payment import BLE_NAME, start_ble_wallet
+from test_ble_payment import ButtonPairing, open_paired, start_ble_wallet
 
 ERR_BAD_FRAME = 13  # firmware/wallet/core.py
 
@@ -50,9 +50,11 @@ def refused_tap(msg):
 
 def test_garbage_and_oversized_writes(tmp_path):
     board = start_ble_wallet(tmp_path)
+    pairing = ButtonPairing(board)
+    keys = str(tmp_path / "terminal-bonds.json")
 
     async def go():
-        t = open_transport("ble:%s?hci=%s&timeout=15" % (BLE_NAME, board.info["ble"]["hci"]))
+        t = open_paired(board, pairing, keys=keys)
         try:
             await t.connect()
             inbox = Inbox(t)
@@ -81,8 +83,9 @@ def test_garbage_and_oversized_writes(tmp_path):
 
     async def after_power_cut():
         """The board lost power: the link drops; after the reboot the wallet advertises again
-        with the same GATT layout and answers over a new connection."""
-        t = open_transport("ble:%s?hci=%s&timeout=15" % (BLE_NAME, board.info["ble"]["hci"]))
+        with the same GATT layout and answers over a new connection, encrypted with the bond made
+        before the reboot (kept on the wallet's flash): no new pairing."""
+        t = open_paired(board, pairing, keys=keys)
         try:
             await t.connect()
             inbox = Inbox(t)
@@ -97,6 +100,7 @@ def test_garbage_and_oversized_writes(tmp_path):
             t.write(m.to_frame(m.Message(wl.TAP, url=None)))
             await inbox.wait(refused_tap, 20, "answer to a Tap after the reboot")
             assert t.connects == 2
+            assert t.client._backend.security == "bond" and len(pairing.compared) == 1  # paired once
         finally:
             await t.aclose()
             await bleak_bumble.close_all()

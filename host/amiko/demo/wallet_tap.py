@@ -37,6 +37,7 @@ BOARD_ID = "VIRTUAL"
 # board's "/", as docs/notes on the virtual board say; see the report on "/data")
 SETTINGS = {"storage_root": "data", "ble_name": "Amiko-D1"}
 BLE_NAME = SETTINGS["ble_name"]  # whole in the advertising data (<= 8 bytes)
+BLE_PAIRED_SETTLE = 1.0  # seconds after the link is trusted (paired or re-encrypted) until subscribed
 KINDS = ("nfc", "ble", "serial")  # the bridge's reader order: a wallet over the air before one on the cable
 
 
@@ -176,9 +177,35 @@ class VirtualWallet:
             b.nfc_enter()
             _wait(lambda: b.nfc_stats()["apdus"] >= before + 2, 15, "the NFC reader to select the card")
         elif kind == "ble":
+            trusted = self._ble_trusted()
+            linked = b.ble_links() > 0  # still connected (and trusted) from the last payment
             b.ble_away(False)
             _wait(lambda: b.ble_links() > 0, 20, "the terminal to connect over BLE")
+            if not linked:
+                self._ble_pair(trusted)
             time.sleep(BLE_SETTLE)
+
+    def _ble_trusted(self):
+        return sum(1 for ev in self.board.events() if "trusted" in str(ev.get("log", "")))
+
+    def _ble_pair(self, trusted_before):
+        """The first time, the bridge pairs (numeric comparison): the customer checks the number on
+        the wallet against the bridge's log and presses confirm (scripted); afterwards the bridge
+        re-encrypts with its bond and the wallet shows nothing."""
+        b = self.board
+        deadline = time.monotonic() + 30
+        while self._ble_trusted() <= trusted_before:
+            lines = b.screen()
+            if len(lines) > 1 and lines[0] == "BLE pairing" and lines[1].isdigit():
+                b.press("confirm")
+                self.note("BLE pairing: the wallet showed %s, the customer pressed confirm" % lines[1])
+                _wait(lambda: self._ble_trusted() > trusted_before, 20, "the BLE pairing to complete")
+                time.sleep(BLE_PAIRED_SETTLE)  # the bridge discovers the service and subscribes after pairing
+                return
+            if time.monotonic() > deadline:
+                raise WalletError("the BLE link was neither paired nor encrypted with a bond within 30 s")
+            time.sleep(0.05)
+        time.sleep(BLE_PAIRED_SETTLE)  # re-encrypted with the bond: discovery and subscription follow
 
     def history(self):
         """The wallet's stored payments ({txid, state, proof_ok, signature_ok, ...}), over serial."""

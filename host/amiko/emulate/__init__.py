@@ -293,6 +293,13 @@ class VirtualBoard:
     def boots(self):
         return sum(1 for ev in events(self.home) if "boot" in ev)
 
+    def confirm_ble_pairing(self, accept=True, timeout=30):
+        """The customer's part of a BLE pairing: wait for the wallet's pairing screen (numeric
+        comparison), press confirm (accept) or cancel; the 6-digit number it showed (int)."""
+        lines = self.wait_for_screen(lambda ls: len(ls) > 1 and ls[0] == "BLE pairing" and ls[1].isdigit(), timeout)
+        self.press("confirm" if accept else "cancel")
+        return int(lines[1])
+
     def wait_for_screen(self, want, timeout=10):
         """Wait until the display shows `want` (a substring of one line, or a predicate on the lines)."""
         check = want if callable(want) else (lambda lines: any(want in line for line in lines))

@@ -17,6 +17,16 @@ reset), its socket closes, advertising stops and a connected central is disconne
 board losing power; the next boot registers its services again (same layout: same handles).
 Wire format on the socket: see sim_bluetooth.py.
 
+Pairing is bumble's SMP on the wallet's side, configured by the firmware's ble.config(bond=,
+le_secure=, mitm=, io=) (PairingConfig + a PairingDelegate that asks the firmware): a numeric
+comparison or a passkey to display becomes _IRQ_PASSKEY_ACTION and waits for the firmware's
+gap_passkey(); a "just works" pairing is refused when the firmware asked for MITM protection
+(as the ports' stacks do in that configuration). The wallet's bumble key store is the firmware's
+own (FirmwareKeyStore: every get/update/delete is an _IRQ_GET_SECRET / _IRQ_SET_SECRET round
+trip), so bonds live in the board's flash and survive its reboots. The firmware hears of a link's
+security after a pairing (or its failure) and after a re-encryption with a stored bond, with
+authenticated taken from the key itself (bumble marks every encrypted LE link authenticated).
+
 Range: while the file HW_DIR/ble_away exists the wallet is out of the terminal's range (the
 customer walked away): advertising stops, a connected central is disconnected, new connections
 are refused; when the file is removed the last advertising the firmware asked for resumes
@@ -33,6 +43,10 @@ import struct
 import threading
 
 log = logging.getLogger("amiko.emulate.ble")
+
+SECRET_TIMEOUT = 5.0  # seconds the firmware has to answer a key store request
+PASSKEY_TIMEOUT = 60.0  # seconds the customer has to confirm a pairing on the wallet
+SEC_TYPE_PEER_KEYS = 2  # the sec_type of the bonds we store (NimBLE's "peer sec" object)
 
 AWAY_POLL = 0.02
 
@@ -55,6 +69,90 @@ def _address(seed):
     return ":".join("%02X" % x for x in b)
 
 
+class FirmwareKeyStore:
+    """bumble's KeyStore API on the firmware's _IRQ_GET_SECRET / _IRQ_SET_SECRET handlers."""
+
+    def __init__(self, radio):
+        self.radio = radio
+
+    async def _request(self, op, body):
+        return await self.radio.board_request(op, body, SECRET_TIMEOUT)
+
+    async def get(self, name):
+        from bumble.keys import PairingKeys
+
+        key = name.encode()
+        answer = await self._request(b"g", struct.pack(">BBB", SEC_TYPE_PEER_KEYS, 0, 1) + key)
+        if not answer or not answer[0]:
+            return None
+        return PairingKeys.from_dict(json.loads(answer[1:]))
+
+    async def get_all(self):
+        from bumble.keys import PairingKeys
+
+        out = []
+        for index in range(64):
+            answer = await self._request(b"g", struct.pack(">BBB", SEC_TYPE_PEER_KEYS, index, 0))
+            if not answer or not answer[0]:
+                break
+            entry = json.loads(answer[1:])
+            out.append((entry["name"], PairingKeys.from_dict(entry)))
+        return out
+
+    async def _set(self, name, value):
+        key = name.encode()
+        body = struct.pack(">BB", SEC_TYPE_PEER_KEYS, len(key)) + key
+        body += b"\x01" + value if value is not None else b"\x00"
+        answer = await self._request(b"s", body)
+        if not answer or not answer[0]:
+            raise OSError("the firmware did not store the BLE bond of %s" % name)
+
+    async def update(self, name, keys):
+        d = keys.to_dict()
+        d["name"] = name
+        await self._set(name, json.dumps(d).encode())
+
+    async def delete(self, name):
+        await self._set(name, None)
+
+    async def delete_all(self):
+        for name, _ in await self.get_all():
+            await self.delete(name)
+
+    async def get_resolving_keys(self):
+        out = []
+        for name, keys in await self.get_all():
+            if keys.irk is not None:
+                from bumble.hci import Address
+
+                out.append((keys.irk.value, Address(name)))
+        return out
+
+
+def _wallet_delegate(radio, io, mitm):
+    from bumble.pairing import PairingDelegate
+
+    class WalletDelegate(PairingDelegate):
+        """The firmware's side of a pairing: _IRQ_PASSKEY_ACTION, answered by gap_passkey()."""
+
+        async def confirm(self, auto=False):  # just works: no MITM protection
+            if mitm:
+                log.info("ble radio: a just-works pairing refused (the wallet requires MITM protection)")
+                return False
+            return True
+
+        async def compare_numbers(self, number, digits):
+            return bool(await radio.passkey_action(self.connection, 4, number))
+
+        async def generate_passkey(self):
+            return (await radio.passkey_action(self.connection, 3, 0)) % 1000000
+
+        async def get_number(self):
+            return None  # the wallet has no keyboard
+
+    return WalletDelegate(io_capability=PairingDelegate.IoCapability(io))
+
+
 class BleRadio:
     def __init__(self, hw_dir):
         self.hw = hw_dir
@@ -75,6 +173,9 @@ class BleRadio:
         self.rx_bytes = 0  # GATT write values from centrals, in total
         self.tx_bytes = 0  # notification values to centrals, in total
         self.advertising = None  # the firmware's last gap_advertise request (resumed back in range)
+        self.pending = {}  # request id -> future: the firmware's answers (secrets, passkeys)
+        self.next_req = 0
+        self.pairing_links = set()  # connection handles with an SMP pairing in progress
 
     def start(self, timeout=10):
         threading.Thread(target=self._thread, daemon=True, name="ble-radio").start()
@@ -105,6 +206,7 @@ class BleRadio:
         wallet_ctrl = Controller("wallet", link=link)
         host = Host(wallet_ctrl, AsyncPipeSink(wallet_ctrl))
         self.device = Device(name="amiko-vboard", address=self.address, host=host)
+        self.device.keystore = FirmwareKeyStore(self)
         self.device.on("connection", self._on_connection)
         await self.device.power_on()
         s = socket.socket()
@@ -174,12 +276,80 @@ class BleRadio:
             self._send(b"m", struct.pack(">HH", connection.handle, connection.att_mtu))
 
         def on_encryption():
-            self._send(b"e", struct.pack(">HBB", connection.handle, 1 if connection.encryption else 0,
-                                         1 if connection.authenticated else 0))
+            if connection.handle not in self.pairing_links:  # a pairing reports when it ends
+                asyncio.ensure_future(self._report_security(connection))
+
+        def on_pairing_start():
+            self.pairing_links.add(connection.handle)
+
+        def on_pairing(keys):
+            self.pairing_links.discard(connection.handle)
+            authenticated = bool(keys.ltk is not None and keys.ltk.authenticated)
+            self._send_security(connection, bool(connection.encryption), authenticated, True)
+
+        def on_pairing_failure(reason):
+            self.pairing_links.discard(connection.handle)
+            log.info("ble radio: pairing with %s failed: %s", connection.peer_address, reason)
+            self._send_security(connection, False, False, False)
 
         connection.on("disconnection", on_disconnection)
         connection.on("connection_att_mtu_update", on_mtu)
         connection.on("connection_encryption_change", on_encryption)
+        connection.on("pairing_start", on_pairing_start)
+        connection.on("pairing", on_pairing)
+        connection.on("pairing_failure", on_pairing_failure)
+
+    def _send_security(self, connection, encrypted, authenticated, bonded):
+        self._send(b"e", struct.pack(">HBBB", connection.handle, int(encrypted), int(authenticated), int(bonded)))
+
+    async def _report_security(self, connection):
+        """A link encrypted without a pairing (the central re-encrypted with a bond): what the bond says."""
+        encrypted = bool(connection.encryption)
+        keys = None
+        if encrypted:
+            try:
+                keys = await self.device.keystore.get(str(connection.peer_address))
+            except Exception as e:
+                log.warning("ble radio: bond lookup failed: %s", e)
+        authenticated = bool(keys is not None and keys.ltk is not None and keys.ltk.authenticated)
+        self._send_security(connection, encrypted, authenticated, keys is not None)
+
+    async def board_request(self, op, body, timeout):
+        """Send a request to the firmware and wait for its answer (None: no board, or no answer)."""
+        if self.board is None:
+            return None
+        self.next_req = (self.next_req + 1) & 0xFFFF
+        req = self.next_req
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[req] = fut
+        self._send(op, struct.pack(">H", req) + body)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            log.warning("ble radio: the firmware did not answer %s within %s s", op, timeout)
+            return None
+        finally:
+            self.pending.pop(req, None)
+
+    async def passkey_action(self, connection, action, number):
+        """_IRQ_PASSKEY_ACTION to the firmware; its gap_passkey() answer (0: refused or no answer)."""
+        if self.board is None:
+            return 0
+        key = ("passkey", connection.handle)
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[key] = fut
+        self._send(b"p", struct.pack(">HBI", connection.handle, action, number))
+        try:
+            return await asyncio.wait_for(fut, PASSKEY_TIMEOUT)
+        except asyncio.TimeoutError:
+            return 0
+        finally:
+            self.pending.pop(key, None)
+
+    def _answer(self, key, value):
+        fut = self.pending.get(key)
+        if fut is not None and not fut.done():
+            fut.set_result(value)
 
     def _mark_links(self):
         """HW_DIR/ble_links: {"links": centrals connected now, "rx_bytes"/"tx_bytes": GATT write and notification
@@ -247,6 +417,15 @@ class BleRadio:
             if connection is not None and handle in self.chars:
                 await self.device.notify_subscriber(connection, self.chars[handle], p[4:])
                 self.tx_bytes += len(p) - 4
+        elif op in (b"G", b"S"):
+            self._answer(struct.unpack(">H", p[:2])[0], p[2:])
+        elif op == b"P":
+            conn, _action, passkey = struct.unpack(">HBI", p[:7])
+            self._answer(("passkey", conn), passkey)
+        elif op == b"Q":
+            connection = self.connections.get(struct.unpack(">H", p[:2])[0])
+            if connection is not None:
+                self.device.request_pairing(connection)
         elif op == b"D":
             connection = self.connections.get(struct.unpack(">H", p[:2])[0])
             if connection is not None:
@@ -263,14 +442,19 @@ class BleRadio:
     def _pairing(self, cfg):
         """The SMP side of the port's stack, as the firmware configured it (ble.config(bond=..,
         le_secure=.., mitm=.., io=..): io uses the SMP IO capability values)."""
-        from bumble.pairing import PairingConfig, PairingDelegate
+        from bumble.pairing import PairingConfig
 
         self.pairing.update({k: cfg[k] for k in ("bond", "le_secure", "mitm", "io") if k in cfg})
         p = self.pairing
-        delegate = PairingDelegate(io_capability=PairingDelegate.IoCapability(p.get("io", 3)))
-        config = PairingConfig(sc=bool(p.get("le_secure", False)), mitm=bool(p.get("mitm", False)),
-                               bonding=bool(p.get("bond", True)), delegate=delegate)
-        self.device.pairing_config_factory = lambda connection: config
+        mitm = bool(p.get("mitm", False))
+
+        def config_for(connection):
+            delegate = _wallet_delegate(self, p.get("io", 3), mitm)
+            delegate.connection = connection
+            return PairingConfig(sc=bool(p.get("le_secure", False)), mitm=mitm,
+                                 bonding=bool(p.get("bond", True)), delegate=delegate)
+
+        self.device.pairing_config_factory = config_for
 
     def _register(self, spec):
         from bumble.core import UUID
@@ -285,7 +469,13 @@ class BleRadio:
             cs = []
             for cuuid, flags, handle in chars:
                 props = Characteristic.Properties(flags & 0x3E)
-                perms = Characteristic.Permissions.READABLE | Characteristic.Permissions.WRITEABLE
+                perms = Characteristic.Permissions.READABLE
+                if flags & 0x2000:  # FLAG_WRITE_AUTHENTICATED
+                    perms |= Characteristic.Permissions.WRITE_REQUIRES_AUTHENTICATION
+                elif flags & 0x1000:  # FLAG_WRITE_ENCRYPTED
+                    perms |= Characteristic.Permissions.WRITE_REQUIRES_ENCRYPTION
+                else:
+                    perms |= Characteristic.Permissions.WRITEABLE
                 c = Characteristic(UUID(cuuid), props, perms, CharacteristicValue(write=self._on_write(handle)))
                 self.chars[handle] = c
                 cs.append(c)

@@ -6,7 +6,7 @@ HOME layout (one per virtual board; several boards run at once, one HOME each):
     HOME/hw/buttons       button presses, host -> board: one name a line ("confirm", "cancel"),
                           appended by `press()`; the board reads new lines (firmware/board/virtual.py)
     HOME/hw/events        board -> host: one JSON object a line, appended by the board:
-                          {"boot": reason, "held": [buttons]} | {"display": [lines]} | {"led": state}
+                          {"boot": reason, "held": [buttons]} | {"display": [lines]} | {"led": state} | {"log": text} (e.g. BLE links refused)
     HOME/hw/held          buttons held down at the next boot, one name a line (Emulator(hold=...),
                           `amiko emulate press cancel --at-boot`); the ROM reads and removes it at boot
     HOME/hw/ble.sock      with BLE on (VirtualBoard(home, ble=True)): the simulated radio (ble_radio.py);

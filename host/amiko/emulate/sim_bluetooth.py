@@ -6,12 +6,17 @@
 #
 # Subset implemented (the low-level API that aioble is built on, peripheral role):
 #   BLE(): active(), config(), irq(handler), gatts_register_services(), gatts_read(),
-#   gatts_write(), gatts_set_buffer(), gatts_notify(), gap_advertise(), gap_disconnect()
-#   UUID(str|int), FLAG_* constants
+#   gatts_write(), gatts_set_buffer(), gatts_notify(), gap_advertise(), gap_disconnect(),
+#   gap_pair(), gap_passkey()
+#   UUID(str|int), FLAG_* constants (FLAG_WRITE_ENCRYPTED / _AUTHENTICATED become bumble's
+#   attribute permissions)
 # IRQs delivered: _IRQ_CENTRAL_CONNECT (1), _IRQ_CENTRAL_DISCONNECT (2), _IRQ_GATTS_WRITE (3),
-# _IRQ_MTU_EXCHANGED (21), _IRQ_ENCRYPTION_UPDATE (28, after pairing), through
-# micropython.schedule like the ports do. config(bond=, le_secure=, mitm=, io=) sets the SMP
-# behaviour of the bumble side (pairing just works when io is 3, NO_INPUT_OUTPUT).
+# _IRQ_MTU_EXCHANGED (21), _IRQ_ENCRYPTION_UPDATE (28: conn, encrypted, authenticated, bonded,
+# key_size; after a pairing or a re-encryption with a bond, and with encrypted False when a
+# pairing failed), _IRQ_GET_SECRET (29) / _IRQ_SET_SECRET (30) (bumble's key store is the
+# firmware's: the handler's return value is the answer), _IRQ_PASSKEY_ACTION (31: answered with
+# gap_passkey()), through micropython.schedule like the ports do. config(bond=, le_secure=,
+# mitm=, io=) sets the SMP behaviour of the bumble side (bumble's PairingConfig).
 # Attribute buffers behave like the ports': 20 bytes unless gatts_set_buffer() says more, and a
 # longer write is cut to the buffer size.
 #
@@ -21,7 +26,12 @@
 #   board -> host: R services JSON | C config JSON | A advertise JSON {interval_us, adv, resp: hex}
 #                  N conn(2) handle(2) data | D conn(2)
 #   host -> board: c conn(2) addr_type(1) addr(6) | d conn(2) | w conn(2) handle(2) data | m conn(2) mtu(2)
-#                  e conn(2) encrypted(1) authenticated(1)
+#                  e conn(2) encrypted(1) authenticated(1) bonded(1)
+#                  g req(2) sec_type(1) index(1) has_key(1) key   (get secret)
+#                  s req(2) sec_type(1) key_len(1) key has_value(1) value   (set / remove secret)
+#                  p conn(2) action(1) passkey(4)   (passkey action)
+#   board -> host (answers and requests): G req(2) found(1) value | S req(2) ok(1)
+#                  P conn(2) action(1) passkey(4) (gap_passkey) | Q conn(2) (gap_pair)
 
 import json
 import socket
@@ -35,6 +45,8 @@ FLAG_WRITE_NO_RESPONSE = 0x0004
 FLAG_WRITE = 0x0008
 FLAG_NOTIFY = 0x0010
 FLAG_INDICATE = 0x0020
+FLAG_WRITE_ENCRYPTED = 0x1000
+FLAG_WRITE_AUTHENTICATED = 0x2000
 
 class UUID:
     def __init__(self, value):
@@ -218,6 +230,12 @@ class BLE:
                "resp": binascii.hexlify(bytes(resp_data or b"")).decode()}
         _radio.send(b"A", json.dumps(msg).encode())
 
+    def gap_pair(self, conn):
+        _radio.send(b"Q", struct.pack(">H", conn))
+
+    def gap_passkey(self, conn, action, passkey):
+        _radio.send(b"P", struct.pack(">HBI", conn, action, passkey & 0xFFFFFFFF))
+
     def gap_disconnect(self, conn):
         _radio.send(b"D", struct.pack(">H", conn))
         return True
@@ -244,9 +262,26 @@ class BLE:
             if irq:
                 irq(2, (conn, 0, memoryview(b"\x00" * 6)))
         elif op == b"e":
-            conn, enc, auth = struct.unpack(">HBB", p[:4])
+            conn, enc, auth, bonded = struct.unpack(">HBBB", p[:5])
             if irq:
-                irq(28, (conn, bool(enc), bool(auth), False, 16 if enc else 0))
+                irq(28, (conn, bool(enc), bool(auth), bool(bonded), 16 if enc else 0))
+        elif op == b"p":
+            conn, action, passkey = struct.unpack(">HBI", p[:7])
+            if irq:
+                irq(31, (conn, action, passkey))
+        elif op == b"g":
+            req, sec_type, index, has_key = struct.unpack(">HBBB", p[:5])
+            value = irq(29, (sec_type, index, memoryview(p[5:]) if has_key else None)) if irq else None
+            if value is None:
+                _radio.send(b"G", struct.pack(">HB", req, 0))
+            else:
+                _radio.send(b"G", struct.pack(">HB", req, 1) + bytes(value))
+        elif op == b"s":
+            req, sec_type, n = struct.unpack(">HBB", p[:4])
+            key = memoryview(p[4:4 + n])
+            value = memoryview(p[5 + n:]) if p[4 + n] else None
+            ok = irq(30, (sec_type, key, value)) if irq else False
+            _radio.send(b"S", struct.pack(">HB", req, 1 if ok else 0))
         elif op == b"m":
             conn, mtu = struct.unpack(">HH", p[:4])
             if irq:

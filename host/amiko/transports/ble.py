@@ -7,7 +7,14 @@
                                   HCI transport instead of the OS's (BlueZ): the virtual board's
                                   `tcp-client:127.0.0.1:PORT`, or a USB dongle `usb:0`
       timeout=SECONDS             scan + connect time-out (default 10)
-      pair=1                      pair (LE Secure Connections) before using the link: encrypted
+      pair=1|0                    pair before using the link (default 1: the wallet answers only a
+                                  bonded, authenticated link): LE Secure Connections with MITM
+                                  protection and bonding, re-encrypting with the bond when there
+                                  is one; the first time the wallet shows a 6-digit number, the
+                                  terminal logs the same number and the customer presses confirm
+                                  on the wallet (numeric comparison)
+      keys=PATH                   with hci=: the file that keeps the terminal's bonds (bumble's
+                                  JSON key store; default AMIKO_BUMBLE_KEYS, else in memory)
     e.g. ble:Amiko-shop1?hci=usb:0
 
 The GATT contract is firmware/board/ble.py's (service, RX write characteristic, TX notify
@@ -39,7 +46,7 @@ _ADDRESS = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 
 
 class BleTransport:
-    def __init__(self, target, hci=None, timeout=10.0, pair=False):
+    def __init__(self, target, hci=None, timeout=10.0, pair=True, keys=None, pairing=None):
         if not target:
             raise ValueError("ble: give the wallet's name or address: ble:NAME or ble:AA:BB:CC:DD:EE:FF")
         self.target = target
@@ -47,6 +54,8 @@ class BleTransport:
         self.hci = hci
         self.timeout = timeout
         self.pair = pair
+        self.keys = keys
+        self.pairing = pairing  # the terminal's pairing handler (bleak_bumble.TerminalPairing by default)
         self.client = None
         self.rx_char = None
         self.inbox = asyncio.Queue()
@@ -63,12 +72,14 @@ class BleTransport:
     def from_spec(cls, spec):
         rest = spec[len("ble:"):]
         target, _, query = rest.partition("?")
-        hci, timeout, pair = None, 10.0, False
+        hci, timeout, pair, keys = None, 10.0, True, None
         for key, values in parse_qs(query, keep_blank_values=True).items():
             if key == "hci" and values[0]:
                 hci = values[0]
             elif key == "pair" and values[0] in ("0", "1"):
                 pair = values[0] == "1"
+            elif key == "keys" and values[0]:
+                keys = values[0]
             elif key == "timeout":
                 try:
                     timeout = float(values[0])
@@ -76,14 +87,15 @@ class BleTransport:
                     raise ValueError("ble: timeout must be a number of seconds in %r" % spec) from None
             else:
                 raise ValueError("unknown ble option %r in %r" % (key, spec))
-        return cls(target, hci=hci, timeout=timeout, pair=pair)
+        return cls(target, hci=hci, timeout=timeout, pair=pair, keys=keys)
 
     def _backend(self):
         if self.hci is None:
             return {}
         from amiko.transports import bleak_bumble
 
-        return {"backend": bleak_bumble.BumbleClient, "bumble_hci": self.hci}
+        return {"backend": bleak_bumble.BumbleClient, "bumble_hci": self.hci, "bumble_keys": self.keys,
+                "bumble_pairing": self.pairing}
 
     def _scanner_backend(self):
         if self.hci is None:

@@ -20,7 +20,17 @@ the scanner and the clients on that loop; it is powered off when the loop closes
 Scope (what the terminal needs): scanning with service UUID filter (adverts and scan responses
 merged per address), connect (ATT MTU exchange up to 517), GATT discovery, read/write
 characteristics and descriptors, notifications/indications, disconnect and its callback,
-pairing (LE Secure Connections, just works) through bumble's SMP.
+pairing through bumble's SMP: `pair()` (or `BleakClient(..., pair=True)`) asks for LE Secure
+Connections with MITM protection and bonding, IO capability keyboard+display, so the wallet
+picks numeric comparison (its display shows the number, the customer confirms on the wallet)
+or passkey entry (the terminal types the passkey the wallet shows). The terminal's side of it
+is a pairing handler (keyword `bumble_pairing=`): an object with `async compare(number) ->
+bool` and `async passkey() -> int | None`; the default (TerminalPairing) logs the number and
+accepts it (the wallet's button press is what authorises the pairing) and refuses passkey
+entry. When bumble already holds a bond for the peer, `pair()` re-encrypts with it instead
+(no new pairing); should the peer have lost it, the bond is dropped and a new pairing follows.
+Bonds are kept in a JSON key store (bumble's JsonKeyStore) at `configure(keys=PATH)`, the
+keyword `bumble_keys=`, or AMIKO_BUMBLE_KEYS; without one they last as long as the process.
 """
 
 import asyncio
@@ -39,6 +49,7 @@ from bleak.exc import BleakError
 log = logging.getLogger("amiko.bleak_bumble")
 
 _default_hci = None
+_default_keys = None
 _devices = {}  # (hci, loop) -> bumble Device (powered on)
 _locks = {}
 
@@ -50,10 +61,41 @@ _PROPS = ((0x01, "broadcast"), (0x02, "read"), (0x04, "write-without-response"),
           (0x80, "extended-properties"))
 
 
-def configure(hci):
-    """The bumble HCI transport used when no `bumble_hci=` is given."""
-    global _default_hci
+def configure(hci, keys=None):
+    """The bumble HCI transport used when no `bumble_hci=` is given; `keys`: the bond store's file."""
+    global _default_hci, _default_keys
     _default_hci = hci
+    if keys is not None:
+        _default_keys = keys
+
+
+class TerminalPairing:
+    """The terminal's default side of a pairing: shows (logs) the number to compare, accepts it."""
+
+    async def compare(self, number):
+        log.warning("ble pairing: the wallet shows %06d; the customer confirms it on the wallet", number)
+        return True
+
+    async def passkey(self):
+        log.warning("ble pairing: the wallet asks for its passkey to be typed; no pairing handler: refused")
+        return None
+
+
+def _pairing_config(handler):
+    from bumble.pairing import PairingConfig, PairingDelegate
+
+    class Delegate(PairingDelegate):
+        async def compare_numbers(self, number, digits):
+            return bool(await handler.compare(number))
+
+        async def get_number(self):
+            return await handler.passkey()
+
+        async def confirm(self, auto=False):  # just works: never, the wallet needs MITM protection
+            return False
+
+    return PairingConfig(sc=True, mitm=True, bonding=True,
+                         delegate=Delegate(io_capability=PairingDelegate.DISPLAY_OUTPUT_AND_KEYBOARD_INPUT))
 
 
 def _hci(kwargs):
@@ -63,14 +105,18 @@ def _hci(kwargs):
     return hci
 
 
-async def device_for(hci):
-    """The powered-on bumble Device for `hci` on the running loop (opened on first use)."""
+async def device_for(hci, keys=None):
+    """The powered-on bumble Device for `hci` on the running loop (opened on first use, its bonds in
+    the key store file `keys`, configure(keys=) or AMIKO_BUMBLE_KEYS)."""
     loop = asyncio.get_running_loop()
     key = (hci, loop)
     lock = _locks.setdefault(key, asyncio.Lock())
+    path = keys or _default_keys or os.environ.get("AMIKO_BUMBLE_KEYS")
     async with lock:
         dev = _devices.get(key)
         if dev is not None:
+            if path and getattr(dev, "_amiko_keys", None) != path:  # opened by a scanner without it
+                _use_keys(dev, path)
             return dev
         from bumble.device import Device
         from bumble.hci import Address
@@ -79,9 +125,18 @@ async def device_for(hci):
         transport = await open_transport(hci)
         dev = Device.with_hci("amiko-terminal", Address(CENTRAL_ADDRESS), transport.source, transport.sink)
         dev._amiko_transport = transport
+        if path:
+            _use_keys(dev, path)
         await dev.power_on()
         _devices[key] = dev
         return dev
+
+
+def _use_keys(dev, path):
+    from bumble.keys import JsonKeyStore
+
+    dev.keystore = JsonKeyStore(None, path)
+    dev._amiko_keys = path
 
 
 async def close_all():
@@ -173,6 +228,9 @@ class BumbleClient(BaseBleakClient):
         super().__init__(address_or_ble_device, disconnected_callback=kwargs.pop("disconnected_callback", None),
                          timeout=kwargs.pop("timeout", 10.0))
         self.hci = _hci(kwargs)
+        self.keys = kwargs.get("bumble_keys")
+        self.pairing = kwargs.get("bumble_pairing") or TerminalPairing()
+        self.security = None  # "bond" (re-encrypted with a stored bond) | "paired" (a new pairing)
         self.peer_address = (address_or_ble_device.details if isinstance(address_or_ble_device, BLEDevice)
                              else None)
         self.connection = None
@@ -195,7 +253,7 @@ class BumbleClient(BaseBleakClient):
         from bumble.device import Peer
         from bumble.hci import Address
 
-        device = await device_for(self.hci)
+        device = await device_for(self.hci, self.keys)
         target = self.peer_address or Address(self.address, Address.RANDOM_DEVICE_ADDRESS)
         try:
             connection = await asyncio.wait_for(device.connect(target, transport=BT_LE_TRANSPORT), self._timeout)
@@ -256,8 +314,29 @@ class BumbleClient(BaseBleakClient):
         self.connection = None
 
     async def pair(self, *args, **kwargs):
+        """Encrypt with the stored bond, else pair (numeric comparison / passkey, MITM, bonding)."""
         self._require()
-        await self.connection.pair()
+        connection = self.connection
+        device = connection.device
+        name = str(connection.peer_address)
+        keys = await device.keystore.get(name) if device.keystore is not None else None
+        if keys is not None:
+            try:
+                await connection.encrypt()
+                self.security = "bond"
+                return True
+            except Exception as e:  # noqa: BLE001 (HCI, SMP, link errors)
+                log.warning("bleak_bumble: the bond with %s no longer works (%s): pairing again", name, e)
+                await device.keystore.delete(name)
+                if self.connection is None:
+                    raise BleakError("bleak_bumble: %s dropped the link after a failed re-encryption" % name)
+        device.pairing_config_factory = lambda _c: _pairing_config(self.pairing)
+        try:
+            await connection.pair()
+        except Exception as e:  # noqa: BLE001 (HCI, SMP, link errors)
+            raise BleakError("bleak_bumble: pairing with %s failed: %s" % (name, e)) from None
+        self.security = "paired"
+        return True
 
     async def unpair(self):
         await self.disconnect()
@@ -276,7 +355,12 @@ class BumbleClient(BaseBleakClient):
         if not response and len(data) > characteristic.max_write_without_response_size:
             raise BleakError("bleak_bumble: write without response of %d bytes is more than %d (ATT MTU %d - 3)"
                              % (len(data), characteristic.max_write_without_response_size, self.mtu_size))
-        await self.peer.write_value(characteristic.handle, data, with_response=response)
+        from bumble.att import ATT_Error
+
+        try:
+            await self.peer.write_value(characteristic.handle, data, with_response=response)
+        except ATT_Error as e:  # e.g. INSUFFICIENT_AUTHENTICATION on a link that is not paired
+            raise BleakError("bleak_bumble: write to %s refused: %s" % (self.address, e.error_name)) from None
 
     async def write_gatt_descriptor(self, descriptor, data):
         self._require()
