@@ -129,6 +129,9 @@ def test_numeric_comparison_refused_then_confirmed_bond_survives_reboot(tmp_path
         n, shown = pairing.compared[0]
         assert n == shown  # both ends showed the same 6 digits
         assert bond_files(board)
+        for name in bond_files(board):  # the bond's keys are the owner's only, like the wallet's key
+            mode = os.stat(Path(board.flash) / "data" / name).st_mode & 0o777
+            assert mode == 0o600, "%s is %o" % (name, mode)
 
         # reconnect: the bond, no new pairing
         assert asyncio.run(attempt(pairing)) == "bond"
