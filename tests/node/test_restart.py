@@ -6,6 +6,8 @@ or pending); "applied twice" would break the balances (a channel's two ends disa
 node's balance moves by more than it paid or received).
 """
 
+import time
+
 import pytest
 
 from harness import net  # noqa: F401
@@ -56,6 +58,19 @@ def wait_connected(net, nodes):
 def pay_all(net, plan, timeout=90):
     urls = [r.json["url"] for r in net.finish([payee.popen("request", amount) for _, payee, amount in plan])]
     return [payer.popen("pay", url, "--yes", "--timeout", timeout) for (payer, _, _), url in zip(plan, urls)]
+
+
+def wait_in_flight(net, node, procs, timeout=30):
+    """Wait until node holds a pending route of procs' payments (polled on the control socket,
+    which is fast enough not to miss a short window); fail with the payers' output if they all
+    finished first, since then the crash would test nothing."""
+    deadline = time.monotonic() + timeout
+    while not node.rpc("status")["pending"]:
+        if all(p.poll() is not None for p in procs):
+            results = net.finish(procs)
+            raise AssertionError("every payment ended before %s held one; first: %r" % (node.name, results[0]))
+        assert time.monotonic() < deadline, "no payment reached %s within %s s" % (node.name, timeout)
+        time.sleep(0.005)
 
 
 def committed(results):
@@ -120,7 +135,7 @@ def test_meeting_point_crashes_during_payments(net):
     before = balances(nodes)
     plan = [(a, c, 100 + i) if i % 2 == 0 else (c, a, 200 + i) for i in range(20)]
     procs = pay_all(net, plan)
-    net.wait(lambda: b.status()["pending"], 30, "payments in progress at the meeting point")
+    wait_in_flight(net, b, procs)
     b.kill()
     b.start()
     committed(net.finish(procs, timeout=120))
