@@ -226,3 +226,22 @@ def test_control_frames_hostile(net):
         finally:
             await c.close()
     run(main())
+
+
+def test_an_internal_error_logs_no_parameter_values(caplog):
+    """A method failing unexpectedly is logged with its name and parameter names only: values
+    (invitation secrets, tokens) never reach node.log."""
+    from amiko.node.control import Connection, dispatch
+
+    secret = "c0ffee" * 10
+
+    def broken(params, conn):
+        raise KeyError("boom")
+
+    raw = json.dumps({"jsonrpc": "2.0", "id": 7, "method": "link", "params": {"name": "dave", "invite": secret}})
+    with caplog.at_level("ERROR"):
+        response = asyncio.run(dispatch({"link": broken}, raw.encode(), Connection()))
+    assert response["error"]["data"]["reason"] == "internal"
+    text = caplog.text
+    assert "'link' failed (params: invite, name)" in text
+    assert secret not in text

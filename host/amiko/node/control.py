@@ -184,6 +184,7 @@ async def dispatch(methods, raw, conn):
 
     req_id = None
     answer = True
+    method = params = None
     try:
         try:
             req = json.loads(raw)
@@ -225,7 +226,9 @@ async def dispatch(methods, raw, conn):
     except asyncio.CancelledError:
         raise
     except Exception as e:
-        log.exception("control: %s failed", bytes(raw[:200]) if isinstance(raw, (bytes, bytearray)) else raw[:200])
+        # Parameter values stay out of the log: they include invitation secrets and tokens.
+        log.exception("control: %r failed (params: %s)", method,
+                      ", ".join(sorted(str(k) for k in params)) if isinstance(params, dict) else "-")
         response = error_response(req_id, ControlError(
             "internal", "internal error in the node (%s: %s): see node.log" % (type(e).__name__, e)))
     return response if answer else None
