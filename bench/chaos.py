@@ -3,7 +3,7 @@ nodes are SIGKILLed and restarted and links dropped. Writes its section of bench
 
     .venv/bin/python bench/chaos.py [--nodes 10] [--payments 300] [--duration 60] [--seed 1]
 
-The storm and its invariants are tests/node/chaos.py (the short version runs in the tests).
+The storm and its invariants are testing/amiko_testing/chaos.py (the short version runs in the tests).
 Exit status 1 if any invariant was violated.
 """
 
@@ -13,18 +13,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import importlib.util
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "node"), str(ROOT / "tests"), str(ROOT / "shared"), str(ROOT / "host")]
 
-from results_file import write_section  # noqa: E402  (this script's own directory)
-
-# tests/node/chaos.py has this script's module name: load it by path.
-_spec = importlib.util.spec_from_file_location("node_chaos", ROOT / "tests" / "node" / "chaos.py")
-_storm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_storm)
-run_storm = _storm.run_storm
+from amiko_testing.chaos import run_storm
+from results_file import write_section  # this script's own directory
 
 
 def main(argv=None):
@@ -45,7 +38,7 @@ def main(argv=None):
     print(json.dumps(r, indent=2, sort_keys=True))
     s = r["summary"]
     lines = [
-        "Seeded storm (tests/node/chaos.py): %d nodes, %d links (ring + chords, cycles), 2 meeting points; "
+        "Seeded storm (testing/amiko_testing/chaos.py): %d nodes, %d links (ring + chords, cycles), 2 meeting points; "
         "route/lock time-out 2 s, increment 3 s; durable state (SQLite, synchronous=FULL)." % (r["nodes"], r["edges"]),
         "",
         "| measure | value |",

@@ -14,7 +14,7 @@ import timeit
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "bench")]
 
 import cbor2  # noqa: E402
 
@@ -22,7 +22,7 @@ from amiko_core import cbor, frame, messages  # noqa: E402
 from messages_sample import samples  # noqa: E402
 import tempfile  # noqa: E402
 
-from micropython_runner import run_micropython, run_mp_tests, run_mp_tests_compiled  # noqa: E402
+from amiko_testing.micropython import run_micropython, run_mp_tests, run_mp_tests_compiled  # noqa: E402
 from results_file import write_section  # noqa: E402
 
 

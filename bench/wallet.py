@@ -29,10 +29,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "node"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from harness import Net, run_amiko  # noqa: E402
+from amiko_testing.network import Net, run_amiko  # noqa: E402
 
 from amiko.emulate import VirtualBoard  # noqa: E402
 from amiko.flash import boards as boards_mod  # noqa: E402
@@ -264,7 +263,7 @@ def render(sizes, flashed, heap, min_kib, test_kib, attempts, rows, pystones, py
                                                for k, ok, d in attempts) + ". Near the limit the outcome varies "
                "from run to run (allocation order follows how the serial bytes arrive); the tests' margin covers it.")
     out.append("The wallet tests (tests/wallet) run the virtual board at %d KiB = %d KiB + 25%% "
-               "(tests/wallet/wallet_harness.py WALLET_HEAP_KIB, asserted by "
+               "(amiko_testing.wallets WALLET_HEAP_KIB, asserted by "
                "tests/wallet/test_flash_provision_pay.py)." % (test_kib, min_kib))
     out.append("These are 64-bit figures (8-byte words and object headers); a 32-bit board (ESP32, RP2040) needs "
                "less for the same objects. Not measured on a 32-bit build here: check `gc.mem_free()` on the board.")

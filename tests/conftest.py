@@ -1,10 +1,11 @@
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+
+# The test helpers (the `net` fixture, waits, teardown checks): testing/amiko_testing.
+pytest_plugins = ["amiko_testing.plugin", "amiko_testing.network"]
 
 
 @pytest.fixture(scope="session")

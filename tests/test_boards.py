@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from micropython_runner import mpy_cross_binary
+from amiko_testing.micropython import mpy_cross_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 BOARDS = json.loads((ROOT / "boards.json").read_text())

@@ -3,11 +3,9 @@ storage: the stack's secrets by (sec_type, key) and by index, replaced and remov
 new store on the same root (a reboot), the oldest dropped beyond MAX_SECRETS."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "firmware"))
 
 from wallet.storage import Storage  # noqa: E402  (the firmware's module, on CPython)
 

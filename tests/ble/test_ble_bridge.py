@@ -6,10 +6,9 @@ and is re-armed for the next sale on the same link. The bridge pairs with the wa
 import threading
 import time
 
-from bridge_harness import BridgeProcess
-from harness import net  # noqa: F401
+from amiko_testing.bridges import BridgeProcess
 from test_ble_payment import BLE_NAME, start_ble_wallet
-from wallet_harness import wallet_cli
+from amiko_testing.wallets import wallet_cli
 
 
 def api(bridge, path, body=None):

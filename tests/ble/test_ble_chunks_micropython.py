@@ -2,13 +2,11 @@
 device runtime), with the same expectations as the CPython tests in test_ble_chunks.py."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
 
-from micropython_runner import micropython_binary  # noqa: E402
+from amiko_testing.micropython import micropython_binary  # noqa: E402
 
 CODE = r"""
 from board.ble import RxBuffer, chunks, advertising_payload, AMIKO_SERVICE_UUID, RX_CAPACITY

@@ -23,12 +23,11 @@ from amiko.emulate import VirtualBoard
 from amiko.relay.core import Relay
 from amiko.transports import bleak_bumble, open_transport
 
-from harness import net  # noqa: F401
-from wallet_harness import WALLET_HEAP_KIB, flash_firmware, wallet_cli
+from amiko_testing.wallets import WALLET_HEAP_KIB, flash_firmware, wallet_cli
 
 BLE_NAME = "Amiko-T1"  # fits whole in the advertising data
 BLE_HEAP_KIB = 32
-# the wallet tests' heap (benchmark + margin, tests/wallet/wallet_harness.py) plus what the BLE
+# the wallet tests' heap (benchmark + margin, amiko_testing.wallets) plus what the BLE
 # transport holds (4.5 KB receive ring, the IRQ path, the bond store and its storage record
 # writes): at WALLET_HEAP alone the wallet's 4 KB
 # storage reads fail with MemoryError after a BLE payment (heap fragmentation)

@@ -3,9 +3,9 @@
 import subprocess
 
 import pytest
-from mp_run import ROOT, run_mp
+from amiko_testing.micropython import ROOT, run_mp
 
-from micropython_runner import mpy_cross_binary
+from amiko_testing.micropython import mpy_cross_binary
 
 FAKE_MACHINE = r"""
 import sys, time

@@ -1,6 +1,6 @@
 """board/usb_serial.py on the MicroPython unix port: non-blocking reads, frame tracking, the REPL escape."""
 
-from mp_run import run_mp
+from amiko_testing.micropython import run_mp
 
 from amiko_core import frame
 
@@ -74,7 +74,7 @@ def test_a_frame_abandoned_mid_way_does_not_swallow_a_later_ctrl_c():
     import subprocess
     import time
 
-    from mp_run import ROOT, micropython_binary
+    from amiko_testing.micropython import ROOT, micropython_binary
 
     env = {"MICROPYPATH": "%s:%s" % (ROOT / "firmware", ROOT / "shared"), "PATH": "/usr/bin:/bin"}
     p = subprocess.Popen([micropython_binary(), "-c", READER.replace("idle < 200", "idle < 3000").replace("idle + 1", "idle + 1\n        if not n: time.sleep_ms(1)").replace("import sys", "import sys, time") % 1],

@@ -2,17 +2,13 @@
 
 import os
 import shutil
-import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bridge_harness import Shop  # noqa: E402
-from harness import Net  # noqa: E402
+from amiko_testing.bridges import Shop  # noqa: E402
+from amiko_testing.network import Net  # noqa: E402
 
 CHROMIUM = os.environ.get("AMIKO_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -3,7 +3,7 @@
 import json
 import socket
 
-from harness import run_amiko
+from amiko_testing.network import run_amiko
 
 
 def test_config_errors_are_one_line_and_exit_2(tmp_path):
@@ -69,7 +69,7 @@ def test_without_a_console_the_start_prints_how_to_pair_not_a_code(tmp_path):
     import signal
     import subprocess
 
-    from harness import amiko_argv, amiko_env, free_port
+    from amiko_testing.network import amiko_argv, amiko_env, free_port
 
     config = tmp_path / "bridge.toml"
     config.write_text('node = "%s"\nlisten = "127.0.0.1:%d"\n' % (tmp_path / "shop", free_port()))

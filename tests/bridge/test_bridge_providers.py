@@ -24,8 +24,7 @@ from amiko.node.identity import Identity
 from amiko.relay.core import RelayError
 from amiko.relay.policy import ProviderPolicy, parse_entry
 
-from bridge_harness import BridgeProcess
-from harness import net  # noqa: F401
+from amiko_testing.bridges import BridgeProcess
 
 
 class FakeWallet:

@@ -5,7 +5,7 @@ HTTP API in-process, every call it makes to the node counted."""
 import tempfile
 
 from amiko.bridge.nodeclient import NodeClient, load_key
-from harness import Net
+from amiko_testing.network import Net
 from test_web import client_for, make_bridge, run, until
 
 

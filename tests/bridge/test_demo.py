@@ -9,7 +9,7 @@ import subprocess
 import time
 import urllib.request
 
-from harness import amiko_argv, amiko_env
+from amiko_testing.network import amiko_argv, amiko_env
 
 from amiko.emulate import VirtualBoard
 

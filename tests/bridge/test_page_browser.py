@@ -12,8 +12,8 @@ from playwright.sync_api import expect
 
 from amiko_core.hashing import hash160
 
-from bridge_harness import SHOTS, BridgeProcess, enter_sale, open_page
-from harness import amiko_argv, amiko_env
+from amiko_testing.bridges import SHOTS, BridgeProcess, enter_sale, open_page
+from amiko_testing.network import amiko_argv, amiko_env
 
 def pay_in_background(shop, url):
     argv = amiko_argv() + ["pay", "--home", str(shop.payer.home), "--json", url, "--yes", "--timeout", "30"]

@@ -15,8 +15,8 @@ import re
 
 from playwright.sync_api import expect
 
-from bridge_harness import SHOTS, enter_sale, open_page, sign_in
-from harness import run_amiko
+from amiko_testing.bridges import SHOTS, enter_sale, open_page, sign_in
+from amiko_testing.network import run_amiko
 from test_page_browser import pay_in_background
 
 from amiko.bridge.web import SOCKETS_PER_DEVICE

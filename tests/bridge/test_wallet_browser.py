@@ -4,16 +4,13 @@ drives the page in real headless Chromium; the customer confirms or declines on 
 buttons. Every payment is real, through real nodes."""
 
 import os
-import sys
-from pathlib import Path
 
 from playwright.sync_api import expect
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "wallet"))
 
-from bridge_harness import SHOTS, BridgeProcess, enter_sale, open_page  # noqa: E402
-from harness import Net  # noqa: E402
-from wallet_harness import start_wallet, wallet_cli  # noqa: E402
+from amiko_testing.bridges import SHOTS, BridgeProcess, enter_sale, open_page  # noqa: E402
+from amiko_testing.network import Net  # noqa: E402
+from amiko_testing.wallets import start_wallet, wallet_cli  # noqa: E402
 
 
 def state(bridge):

@@ -16,7 +16,7 @@ from amiko.bridge.service import Bridge, qr_svg
 from amiko.bridge.web import MAX_MESSAGE, make_app
 from amiko.node.control import ControlError
 from amiko.node import schemas
-from node_methods import real_node_methods
+from amiko_testing.node_methods import real_node_methods
 
 TXID = "ab" * 20
 TOKEN = "cd" * 20

@@ -12,7 +12,7 @@ from aiohttp import WSMsgType, WSServerHandshakeError
 from amiko.bridge.auth import MAX_WRONG, CashierAuth
 from amiko.bridge.web import MAX_MESSAGE, SOCKETS_KEY, SOCKETS_PER_DEVICE, make_app
 from amiko.node.control import ControlError
-from node_methods import real_node_methods
+from amiko_testing.node_methods import real_node_methods
 from test_web import TOKEN, TXID, Clock, FakeNode, client_for, make_bridge, new_client, next_of, run, sign_in, until
 
 CASHIER_TOKEN = "t0ken-" + "x" * 40

@@ -20,7 +20,7 @@ step tables built from int tuples): errors 2624, cbor 6496, frame 7424, hashing 
 token 1568, url 12544, messages 20352 (32896 with url), paylink 12960; 71 KiB together.
 """
 
-from micropython_runner import ROOT, compile_to_mpy, run_micropython
+from amiko_testing.micropython import ROOT, compile_to_mpy, run_micropython
 
 ORDER = ("errors", "cbor", "frame", "ids", "hashing", "token", "messages", "paylink", "url", "linkschema")
 EXCHANGE = ORDER[:8]  # what the payment link exchange loads

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from micropython_runner import ROOT, compile_to_mpy, run_mp_tests
+from amiko_testing.micropython import ROOT, compile_to_mpy, run_mp_tests
 
 MP_MODULES = sorted(p.stem for p in (ROOT / "tests" / "mp").glob("test_*.py"))
 

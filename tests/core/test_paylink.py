@@ -4,7 +4,6 @@ exchanges through encoded frames."""
 
 import hashlib
 import json
-import sys
 
 import ecdsa
 import pytest
@@ -17,9 +16,8 @@ from amiko_core.frame import FrameDecoder
 from amiko_core.paylink import DEFAULT_TIMEOUTS, PayeeSession, PayerSession
 from amiko_core.token import token_matches, transaction_id
 
-from micropython_runner import ROOT
+from amiko_testing.micropython import ROOT
 
-sys.path.insert(0, str(ROOT / "tests" / "mp"))
 import paylink_driver  # noqa: E402  (shared with the MicroPython runner)
 
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "paylink.json").read_text())

@@ -4,7 +4,7 @@ Two runs of tests/mp/test_paylink_heap.py, which imports only the core and
 tests/mp/paylink_exchange.py:
 
 - from .mpy, the deployed form: the core and the test's own modules are compiled with
-  mpy-cross (micropython_runner.run_mp_tests_compiled), so the heap holds what a device
+  mpy-cross (amiko_testing.micropython.run_mp_tests_compiled), so the heap holds what a device
   loads, not the on-device compiler's work. HEAPSIZE_MPY = 64k, the issue's target, on
   the 64-bit unix port (32-byte GC blocks, 8-byte pointers); the smallest heap it passes
   in is 58k (bench/core.py measures it). The modules the exchange imports keep about
@@ -20,7 +20,7 @@ imports (gc.mem_alloc high-water per step, garbage included).
 
 import re
 
-from micropython_runner import run_mp_tests, run_mp_tests_compiled
+from amiko_testing.micropython import run_mp_tests, run_mp_tests_compiled
 
 HEAPSIZE_MPY = "64k"
 HEAPSIZE_SOURCE = "112k"

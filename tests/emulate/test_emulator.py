@@ -5,7 +5,7 @@ import os
 import subprocess
 import time
 
-from vboard import BIN, amiko, mpremote, open_port, read_until, wait_for
+from amiko_testing.boards import BIN, amiko, mpremote, open_port, read_until, wait_for
 
 from amiko.emulate import events, screen
 
@@ -161,7 +161,7 @@ def test_board_layer_buttons_display_led_on_the_virtual_board(vboard):
     """firmware/board (select, virtual.Buttons/Display/Led, usb_serial) running under the emulator, scripted."""
     import shutil
 
-    from vboard import ROOT
+    from amiko_testing.paths import ROOT
 
     b = vboard(start=False)
     shutil.copytree(ROOT / "firmware" / "board", os.path.join(b.flash, "board"))

@@ -5,7 +5,8 @@ import os
 import pty as ptymod
 
 import serial
-from vboard import ROOT, amiko, mpremote, wait_for
+from amiko_testing.boards import amiko, mpremote, wait_for
+from amiko_testing.paths import ROOT
 
 from amiko.flash import boards as boards_mod
 

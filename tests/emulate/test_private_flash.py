@@ -5,7 +5,7 @@ Attack: another local user reads the board's flash files (0644 in a 0755 folder 
 import os
 import stat
 
-from vboard import mpremote
+from amiko_testing.boards import mpremote
 
 from amiko.emulate import VirtualBoard
 

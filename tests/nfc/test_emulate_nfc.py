@@ -11,9 +11,9 @@ from amiko_core import walletlink as wl
 from amiko.transports import open_transport
 from amiko.transports.nfc import Reader
 
-from harness import amiko_argv, amiko_env
-from nfc_harness import free_udp_port, wait
-from wallet_harness import flash_firmware
+from amiko_testing.network import amiko_argv, amiko_env
+from amiko_testing.nfc import free_udp_port, wait
+from amiko_testing.wallets import flash_firmware
 
 
 def test_emulate_with_nfc(tmp_path):

@@ -17,9 +17,8 @@ from amiko.relay.core import Relay
 from amiko.transports import open_transport
 from amiko.transports.nfc import Reader
 
-from harness import net  # noqa: F401
-from nfc_harness import Sim
-from wallet_harness import flash_firmware, wallet_cli
+from amiko_testing.nfc import Sim
+from amiko_testing.wallets import flash_firmware, wallet_cli
 
 
 class LeaveAfterLock:

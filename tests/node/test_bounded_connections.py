@@ -6,13 +6,11 @@ deadlines or evicted (oldest unauthenticated first), and the node logs it."""
 
 import socket
 import threading
-import time
 
 from amiko.node.home import Home
 from amiko.node.identity import Identity
 from amiko.wire import noise
 
-from harness import net  # noqa: F401
 
 STALLED = 600
 DEADLINE = 1.0  # the attacked node's handshake and first-frame deadlines in this test

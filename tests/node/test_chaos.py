@@ -1,9 +1,9 @@
-"""The short chaos storm (tests/node/chaos.py): payments while nodes are SIGKILLed and
+"""The short chaos storm (amiko_testing.chaos): payments while nodes are SIGKILLed and
 restarted and links dropped; every invariant must hold. The long storm is bench/chaos.py."""
 
 import pytest
 
-from chaos import run_storm
+from amiko_testing.chaos import run_storm
 
 
 @pytest.mark.slow

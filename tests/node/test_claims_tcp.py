@@ -8,7 +8,7 @@ nothing, and answers b's RequestCommit with an Error over the real link."""
 
 import time
 
-from harness import channel_balances, find_channel, net, run_amiko, total_local  # noqa: F401 (fixture)
+from amiko_testing.network import channel_balances, find_channel, run_amiko, total_local  # noqa: F401 (fixture)
 
 TIMEOUTS = ["--route-timeout", "4", "--lock-timeout", "4", "--timeout-increment", "3"]
 FUNDING = 5000

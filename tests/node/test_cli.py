@@ -6,7 +6,7 @@ import signal
 import stat
 import tomllib
 
-from harness import amiko_env, free_port, net, run_amiko  # noqa: F401  (net is a fixture)
+from amiko_testing.network import amiko_env, free_port, run_amiko  # noqa: F401  (net is a fixture)
 
 
 def one_line_error(r, *needles):
@@ -222,7 +222,7 @@ def test_link_without_peer_prints_url_and_unknown_link_errors(net):
 def test_node_json_prints_one_ready_object(tmp_path):
     import subprocess
 
-    from harness import amiko_argv
+    from amiko_testing.network import amiko_argv
 
     home = tmp_path / "j"
     port = free_port()

@@ -18,7 +18,7 @@ from amiko.node import control_stream, grants, schemas
 from amiko.node.control import ControlError
 from amiko.node.identity import Identity
 from amiko.wire.stream import connect
-from harness import net, run_amiko  # noqa: F401
+from amiko_testing.network import run_amiko
 
 
 def run(coro, timeout=120):
@@ -30,7 +30,7 @@ def node_table(tmp_path, monkeypatch):
     """Every method of a real node started in-process (developer and TEST-ONLY ones on)."""
     from amiko.node import daemon
     from amiko.node.home import Home
-    from harness import free_port
+    from amiko_testing.network import free_port
 
     monkeypatch.setenv("AMIKO_TEST_CONTROL", "1")
     home_dir = tmp_path / "n"

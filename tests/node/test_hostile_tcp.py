@@ -18,7 +18,7 @@ from amiko.node.identity import Identity
 from amiko.wire import noise
 from amiko.wire.stream import StreamError, accept, connect
 
-from harness import net, run_amiko  # noqa: F401
+from amiko_testing.network import run_amiko
 
 LINK_MSG, ACK = links.LINK_MSG, links.ACK
 
@@ -319,7 +319,7 @@ def test_wrong_keys_are_refused(net):
 
 
 def run_args(node, args):
-    from harness import amiko_argv
+    from amiko_testing.network import amiko_argv
 
     return amiko_argv() + [args[0], "--home", str(node.home), "--json"] + args[1:]
 

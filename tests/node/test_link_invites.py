@@ -5,7 +5,6 @@ expired or an already used invitation, is refused (ERR_AUTH, logged); the real d
 
 import time
 
-from harness import net  # noqa: F401
 
 
 def strip_invite(url):

@@ -14,8 +14,7 @@ was locked, no balance moved, every channel agrees. The same network then pays t
 
 import sqlite3
 
-from harness import net  # noqa: F401
-from harness import run_amiko
+from amiko_testing.network import run_amiko
 
 FUNDING = 10000
 

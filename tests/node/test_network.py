@@ -12,7 +12,6 @@ import random
 
 import pytest
 
-from harness import net  # noqa: F401
 
 N = 8
 EDGES = [(i, (i + 1) % N) for i in range(N)] + [(0, 4), (2, 6)]

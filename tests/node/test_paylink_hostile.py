@@ -1,5 +1,5 @@
 """The payee side of payment links on real node processes, attacked through the real transport
-(BOLT 8, tests/node/bolt8_client.py): a bystander who saw the QR code, a second payer,
+(BOLT 8, amiko_testing.bolt8): a bystander who saw the QR code, a second payer,
 malformed, oversized, replayed, reordered and plain frames, a wrong pinned key, stalled
 handshakes. Each is refused or ends only the attacker's own attempt; the request stays payable
 by its payer, the real payment commits and both ends of the channel agree afterwards."""
@@ -15,8 +15,8 @@ from amiko_core import messages as m
 from amiko.node.identity import Identity
 from amiko.wire import stream as streams
 
-from bolt8_client import ciphertext, exchange, open_stream, plain_exchange, read_all, send_raw
-from harness import amiko_argv, amiko_env, net  # noqa: F401
+from amiko_testing.bolt8 import ciphertext, exchange, open_stream, plain_exchange, read_all, send_raw
+from amiko_testing.network import amiko_argv, amiko_env
 from test_two_nodes import mirrored
 
 

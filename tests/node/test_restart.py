@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from harness import net  # noqa: F401
 
 FUNDING = 100000
 

@@ -27,7 +27,7 @@ import signal
 
 import pytest
 
-from harness import Net
+from amiko_testing.network import Net
 
 TIMEOUTS = ["--route-timeout", "1.5", "--lock-timeout", "1.5", "--timeout-increment", "1"]
 PAYER_TIMEOUTS = ["--route-timeout", "1.5", "--lock-timeout", "4", "--timeout-increment", "1"]

@@ -8,7 +8,7 @@ another local user then reads node.db/-wal (the keys of a provider's wallets), n
 import os
 import stat
 
-from harness import Node, free_port, net, run_amiko  # noqa: F401 (net is a fixture)
+from amiko_testing.network import Node, free_port, run_amiko  # noqa: F401 (net is a fixture)
 
 SECRET_FILES = ("node.toml", "node.key", "node.db", "node.log", "node.lock", "control.sock")
 

@@ -5,7 +5,7 @@ from amiko_core.hashing import hash160
 
 from amiko.node.identity import verify
 
-from harness import channel_balances, find_channel, free_port, net, run_amiko, total_local  # noqa: F401
+from amiko_testing.network import channel_balances, find_channel, free_port, run_amiko, total_local
 
 
 def mirrored(a, b):

@@ -9,22 +9,15 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from harness import ROOT, net, run_amiko  # noqa: F401
-from wallet_harness import HEAP_MARGIN, WALLET_HEAP, WALLET_HEAP_KIB, pay_through_relay, start_wallet, wallet_cli
+from amiko_testing.network import ROOT, run_amiko
+from amiko_testing.waits import wait_for
+from amiko_testing.wallets import HEAP_MARGIN, WALLET_HEAP, WALLET_HEAP_KIB, pay_through_relay, start_wallet, wallet_cli
 
 from amiko.emulate import VirtualBoard
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timeout waiting for " + what
-        time.sleep(0.05)
 
 
 def micropython_children(emulator_pid):

@@ -18,20 +18,14 @@ import time
 from pathlib import Path
 
 import serial
-from harness import amiko_argv, amiko_env, net, run_amiko  # noqa: F401 (net is a fixture)
-from wallet_harness import pay_through_relay, start_wallet, wallet_cli
+from amiko_testing.network import amiko_argv, amiko_env, run_amiko  # noqa: F401 (net is a fixture)
+from amiko_testing.waits import wait_for
+from amiko_testing.wallets import pay_through_relay, start_wallet, wallet_cli
 
 from amiko_core import cbor
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 MPREMOTE_WAIT = 15  # mpremote waits forever for a raw REPL on a pty that stays silent: give up after this
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timeout waiting for " + what
-        time.sleep(0.05)
 
 
 def mpremote(pty, *args, timeout=MPREMOTE_WAIT):

@@ -15,8 +15,7 @@ from amiko.node.identity import Identity
 from amiko.node.identity import Identity
 from amiko.wire import stream as streams
 
-from bolt8_client import ciphertext, exchange, open_stream, plain_exchange, read_all, send_raw
-from harness import net  # noqa: F401
+from amiko_testing.bolt8 import ciphertext, exchange, open_stream, plain_exchange, read_all, send_raw
 
 KEY = bytes(range(100, 132))
 

@@ -15,9 +15,8 @@ from amiko_core import messages as m
 from amiko.node import provisioning as pv
 from amiko.node.identity import Identity
 
-from bolt8_client import ciphertext, exchange, open_stream, plain_exchange, read_all, send_raw
-from harness import net  # noqa: F401
-from wallet_harness import pay_through_relay, start_wallet, wallet_cli
+from amiko_testing.bolt8 import ciphertext, exchange, open_stream, plain_exchange, read_all, send_raw
+from amiko_testing.wallets import pay_through_relay, start_wallet, wallet_cli
 
 
 def invite(prov, *extra):

@@ -7,7 +7,7 @@ from amiko_core.token import new_token, transaction_id
 
 from amiko.relay.core import Router
 
-from harness import run_amiko
+from amiko_testing.network import run_amiko
 
 TXID = transaction_id(new_token())
 

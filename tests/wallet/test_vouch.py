@@ -18,8 +18,7 @@ import threading
 from amiko_core import messages as m
 from amiko_core import walletlink as wl
 
-from harness import net  # noqa: F401
-from wallet_harness import pay_through_relay, start_wallet, wallet_cli
+from amiko_testing.wallets import pay_through_relay, start_wallet, wallet_cli
 
 from amiko.node.control import ControlClient
 from amiko.node.identity import Identity

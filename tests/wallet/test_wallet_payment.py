@@ -12,8 +12,7 @@ from amiko_core import walletlink as wl
 from amiko.relay.core import Relay
 from amiko.transports import open_transport
 
-from harness import net  # noqa: F401
-from wallet_harness import start_wallet, wallet_cli
+from amiko_testing.wallets import start_wallet, wallet_cli
 
 
 class CutAfterLock:

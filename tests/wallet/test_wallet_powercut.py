@@ -10,12 +10,10 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import time
 
-from micropython_runner import ROOT, micropython_binary
+from amiko_testing.micropython import ROOT, micropython_binary
 
-sys.path.insert(0, str(ROOT / "firmware"))
 
 from amiko_core import messages as m  # noqa: E402
 from amiko_core import walletlink as wl  # noqa: E402
@@ -196,7 +194,7 @@ SMALL_HEAP = "128k"  # a payment needs about 110k on the 64-bit unix port from .
 
 
 def test_payment_from_mpy_in_a_small_heap(tmp_path):
-    from micropython_runner import compile_to_mpy
+    from amiko_testing.micropython import compile_to_mpy
 
     out = tmp_path / "mpy"
     compile_to_mpy(ROOT / "shared" / "amiko_core", out)
@@ -206,7 +204,7 @@ def test_payment_from_mpy_in_a_small_heap(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("import sys\nfrom wallet import app\nprint(sorted(k for k in sys.modules if 'amiko' in k or "
                      "k.startswith('wallet')))\n")
-    from micropython_runner import run_micropython
+    from amiko_testing.micropython import run_micropython
 
     r = run_micropython([str(probe)], [out])
     assert r.returncode == 0, r.stderr

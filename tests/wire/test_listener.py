@@ -8,7 +8,7 @@ from amiko_core import frame, messages
 from amiko.wire import noise
 from amiko.wire import stream as st
 from amiko.wire.listener import Limits, Listener
-from wire.wirekit import new_identity
+from wirekit import new_identity
 
 pytestmark = pytest.mark.timeout(60)
 

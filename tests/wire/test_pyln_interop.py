@@ -16,7 +16,7 @@ from pyln.proto import wire as pyln
 from amiko_core import frame
 from amiko.node.identity import ORDER, Identity
 from amiko.wire import stream as st
-from wire.wirekit import Server
+from wirekit import Server
 
 ROUNDS = 1100
 

@@ -10,7 +10,7 @@ from pyln.proto import wire as pyln
 
 from amiko_core import frame, messages
 from amiko.node.identity import ORDER
-from node.harness import Net  # tests/node/harness.py
+from amiko_testing.network import Net
 
 
 def pyln_key():

@@ -8,7 +8,7 @@ import pytest
 from amiko_core import frame, messages
 from amiko.wire import stream as st
 from amiko.wire.stream import StreamClosed, StreamError
-from wire.wirekit import Server, new_identity
+from wirekit import Server, new_identity
 
 PAY = messages.Message(messages.PAY, id="p1")
 

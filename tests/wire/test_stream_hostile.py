@@ -15,7 +15,7 @@ import pytest
 from amiko_core import frame
 from amiko.wire import noise, stream as st
 from amiko.wire.stream import StreamClosed, StreamError
-from wire.wirekit import Server, TamperProxy, new_identity, raw_initiator, sees_closed
+from wirekit import Server, TamperProxy, new_identity, raw_initiator, sees_closed
 
 BODY = b"hello"
 FRAME = frame.encode(21, BODY)

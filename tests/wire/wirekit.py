@@ -1,4 +1,4 @@
-"""Helpers for the transport tests (real sockets on 127.0.0.1); imported as wire.wirekit."""
+"""Helpers for the transport tests (real sockets on 127.0.0.1); imported as wirekit (pytest puts this directory on the path)."""
 
 import asyncio
 

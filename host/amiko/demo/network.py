@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 
+from amiko import waits
 from amiko.node import daemon, home as homes
 from amiko.node.control import ControlClient, ControlError
 
@@ -133,16 +134,7 @@ class DemoNode:
 
 
 def wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise DemoError("timed out after %s s waiting for %s" % (timeout, what))
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.3)
+    return waits.wait_for(condition, timeout, what, error=DemoError, max_delay=0.3)
 
 
 class DemoNetwork:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from harness import amiko_argv, amiko_env, free_port, run_amiko
+from amiko_testing.network import amiko_argv, amiko_env, free_port, run_amiko
 
 SHOTS = "/tmp/amiko-page-%s.png"
 

@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from amiko_testing.paths import ROOT
+
 BIN_DIR = Path(sys.executable).parent
 
 
@@ -88,3 +89,11 @@ def compile_modules_to_mpy(py_files, out_dir):
                        capture_output=True)
         out.append(target)
     return out
+
+
+def run_mp(code, stdin=b"", extra_path=(), timeout=30):
+    """Run a snippet with firmware/ and shared/ on the path (and nothing of the host's)."""
+    path = [str(p) for p in extra_path] + [str(ROOT / "firmware"), str(ROOT / "shared")]
+    env = {"MICROPYPATH": ":".join(path), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([micropython_binary(), "-c", code], input=stdin, capture_output=True, env=env,
+                          timeout=timeout, cwd=str(ROOT))

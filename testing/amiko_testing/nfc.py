@@ -5,11 +5,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+from amiko_testing.paths import ROOT
+from amiko_testing.waits import wait_for
+
+CARD_ECHO = ROOT / "tests" / "nfc" / "card_echo.py"  # a MicroPython script: stays with the NFC tests
 
 MICROPYTHON = ROOT / ".venv" / "bin" / "micropython"
 
@@ -23,13 +23,7 @@ def free_udp_port():
 
 
 def wait(cond, timeout=20, what="condition", step=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError("timed out waiting for %s" % what)
+    return wait_for(cond, timeout, what, delay=step, max_delay=step)
 
 
 class Sim:
@@ -74,7 +68,7 @@ class EchoCard:
     """tests/nfc/card_echo.py on MicroPython: the firmware's card, echoing."""
 
     def __init__(self, sim, aid_hex=None):
-        argv = [str(MICROPYTHON), str(HERE / "card_echo.py"), sim.uart] + ([aid_hex] if aid_hex else [])
+        argv = [str(MICROPYTHON), str(CARD_ECHO), sim.uart] + ([aid_hex] if aid_hex else [])
         self.proc = subprocess.Popen(argv, env={"MICROPYPATH": "%s:%s" % (ROOT / "firmware", ROOT / "shared")},
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = self.proc.stdout.readline()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import serial
 
-ROOT = Path(__file__).resolve().parents[2]
+from amiko_testing import waits
+
 BIN = Path(sys.executable).parent
 
 
@@ -35,8 +36,4 @@ def open_port(pty):
 
 
 def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timeout waiting for %s" % what)
-        time.sleep(0.02)
+    return waits.wait_for(predicate, timeout, what, max_delay=0.02)

@@ -25,7 +25,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from amiko_testing import leaks
+from amiko_testing.waits import wait_for
+
+from amiko_testing.paths import ROOT
 _PYTHONPATH = os.pathsep.join([str(ROOT / "shared"), str(ROOT / "host")])
 _used_ports = set()
 CREDIT_LIMIT = 10 ** 9  # what Net.connect lets each end of a link accept in deposits from the other
@@ -263,17 +266,7 @@ class Net:
 
     def wait(self, condition, timeout=30, what="condition"):
         """Poll condition() until it returns a true value (returned); fail after timeout seconds."""
-        deadline = time.monotonic() + timeout
-        delay = 0.02
-        last = None
-        while True:
-            last = condition()
-            if last:
-                return last
-            if time.monotonic() > deadline:
-                raise AssertionError("timed out after %s s waiting for %s (last: %r)" % (timeout, what, last))
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+        return wait_for(condition, timeout, what)
 
     def connect(self, a, b, timeout=20, credit_limit=CREDIT_LIMIT):
         """Link a and b (a prints its URL for b, b connects with it); wait until both see it up.
@@ -370,9 +363,13 @@ def total_local(status):
 
 
 @pytest.fixture
-def net(tmp_path):
+def net(tmp_path, request):
+    """A Net torn down after the test; a test that passed must leave no payment state past its
+    deadline on the nodes still running (amiko_testing.leaks)."""
     n = Net(tmp_path)
     try:
         yield n
+        if getattr(request.node, "amiko_passed", False):
+            leaks.check_nodes(n.nodes.values())
     finally:
         n.close()

@@ -47,7 +47,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import Net, amiko_argv, amiko_env
+from amiko_testing import waits
+from amiko_testing.network import Net, amiko_argv, amiko_env
 
 from amiko.node.control import ControlClient, ControlError
 
@@ -67,19 +68,8 @@ def call(node, method, params=None, timeout=30.0):
 
 
 def wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
-        try:
-            value = condition()
-        except ControlError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %s s waiting for %s" % (timeout, what))
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
+    """Like amiko_testing.waits.wait_for; a node not answering yet counts as not ready."""
+    return waits.wait_for(condition, timeout, what, ignore=(ControlError,), delay=0.05)
 
 
 def start_node(node):
@@ -100,7 +90,7 @@ def init_nodes(net, names, mps):
     A meeting point is NAME@KEY of its node: the meeting points' nodes get their key first
     (init keeps a key it finds), so that every node can name the others' in the same round."""
     from amiko.node.identity import Identity
-    from harness import Node, free_port
+    from amiko_testing.network import Node, free_port
 
     ids = {}
     for name in mps:

@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from harness import ROOT, run_amiko
+from amiko_testing.network import ROOT, run_amiko
 
 from amiko.emulate import VirtualBoard
 

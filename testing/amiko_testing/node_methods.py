@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from harness import free_port, run_amiko
+from amiko_testing.network import free_port, run_amiko
 
 
 @functools.lru_cache(maxsize=1)

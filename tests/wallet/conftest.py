@@ -1,6 +1,0 @@
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "node"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mp"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
