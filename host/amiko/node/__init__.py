@@ -1,1 +1,1 @@
-"""The Amiko node daemon: links, channels, routing, payments (see notes/node_design.md)."""
+"""The Amiko node daemon: links, channels, routing, payments (see ARCHITECTURE.md at the repository root)."""
