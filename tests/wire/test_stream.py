@@ -1,6 +1,7 @@
 """amiko.wire.stream over real sockets on 127.0.0.1: the contract's happy paths and errors."""
 
 import asyncio
+import contextlib
 import threading
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from amiko_core import frame, messages
 from amiko.wire import stream as st
 from amiko.wire.stream import StreamClosed, StreamError
-from wirekit import Server, new_identity
+from wirekit import Server, connected, new_identity
 
 PAY = messages.Message(messages.PAY, id="p1")
 
@@ -63,10 +64,7 @@ def test_wrong_key_is_auth_error_and_responder_refuses():
 
 def test_recv_timeout_keeps_the_stream():
     async def scenario():
-        a, b = new_identity(), new_identity()
-        async with Server(b) as srv:
-            client = await st.connect("127.0.0.1", srv.port, a, b.pubkey)
-            server = await srv.next()
+        async with connected() as (client, server):
             with pytest.raises(StreamError) as e:
                 await server.recv(timeout=0.05)
             assert e.value.code == "timeout" and not server.is_closing()
@@ -80,10 +78,7 @@ def test_recv_timeout_keeps_the_stream():
 
 def test_plaintext_that_is_not_a_frame_is_refused():
     async def scenario():
-        a, b = new_identity(), new_identity()
-        async with Server(b) as srv:
-            client = await st.connect("127.0.0.1", srv.port, a, b.pubkey)
-            server = await srv.next()
+        async with connected() as (client, server):
             client.send_plaintext(frame.encode(1, b"") + b"x")  # a frame and one byte more
             with pytest.raises(StreamError) as e:
                 await server.recv(timeout=5)
@@ -96,10 +91,7 @@ def test_plaintext_that_is_not_a_frame_is_refused():
 
 def test_send_refuses_over_max_frame():
     async def scenario():
-        a, b = new_identity(), new_identity()
-        async with Server(b, max_frame=100) as srv:
-            client = await st.connect("127.0.0.1", srv.port, a, b.pubkey, max_frame=100)
-            server = await srv.next()
+        async with connected(server=dict(max_frame=100), client=dict(max_frame=100)) as (client, server):
             with pytest.raises(StreamError) as e:
                 client.send(b"\0" * 101)
             assert e.value.code == "oversize"
@@ -122,67 +114,66 @@ def test_connect_refused_is_stream_closed():
     run(scenario())
 
 
-def test_connect_blocking_against_accept():
-    a, b = new_identity(), new_identity()
+@contextlib.contextmanager
+def server_thread(identity, on_accept):
+    """A Server for identity in a thread of its own (for the blocking client): yields its port;
+    on_accept(result) is awaited with the first accepted Stream (or StreamError)."""
     ready = threading.Event()
     box = {}
 
     async def serve():
-        async with Server(b) as srv:
+        async with Server(identity) as srv:
             box["port"] = srv.port
             ready.set()
-            server = await srv.next()
-            box["remote"] = server.remote_key
-            msg = await server.recv_message(timeout=10)
-            server.send_message(msg)
-            server.close()
-            await asyncio.sleep(0.2)
+            await on_accept(await srv.next())
 
     t = threading.Thread(target=lambda: asyncio.run(serve()))
     t.start()
     try:
         assert ready.wait(10)
-        c = st.connect_blocking("127.0.0.1", box["port"], a, b.pubkey, timeout=10)
+        yield box["port"]
+    finally:
+        t.join(20)
+
+
+def test_connect_blocking_against_accept():
+    a, b = new_identity(), new_identity()
+    seen = {}
+
+    async def echo_once(server):
+        seen["remote"] = server.remote_key
+        server.send_message(await server.recv_message(timeout=10))
+        server.close()
+        await asyncio.sleep(0.2)
+
+    with server_thread(b, echo_once) as port:
+        c = st.connect_blocking("127.0.0.1", port, a, b.pubkey, timeout=10)
         assert c.remote_key == b.pubkey
         c.send_message(PAY)
         assert c.recv_message(timeout=10).fields == PAY.fields
         with pytest.raises(StreamClosed):
             c.recv(timeout=10)
         c.close()
-    finally:
-        t.join(20)
-    assert box["remote"] == a.pubkey
+    assert seen["remote"] == a.pubkey
 
 
 def test_connect_blocking_wrong_key():
     a, b = new_identity(), new_identity()
-    ready = threading.Event()
-    box = {}
+    seen = {}
 
-    async def serve():
-        async with Server(b) as srv:
-            box["port"] = srv.port
-            ready.set()
-            box["result"] = await srv.next()
+    async def keep(result):
+        seen["result"] = result
 
-    t = threading.Thread(target=lambda: asyncio.run(serve()))
-    t.start()
-    try:
-        assert ready.wait(10)
+    with server_thread(b, keep) as port:
         with pytest.raises(StreamError) as e:
-            st.connect_blocking("127.0.0.1", box["port"], a, new_identity().pubkey, timeout=10)
+            st.connect_blocking("127.0.0.1", port, a, new_identity().pubkey, timeout=10)
         assert e.value.code == "auth"
-    finally:
-        t.join(20)
-    assert box["result"].code == "auth"
+    assert seen["result"].code == "auth"
 
 
 def test_recv_timeout_zero_returns_what_is_buffered_only():
     async def scenario():
-        a, b = new_identity(), new_identity()
-        async with Server(b) as srv:
-            client = await st.connect("127.0.0.1", srv.port, a, b.pubkey)
-            server = await srv.next()
+        async with connected() as (client, server):
             for i in range(5):
                 client.send(frame.encode(21, bytes([i])))
             assert (await server.recv(timeout=5)).body == b"\x00"  # waits for the first
@@ -206,10 +197,7 @@ def test_recv_timeout_zero_returns_what_is_buffered_only():
 
 def test_close_flushes_what_was_sent():
     async def scenario():
-        a, b = new_identity(), new_identity()
-        async with Server(b) as srv:
-            client = await st.connect("127.0.0.1", srv.port, a, b.pubkey)
-            server = await srv.next()
+        async with connected() as (client, server):
             for i in range(2000):
                 client.send(frame.encode(21, i.to_bytes(2, "big") * 50))
             client.close()  # no drain: close itself flushes

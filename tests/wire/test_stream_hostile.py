@@ -15,7 +15,7 @@ import pytest
 from amiko_core import frame
 from amiko.wire import noise, stream as st
 from amiko.wire.stream import StreamClosed, StreamError
-from wirekit import Server, TamperProxy, new_identity, raw_initiator, sees_closed
+from wirekit import Server, TamperProxy, connected, new_identity, raw_initiator, sees_closed
 
 BODY = b"hello"
 FRAME = frame.encode(21, BODY)
@@ -311,10 +311,7 @@ def test_recv_batch_delivers_the_good_frames_before_the_bad_one():
 
 def test_recv_batch_limit():
     async def scenario():
-        a, b = new_identity(), new_identity()
-        async with Server(b) as srv:
-            client = await st.connect("127.0.0.1", srv.port, a, b.pubkey)
-            server = await srv.next()
+        async with connected() as (client, server):
             for i in range(10):
                 client.send(frame.encode(21, bytes([i])))
             await asyncio.sleep(0.2)

@@ -1,12 +1,25 @@
 """Helpers for the transport tests (real sockets on 127.0.0.1); imported as wirekit (pytest puts this directory on the path)."""
 
 import asyncio
+import contextlib
 
 from amiko.node.identity import Identity
 from amiko.wire import noise, stream as st
 
 
-class Server:
+class Loopback:
+    """A listener on a free 127.0.0.1 port (self.port) while in `async with`; subclasses
+    handle each connection in _on_connection(reader, writer)."""
+
+    server = port = None
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+
+class Server(Loopback):
     """A real listener whose accepted connections run accept(); results land in a queue."""
 
     def __init__(self, identity, timeout=st.HANDSHAKE_TIMEOUT, max_frame=st.DEFAULT_MAX_FRAME):
@@ -14,8 +27,6 @@ class Server:
         self.timeout = timeout
         self.max_frame = max_frame
         self.results = asyncio.Queue()  # Stream or StreamError, one per connection
-        self.server = None
-        self.port = None
 
     async def _on_connection(self, reader, writer):
         try:
@@ -24,11 +35,6 @@ class Server:
             await self.results.put(e)
             return
         await self.results.put(s)
-
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
 
     async def __aexit__(self, *exc):
         self.server.close()
@@ -40,6 +46,15 @@ class Server:
 
 def new_identity():
     return Identity.generate()
+
+
+@contextlib.asynccontextmanager
+async def connected(server=None, client=None):
+    """(client, server): the two ends of one real BOLT 8 stream on 127.0.0.1 between fresh
+    identities; server and client are keyword arguments of Server and of stream.connect."""
+    a, b = new_identity(), new_identity()
+    async with Server(b, **(server or {})) as srv:
+        yield await st.connect("127.0.0.1", srv.port, a, b.pubkey, **(client or {})), await srv.next()
 
 
 async def _pump(reader, writer):
@@ -56,7 +71,7 @@ async def _pump(reader, writer):
         writer.close()
 
 
-class TamperProxy:
+class TamperProxy(Loopback):
     """A man in the middle on 127.0.0.1: passes the handshake through untouched, then hands
     every client->server BOLT 8 message (record_size bytes each, the test sends messages of
     one size) to tamper(records, record) -> bytes to forward now ("records" are the ones
@@ -66,7 +81,6 @@ class TamperProxy:
         self.target_port = target_port
         self.record_size = record_size
         self.tamper = tamper
-        self.port = None
         self._tasks = set()
 
     async def _on_connection(self, creader, cwriter):
@@ -90,11 +104,6 @@ class TamperProxy:
         finally:
             swriter.close()
             cwriter.close()
-
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self._on_connection, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
 
     async def __aexit__(self, *exc):
         self.server.close()
