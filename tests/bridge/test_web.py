@@ -2,6 +2,7 @@
 hostile and malformed input gets clear errors, the node's answers drive the sale."""
 
 import asyncio
+import contextlib
 import json
 import tempfile
 
@@ -180,6 +181,19 @@ async def client_for(bridge, signed_in=True, app=None):
     return client
 
 
+@contextlib.asynccontextmanager
+async def page(node=None, signed_in=True, **values):
+    """(bridge, client): a started Bridge (make_bridge(node, **values)) and a test client of its
+    page, signed in unless signed_in is False; both closed afterwards."""
+    bridge = make_bridge(node, **values)
+    client = await client_for(bridge, signed_in=signed_in)
+    try:
+        yield bridge, client
+    finally:
+        await bridge.close()
+        await client.close()
+
+
 async def until(pred, what, timeout=5.0):
     for _ in range(int(timeout / 0.01)):
         if pred():
@@ -200,9 +214,7 @@ async def next_of(ws, kind):
 def test_sale_over_http_follows_the_node_to_paid():
     async def main():
         node = FakeNode()
-        bridge = make_bridge(node)
-        client = await client_for(bridge)
-        try:
+        async with page(node) as (bridge, client):
             r = await client.post("/api/sale", json={"amount": 5, "receipt": "tea"})
             assert r.status == 200 and (await r.json())["phase"] == "preparing"
             await until(lambda: bridge.machine.phase == "waiting", "waiting")
@@ -220,14 +232,11 @@ def test_sale_over_http_follows_the_node_to_paid():
             assert bridge._watches == {}
             rows = await (await client.get("/api/payments")).json()
             assert rows and rows[0]["state"] == "committed" and rows[0]["bridge_state"] == "paid"
-            page = await client.get("/receipt/" + TXID)
-            text = await page.text()
-            assert page.status == 200 and "Amiko shop" in text and "5 sat" in text and TXID in text
+            receipt = await client.get("/receipt/" + TXID)
+            text = await receipt.text()
+            assert receipt.status == 200 and "Amiko shop" in text and "5 sat" in text and TXID in text
             r = await client.post("/api/dismiss")
             assert (await r.json())["phase"] == "idle"
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 
@@ -235,9 +244,7 @@ def test_node_down_ends_the_sale_with_a_clear_reason_and_cancel_reaches_the_node
     async def main():
         node = FakeNode()
         node.down = True
-        bridge = make_bridge(node)
-        client = await client_for(bridge)
-        try:
+        async with page(node) as (bridge, client):
             await client.post("/api/sale", json={"amount": 5})
             await until(lambda: bridge.machine.phase == "cancelled", "cancelled")
             assert bridge.machine.sale.reason.startswith("no payment request from the shop node: cannot reach the shop node")
@@ -262,18 +269,13 @@ def test_node_down_ends_the_sale_with_a_clear_reason_and_cancel_reaches_the_node
             await until(lambda: "cannot reach" in (bridge.node_problem or ""), "the bridge watches again: node down")
             node.down = False
             await until(lambda: bridge.node_problem is None, "node problem cleared")
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 
 def test_timeouts_fire_from_the_ticker_on_a_fake_clock():
     async def main():
         clock = Clock()
-        bridge = make_bridge(clock=clock, timeouts={"waiting": 30})
-        client = await client_for(bridge)
-        try:
+        async with page(clock=clock, timeouts={"waiting": 30}) as (bridge, client):
             ws = await client.ws_connect("/ws")
             await client.post("/api/sale", json={"amount": 5})
             await until(lambda: bridge.machine.phase == "waiting", "waiting")
@@ -292,9 +294,6 @@ def test_timeouts_fire_from_the_ticker_on_a_fake_clock():
             await asyncio.sleep(0.3)
             assert bridge.machine.phase == "cancelled"
             await ws.close()
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 
@@ -316,24 +315,17 @@ def test_timeouts_fire_from_the_ticker_on_a_fake_clock():
 ])
 def test_hostile_http_sale_bodies_get_clear_errors(body, status, message):
     async def main():
-        bridge = make_bridge()
-        client = await client_for(bridge)
-        try:
+        async with page() as (bridge, client):
             r = await client.post("/api/sale", data=body, headers={"Content-Type": "application/json"})
             assert r.status == status
             assert message in (await r.json())["error"]
             assert bridge.machine.phase == "idle"
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 
 def test_hostile_http_other_requests():
     async def main():
-        bridge = make_bridge()
-        client = await client_for(bridge)
-        try:
+        async with page() as (bridge, client):
             r = await client.post("/api/sale", json={"amount": 5}, headers={"Origin": "http://evil.example"})
             assert r.status == 403 and "cross-origin" in (await r.json())["error"] and bridge.machine.phase == "idle"
             r = await client.post("/api/dismiss")
@@ -357,17 +349,12 @@ def test_hostile_http_other_requests():
             assert "Content-Security-Policy" in r.headers
             for name in ("app.js", "app.css"):
                 assert (await client.get("/static/" + name)).status == 200
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 
 def test_hostile_websocket_messages_get_clear_errors_and_the_socket_stays():
     async def main():
-        bridge = make_bridge()
-        client = await client_for(bridge)
-        try:
+        async with page() as (bridge, client):
             r = await client.get("/ws", headers={"Origin": "http://evil.example", "Upgrade": "websocket",
                                                  "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
                                                  "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
@@ -410,9 +397,6 @@ def test_hostile_websocket_messages_get_clear_errors_and_the_socket_stays():
             ws2 = await client.ws_connect("/ws")
             assert (await next_of(ws2, "state"))["state"]["sale"]["amount"] == 42
             await ws2.close()
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 

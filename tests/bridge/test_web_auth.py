@@ -13,7 +13,7 @@ from amiko.bridge.auth import MAX_WRONG, CashierAuth
 from amiko.bridge.web import MAX_MESSAGE, SOCKETS_KEY, SOCKETS_PER_DEVICE, make_app
 from amiko.node.control import ControlError
 from amiko_testing.node_methods import real_node_methods
-from test_web import TOKEN, TXID, Clock, FakeNode, client_for, make_bridge, new_client, next_of, run, sign_in, until
+from test_web import TOKEN, TXID, Clock, FakeNode, client_for, make_bridge, new_client, next_of, page, run, sign_in, until
 
 CASHIER_TOKEN = "t0ken-" + "x" * 40
 
@@ -30,9 +30,7 @@ async def ws_refused(client, path="/ws", headers=None):
 
 def test_an_unpaired_client_gets_only_the_login():
     async def main():
-        bridge = make_bridge()
-        client = await client_for(bridge, signed_in=False)
-        try:
+        async with page(signed_in=False) as (bridge, client):
             r = await client.get("/", allow_redirects=False)
             assert r.status == 303 and r.headers["Location"] == "/login"
             r = await client.get("/login")
@@ -54,17 +52,12 @@ def test_an_unpaired_client_gets_only_the_login():
             assert (await client.get("/api/state")).status == 401
             # what the login page itself needs is public
             assert (await client.get("/static/app.css")).status == 200
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 
 def test_pairing_code_signs_in_once_with_a_strict_httponly_cookie_stored_hashed():
     async def main():
-        bridge = make_bridge()
-        client = await client_for(bridge, signed_in=False)
-        try:
+        async with page(signed_in=False) as (bridge, client):
             code, _ = CashierAuth(bridge.config.state_dir).new_code()
             assert len(code) == 8 and code.isdigit()
             r = await client.post("/login", data={"code": code[:4] + " " + code[4:], "name": "counter tablet"},
@@ -87,9 +80,6 @@ def test_pairing_code_signs_in_once_with_a_strict_httponly_cookie_stored_hashed(
             assert stat.S_IMODE(os.stat(bridge.config.state_dir).st_mode) == 0o700
             text = open(path).read()
             assert session not in text and code not in text and "counter tablet" in text
-        finally:
-            await bridge.close()
-            await client.close()
 
         # the session survives a restart of the bridge (a new app on the same state dir)
         bridge2 = make_bridge(state_dir=bridge.config.state_dir)
@@ -105,9 +95,7 @@ def test_pairing_code_signs_in_once_with_a_strict_httponly_cookie_stored_hashed(
 
 def test_guessing_the_code_is_limited_then_the_code_dies():
     async def main():
-        bridge = make_bridge()
-        client = await client_for(bridge, signed_in=False)
-        try:
+        async with page(signed_in=False) as (bridge, client):
             code, _ = CashierAuth(bridge.config.state_dir).new_code()
             wrong = "%08d" % ((int(code) + 1) % 10 ** 8)
             for i in range(1, MAX_WRONG):
@@ -121,9 +109,6 @@ def test_guessing_the_code_is_limited_then_the_code_dies():
             for data in ({"code": "x" * 5000}, {}, {"code": "1234", "name": "\x00" * 100}):
                 r = await client.post("/login", data=data)
                 assert r.status in (400, 401), (data, r.status)
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 
@@ -146,9 +131,7 @@ def test_a_code_expires():
 
 def test_cashier_token_signs_in_and_authorises_scripts():
     async def main():
-        bridge = make_bridge(cashier_token=CASHIER_TOKEN)
-        client = await client_for(bridge, signed_in=False)
-        try:
+        async with page(cashier_token=CASHIER_TOKEN, signed_in=False) as (bridge, client):
             assert (await client.get("/api/state", headers={"Authorization": "Bearer " + CASHIER_TOKEN})).status == 200
             assert (await client.get("/api/state", headers={"Authorization": "Bearer " + CASHIER_TOKEN[:-1]})).status == 401
             r = await client.post("/api/sale", json={"amount": 5}, headers={"Authorization": "Bearer nope"})
@@ -157,17 +140,12 @@ def test_cashier_token_signs_in_and_authorises_scripts():
             assert r.status == 303
             assert (await client.get("/api/state")).status == 200
             assert [d["via"] for d in CashierAuth(bridge.config.state_dir).devices()] == ["token"]
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 
 def test_revoked_devices_are_out_at_once_and_their_pages_close():
     async def main():
-        bridge = make_bridge()
-        client = await client_for(bridge)
-        try:
+        async with page() as (bridge, client):
             ws = await client.ws_connect("/ws")
             await next_of(ws, "state")
             auth = CashierAuth(bridge.config.state_dir)
@@ -185,18 +163,13 @@ def test_revoked_devices_are_out_at_once_and_their_pages_close():
             r = await client.post("/logout", allow_redirects=False)
             assert r.status == 303 and (await client.get("/api/state")).status == 401
             assert auth.devices() == []
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "rebind.attacker.test.", "", "[::1"])
 def test_dns_rebinding_host_is_refused_even_with_a_session(host):
     async def main():
-        bridge = make_bridge(hostnames=["shop-pi.local"])
-        client = await client_for(bridge)
-        try:
+        async with page(hostnames=["shop-pi.local"]) as (bridge, client):
             # a rebinding page has Host and Origin of its own name: both match each other, not the terminal
             h = {"Host": host, "Origin": "http://" + host}
             for method, path in (("GET", "/"), ("GET", "/login"), ("GET", "/api/state"), ("POST", "/api/sale"),
@@ -205,24 +178,16 @@ def test_dns_rebinding_host_is_refused_even_with_a_session(host):
                 assert r.status == 421, (method, path, r.status)
             assert await ws_refused(client, headers=h) == 421
             assert bridge.machine.phase == "idle"
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 
 def test_configured_names_and_ip_addresses_are_served():
     async def main():
-        bridge = make_bridge(hostnames=["shop-pi.local"])
-        client = await client_for(bridge)
-        try:
+        async with page(hostnames=["shop-pi.local"]) as (bridge, client):
             for host in ("shop-pi.local", "SHOP-PI.local:8080", "127.0.0.1:1", "192.168.1.20:8080", "[::1]:8080"):
                 r = await client.get("/api/state", headers={"Host": host})
                 assert r.status == 200, host
             assert (await client.get("/api/state", headers={"Host": "localhost"})).status == 421  # not configured
-        finally:
-            await bridge.close()
-            await client.close()
         bridge = make_bridge()  # default names
         assert "localhost" in bridge.config.hostnames and os.uname().nodename.lower() in bridge.config.hostnames
     run(main())
@@ -230,9 +195,7 @@ def test_configured_names_and_ip_addresses_are_served():
 
 def test_cross_origin_post_and_websocket_refused():
     async def main():
-        bridge = make_bridge()
-        client = await client_for(bridge)
-        try:
+        async with page() as (bridge, client):
             r = await client.post("/api/sale", json={"amount": 5}, headers={"Origin": "http://evil.example"})
             assert r.status == 403 and "cross-origin" in (await r.json())["error"]
             r = await client.post("/login", data={"code": "1"}, headers={"Origin": "null"})
@@ -242,9 +205,6 @@ def test_cross_origin_post_and_websocket_refused():
             origin = "http://%s:%d" % (client.server.host, client.server.port)
             r = await client.post("/api/sale", json={"amount": 5}, headers={"Origin": origin})
             assert r.status == 200
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 
@@ -288,9 +248,7 @@ def test_strangers_websockets_never_lock_the_cashier_out_and_a_device_keeps_its_
 
 def test_deeply_nested_json_is_a_400_not_a_recursion_error():
     async def main():
-        bridge = make_bridge()
-        client = await client_for(bridge)
-        try:
+        async with page() as (bridge, client):
             deep = '{"amount": 5, "x": ' + "[" * 2000 + "]" * 2000 + "}"
             assert len(deep) < MAX_MESSAGE
             r = await client.post("/api/sale", data=deep, headers={"Content-Type": "application/json"})
@@ -305,9 +263,6 @@ def test_deeply_nested_json_is_a_400_not_a_recursion_error():
             assert "nested deeper than" in (await next_of(ws, "error"))["message"]
             await ws.send_str('{"op": "payments"}')  # the socket stays
             assert isinstance((await next_of(ws, "payments"))["payments"], list)
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 
@@ -357,9 +312,7 @@ def test_a_refused_cancel_is_shown_and_the_payment_followed():
     async def main():
         node = FakeNode()
         node.refuse_cancel = "refused"
-        bridge = make_bridge(node)
-        client = await client_for(bridge)
-        try:
+        async with page(node) as (bridge, client):
             await client.post("/api/sale", json={"amount": 5})
             await until(lambda: bridge.machine.phase == "waiting", "waiting")
             await client.post("/api/cancel")
@@ -368,18 +321,13 @@ def test_a_refused_cancel_is_shown_and_the_payment_followed():
             assert "it may still be paid" in bridge.snapshot()["notice"]
             node.state = "committed"  # the payer got through meanwhile: the page says so
             await until(lambda: bridge.machine.sale.late == "committed", "late paid")
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 
 def test_a_cancel_refused_because_the_node_cancelled_already_is_no_alarm():
     async def main():
         node = FakeNode()
-        bridge = make_bridge(node)
-        client = await client_for(bridge)
-        try:
+        async with page(node) as (bridge, client):
             await client.post("/api/sale", json={"amount": 5})
             await until(lambda: bridge.machine.phase == "waiting", "waiting")
             node.refuse_cancel = "refused"
@@ -389,9 +337,6 @@ def test_a_cancel_refused_because_the_node_cancelled_already_is_no_alarm():
             await until(lambda: any(c[0] == "cancel" for c in node.calls), "the node's cancel")
             await asyncio.sleep(0.2)
             assert bridge.machine.phase == "cancelled" and bridge.machine.notice is None
-        finally:
-            await bridge.close()
-            await client.close()
     run(main())
 
 
