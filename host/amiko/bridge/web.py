@@ -528,6 +528,15 @@ async def _watch_revocations(app):
                 await close_device_sockets(app, device, CLOSE_SIGNED_OUT, "this device was signed out")
 
 
+ROUTES = (
+    ("GET", "/login", login_page), ("POST", "/login", login), ("POST", "/logout", logout),
+    ("GET", "/", page), ("GET", "/static/{name}", static), ("GET", "/ws", websocket),
+    ("GET", "/api/state", api_state), ("POST", "/api/sale", api_sale), ("POST", "/api/cancel", api_cancel),
+    ("POST", "/api/dismiss", api_dismiss), ("GET", "/api/payments", api_payments),
+    ("GET", "/receipt/{txid}", receipt_page), ("GET", "/r/{link}", customer_receipt),
+)
+
+
 def make_app(bridge, auth=None):
     config = bridge.config
     app = web.Application(client_max_size=MAX_MESSAGE * 4, middlewares=[errors_middleware, guard_middleware])
@@ -536,19 +545,8 @@ def make_app(bridge, auth=None):
     app[LINKS_KEY] = ReceiptLinks(config.state_dir)
     app[SOCKETS_KEY] = {}
     app[TASKS_KEY] = []
-    app.router.add_get("/login", login_page)
-    app.router.add_post("/login", login)
-    app.router.add_post("/logout", logout)
-    app.router.add_get("/", page)
-    app.router.add_get("/static/{name}", static)
-    app.router.add_get("/ws", websocket)
-    app.router.add_get("/api/state", api_state)
-    app.router.add_post("/api/sale", api_sale)
-    app.router.add_post("/api/cancel", api_cancel)
-    app.router.add_post("/api/dismiss", api_dismiss)
-    app.router.add_get("/api/payments", api_payments)
-    app.router.add_get("/receipt/{txid}", receipt_page)
-    app.router.add_get("/r/{link}", customer_receipt)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
 
     async def on_startup(app):
         app[TASKS_KEY].append(asyncio.ensure_future(_watch_revocations(app)))
