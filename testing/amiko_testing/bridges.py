@@ -2,13 +2,13 @@
 
 import json
 import secrets
-import signal
 import subprocess
 import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import expect
 
+from amiko import processes
 from amiko_testing.network import amiko_argv, amiko_env, free_port, run_amiko
 
 SHOTS = "/tmp/amiko-page-%s.png"
@@ -84,14 +84,8 @@ class BridgeProcess:
             return "(no stderr)"
 
     def stop(self, timeout=10):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("bridge did not stop within %s s of SIGTERM" % timeout)
+        if not processes.stop(self.proc, timeout):
+            raise AssertionError("bridge did not stop within %s s of SIGTERM" % timeout)
         self._stderr.close()
         return self.proc.returncode
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from amiko import processes
 from amiko_testing import leaks
 from amiko_testing.waits import wait_for
 
@@ -183,14 +184,8 @@ class Node:
         """SIGTERM and wait; a clean stop exits 0."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("node %s did not stop within %s s of SIGTERM:\n%s" % (self.name, timeout, self.stderr_tail()))
+        if not processes.stop(self.proc, timeout):
+            raise AssertionError("node %s did not stop within %s s of SIGTERM:\n%s" % (self.name, timeout, self.stderr_tail()))
         rc = self.proc.returncode
         self._close_stderr()
         self.proc = None

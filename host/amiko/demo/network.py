@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-from amiko import waits
+from amiko import processes, waits
 from amiko.node import daemon, home as homes
 from amiko.node.control import ControlClient, ControlError
 
@@ -121,13 +121,7 @@ class DemoNode:
             self.proc.send_signal(signal.SIGTERM)
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        processes.stop(self.proc, 10)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -236,13 +230,7 @@ class DemoNetwork:
 
     def stop_bridge(self):
         """Stop the bridge (its wallet port is free again)."""
-        if self.bridge is not None and self.bridge.poll() is None:
-            self.bridge.send_signal(signal.SIGTERM)
-            try:
-                self.bridge.wait(10)
-            except subprocess.TimeoutExpired:
-                self.bridge.kill()
-                self.bridge.wait()
+        processes.stop(self.bridge, 10)
         if self._bridge_log is not None:
             self._bridge_log.close()
             self._bridge_log = None
