@@ -98,34 +98,40 @@ def test_just_works_pairing_is_refused(tmp_path):
         board.stop()
 
 
+async def tap_paired(board, pairing, keys):
+    """Pair (or use the bond) with pairing, send a Tap, wait for the wallet's answer: the link's
+    security then ("paired": new pairing, "bond": the stored bond)."""
+    t = open_paired(board, pairing, keys=keys)
+    try:
+        await t.connect()
+        inbox = Inbox(t)
+        t.write(TAP)
+        await inbox.wait(refused_tap, 15, "answer to a Tap on the paired link")
+        return t.client._backend.security
+    finally:
+        await t.aclose()
+        await bleak_bumble.close_all()
+
+
 def test_numeric_comparison_refused_then_confirmed_bond_survives_reboot(tmp_path):
     board = start_ble_wallet(tmp_path)
     keys = str(tmp_path / "terminal-bonds.json")
 
-    async def attempt(pairing):
-        t = open_paired(board, pairing, keys=keys)
-        try:
-            await t.connect()
-            inbox = Inbox(t)
-            t.write(TAP)
-            await inbox.wait(refused_tap, 15, "answer to a Tap on the paired link")
-            return t.client._backend.security
-        finally:
-            await t.aclose()
-            await bleak_bumble.close_all()
+    def attempt(pairing):
+        return asyncio.run(tap_paired(board, pairing, keys))
 
     try:
         # the customer presses cancel: no pairing, no bond on either side
         refused = ButtonPairing(board, accept=False)
         with pytest.raises(OSError, match="pairing"):
-            asyncio.run(attempt(refused))
+            attempt(refused)
         assert len(refused.compared) == 1
         assert bond_files(board) == []
         assert not os.path.exists(keys) or "ltk" not in open(keys).read()
 
         # confirmed: bonded; the wallet answers
         pairing = ButtonPairing(board)
-        assert asyncio.run(attempt(pairing)) == "paired"
+        assert attempt(pairing) == "paired"
         n, shown = pairing.compared[0]
         assert n == shown  # both ends showed the same 6 digits
         assert bond_files(board)
@@ -134,14 +140,14 @@ def test_numeric_comparison_refused_then_confirmed_bond_survives_reboot(tmp_path
             assert mode == 0o600, "%s is %o" % (name, mode)
 
         # reconnect: the bond, no new pairing
-        assert asyncio.run(attempt(pairing)) == "bond"
+        assert attempt(pairing) == "bond"
         # the wallet reboots: its bond is on its flash
         boots = board.boots()
         board.power_cycle()
         deadline = time.monotonic() + 20
         while board.boots() <= boots and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert asyncio.run(attempt(pairing)) == "bond"
+        assert attempt(pairing) == "bond"
         assert len(pairing.compared) == 1
     finally:
         board.stop()
@@ -168,23 +174,14 @@ def test_passkey_display_wrong_passkey_leaves_no_bond(tmp_path):
     board = start_ble_wallet(tmp_path, buttons=False)  # a display but no buttons: passkey shown
     keys = str(tmp_path / "terminal-bonds.json")
 
-    async def attempt(pairing):
-        t = open_paired(board, pairing, keys=keys)
-        try:
-            await t.connect()
-            inbox = Inbox(t)
-            t.write(TAP)
-            await inbox.wait(refused_tap, 15, "answer to a Tap on the paired link")
-            return t.client._backend.security
-        finally:
-            await t.aclose()
-            await bleak_bumble.close_all()
+    def attempt(pairing):
+        return asyncio.run(tap_paired(board, pairing, keys))
 
     try:
         with pytest.raises(OSError, match="pairing"):
-            asyncio.run(attempt(PasskeyFromScreen(board, wrong=True)))
+            attempt(PasskeyFromScreen(board, wrong=True))
         assert bond_files(board) == []
-        assert asyncio.run(attempt(PasskeyFromScreen(board))) == "paired"
+        assert attempt(PasskeyFromScreen(board)) == "paired"
         assert bond_files(board)
     finally:
         board.stop()
