@@ -15,6 +15,13 @@ import importlib
 import json
 import sys
 
+from amiko.node.control import ControlClient, ControlError
+from amiko.node.grants import PERMISSIONS
+from amiko.node.home import Home, resolve, check_id, HomeError
+from amiko_core.errors import AmikoError, URLError
+from amiko_core.messages import MAX_AMOUNT
+from amiko_core.url import parse_link, parse_pay
+
 EXIT_OK = 0
 EXIT_CANCELLED = 1
 EXIT_ERROR = 2
@@ -76,14 +83,10 @@ class Output:
 # -- helpers shared by the node commands
 
 def _home(args):
-    from amiko.node.home import Home, resolve
-
     return Home(resolve(getattr(args, "home", None)))
 
 
 def _client(args, timeout=30.0):
-    from amiko.node.control import ControlClient
-
     home = _home(args).require()
     return ControlClient(home.path, home.socket_path, timeout=timeout)
 
@@ -94,8 +97,6 @@ def _call(args, method, params=None, timeout=30.0):
 
 
 def _amount(text):
-    from amiko_core.messages import MAX_AMOUNT
-
     try:
         value = int(text, 10)
     except ValueError:
@@ -106,8 +107,6 @@ def _amount(text):
 
 
 def _credit(text):
-    from amiko_core.messages import MAX_AMOUNT
-
     if not text.isdigit() or int(text) > MAX_AMOUNT:
         raise argparse.ArgumentTypeError("credit limit %r must be a whole number of base units in 0..%d" % (text, MAX_AMOUNT))
     return int(text)
@@ -200,8 +199,6 @@ def _link_args(p):
 
 
 def _link_run(args, out):
-    from amiko.node.home import check_id, HomeError
-
     try:
         check_id(args.name, "link name")
     except HomeError as e:
@@ -211,7 +208,6 @@ def _link_run(args, out):
         params["peer_key"] = args.peer_key
     if args.remote_url is not None:
         from amiko_core.errors import URLError
-        from amiko_core.url import parse_link
 
         try:
             remote = parse_link(args.remote_url)
@@ -313,15 +309,11 @@ def _ask(out, question):
 
 
 def _pay_run(args, out):
-    from amiko_core.errors import URLError
-    from amiko_core.url import parse_pay
-
     try:
         parse_pay(args.url)
     except URLError as e:
         raise CommandError("bad payment URL %r: %s (expected amikopay://HOST[:PORT]/ID, as `amiko request` prints it)"
                            % (args.url, e.reason.replace("url: ", "")), "invalid") from None
-    from amiko.node.control import ControlError
 
     with _client(args, timeout=30) as client:
         offer = client.call("pay_start", {"url": args.url}, timeout=30)
@@ -445,7 +437,6 @@ def _grant_run(args, out):
         return EXIT_OK
     if not args.key or not args.permissions:
         raise CommandError("give KEYHEX and --permissions request,cancel,watch (or --list, or --revoke KEYHEX)", "usage")
-    from amiko.node.grants import PERMISSIONS
 
     perms = [p.strip() for p in args.permissions.split(",") if p.strip()]
     bad = [p for p in perms if p not in PERMISSIONS]
@@ -527,8 +518,6 @@ def main(argv=None):
         parser.print_help(sys.stderr)
         out.error("no command given: run `amiko COMMAND --help`, e.g. `amiko init --help`", "usage")
         return EXIT_ERROR
-    from amiko.node.control import ControlError
-    from amiko_core.errors import AmikoError
 
     try:
         return command.run(args, out)

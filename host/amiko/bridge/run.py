@@ -16,6 +16,7 @@ or start-up error.
 (they share the bridge's state_dir with the running bridge: run them as the bridge's user)
 """
 
+import argparse
 import asyncio
 import json
 import logging
@@ -23,6 +24,11 @@ import os
 import signal
 import sys
 import time
+
+from amiko.bridge.auth import CashierAuth
+from amiko.bridge.nodeclient import key_path, load_key
+from amiko.cli import Command, CommandError
+from amiko_core.errors import AmikoError
 
 log = logging.getLogger("amiko.bridge")
 
@@ -47,8 +53,6 @@ async def serve(bridge, host, port):
 
 
 def _auth(config):
-    from amiko.bridge.auth import CashierAuth
-
     return CashierAuth(config.state_dir, config.cashier_token)
 
 
@@ -90,8 +94,6 @@ async def _main(config, out, ready_json, config_path=None):
 
 
 def _args(p):
-    import argparse
-
     p.add_argument("--config", metavar="FILE", help="bridge config (TOML); without it: defaults, node = $AMIKO_HOME")
     sub = p.add_subparsers(dest="bridge_command", metavar="SUBCOMMAND")
     pair = sub.add_parser("pair", help="show a fresh pairing code for a cashier device",
@@ -115,7 +117,6 @@ def _args(p):
 
 def _run(args, out):
     from amiko.bridge import config as configs
-    from amiko.cli import CommandError
 
     overrides = {"node": args.node or args.home, "listen": args.listen,
                  "transports": args.transports}
@@ -151,10 +152,6 @@ def _pair(config, out):
 
 
 def _key(config, out):
-    from amiko.bridge.nodeclient import key_path, load_key
-    from amiko.cli import CommandError
-    from amiko_core.errors import AmikoError
-
     try:
         key = load_key(config.state_dir).pubkey.hex()
     except AmikoError as e:
@@ -165,8 +162,6 @@ def _key(config, out):
 
 
 def _devices(config, revoke, out):
-    from amiko.cli import CommandError
-
     auth = _auth(config)
     if revoke:
         ids = auth.revoke(revoke)
@@ -183,6 +178,4 @@ def _devices(config, revoke, out):
 
 
 def commands():
-    from amiko.cli import Command
-
     return [Command("bridge", "the shop terminal: cashier page, sales, wallets (until SIGTERM)", _args, _run)]

@@ -18,6 +18,7 @@ process die without closing (PR_SET_PDEATHSIG).
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -205,7 +206,6 @@ class DemoNetwork:
 
     def start_bridge(self, transports=()):
         """`amiko bridge` on the shop node, its reader on `transports` (["serial:/dev/pts/N"])."""
-        import secrets
 
         config = os.path.join(self.dir, "bridge.toml")
         self.bridge_token = self.bridge_token or secrets.token_urlsafe(32)

@@ -46,6 +46,7 @@ import time
 import urllib.error
 import urllib.request
 
+from amiko.cli import Command, CommandError
 from amiko.demo.network import PAGE_TOKENS, DemoError, DemoNetwork
 from amiko.demo.wallet_tap import KINDS, VirtualWallet, WalletError
 
@@ -261,8 +262,6 @@ def _emit(out, rec):
 
 
 def _run(args, out):
-    from amiko.cli import CommandError
-
     if not 1 <= args.payments <= 10000:
         raise CommandError("--payments must be 1..10000", "usage")
     kinds = [k.strip() for k in args.transports.split(",") if k.strip()]
@@ -324,7 +323,5 @@ def _run(args, out):
 
 
 def commands():
-    from amiko.cli import Command
-
     return [Command("demo", "a local network, a virtual wallet on NFC, BLE and USB serial, the bridge and its page, "
                     "payments (--once --json for scripts)", _args, _run, uses_home=False)]

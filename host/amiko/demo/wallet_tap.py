@@ -27,8 +27,10 @@ import argparse
 import io
 import json
 import os
+import signal
 import time
 
+from amiko.cli import CommandError, Output
 from amiko.emulate import VirtualBoard
 from amiko.emulate.emulator import EmulatorError
 
@@ -59,7 +61,6 @@ def _wait(cond, timeout, what):
 def _die_with_parent():
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:
@@ -84,7 +85,6 @@ class _Notes:
 
 def _command(run, **args):
     """Run an `amiko wallet` subcommand's logic in this process; returns its JSON result."""
-    from amiko.cli import CommandError, Output
 
     buf = io.StringIO()
     try:
@@ -209,7 +209,6 @@ class VirtualWallet:
 
     def history(self):
         """The wallet's stored payments ({txid, state, proof_ok, signature_ok, ...}), over serial."""
-        from amiko.cli import CommandError
         from amiko.wallet import cli as wallet_cli
 
         t = wallet_cli._transport(self.pty)

@@ -17,10 +17,10 @@ import json
 import os
 import signal
 
+from amiko.cli import Command, CommandError, EXIT_OK
+
 
 def _home(args):
-    from amiko.cli import CommandError
-
     home = getattr(args, "home", None) or os.environ.get("AMIKO_HOME")
     if not home:
         raise CommandError("no virtual board home: pass --home DIR (or set AMIKO_HOME)", "usage")
@@ -71,7 +71,6 @@ def _describe(info):
 
 
 def _run(args, out):
-    from amiko.cli import CommandError, EXIT_OK
     from amiko.emulate import led, press, running, screen
     from amiko.emulate.emulator import Emulator, EmulatorError
 
@@ -120,7 +119,5 @@ def _run(args, out):
 
 
 def commands():
-    from amiko.cli import Command
-
     return [Command("emulate", "run a virtual board (the firmware on the MicroPython unix port); press/screen/status/reset",
                     _args, _run)]

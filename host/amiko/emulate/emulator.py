@@ -40,6 +40,7 @@ new one boots in friendly mode (boot.py, main.py, REPL).
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,7 +65,6 @@ def micropython_binary():
     here = Path(sys.executable).parent / "micropython"
     if here.exists():
         return str(here)
-    import shutil
 
     found = shutil.which("micropython")
     if not found:
@@ -184,7 +184,6 @@ class Emulator:
                 pass
         if not enabled:
             return
-        import shutil
 
         from amiko.emulate.ble_radio import BleRadio
 

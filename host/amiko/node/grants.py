@@ -17,6 +17,8 @@ Table (registered with the store): control_grants(key PK: 33-byte public key, pe
 comma-separated, created).
 """
 
+import time
+
 from amiko.node import store
 from amiko.node.control import ControlError
 
@@ -70,8 +72,6 @@ def _key(params):
 
 class Grants:
     def __init__(self, node, clock=None):
-        import time
-
         self.node = node
         self.clock = clock or time.time
         self.live = {}  # key bytes -> set of control_stream connections (closed on revoke/change)

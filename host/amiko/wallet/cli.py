@@ -36,17 +36,22 @@ PORT is a device path or serial:/dev/...
 """
 
 import argparse
+import asyncio
 import os
 import time
 
 from amiko.cli import Command, CommandError, EXIT_OK, _amount
+from amiko.node.control import ControlClient
+from amiko.node.home import Home, resolve
+from amiko.transports import open_transport
+from amiko_core import frame, messages as m, walletlink as wl
+from amiko_core.errors import DecodeError
+from amiko_core.token import token_matches
 
 _FRAME_TIMEOUT = 5.0
 
 
 def _transport(port):
-    from amiko.transports import open_transport
-
     try:
         return open_transport(port if port.startswith("serial:") else "serial:" + port)
     except (OSError, ValueError) as e:
@@ -55,10 +60,6 @@ def _transport(port):
 
 def exchange(transport, msg, want, timeout=_FRAME_TIMEOUT):
     """Send msg to the wallet, return the first message of a type in want (or its Refused)."""
-    from amiko_core import frame
-    from amiko_core import messages as m
-    from amiko_core import walletlink as wl
-    from amiko_core.errors import DecodeError
 
     transport.write(m.to_frame(msg))
     dec = frame.FrameDecoder(4096)
@@ -80,14 +81,11 @@ def _provider_home(text):
     if "://" in text:
         raise CommandError("a provider URL works only with `amiko wallet provision --invite CODE`: here give the "
                            "provider's HOME", "invalid")
-    from amiko.node.home import Home, resolve
 
     return Home(resolve(text)).require()
 
 
 def _call(home, method, params):
-    from amiko.node.control import ControlClient
-
     with ControlClient(home.path, home.socket_path, timeout=30) as c:
         return c.call(method, params)
 
@@ -127,9 +125,6 @@ def _by_url(args):
 
 
 def _provision_run(args, out):
-    from amiko_core import messages as m
-    from amiko_core import walletlink as wl
-
     by_url = "://" in args.provider
     if by_url:
         home = None
@@ -221,8 +216,6 @@ def _wallet_id(args):
         return args.wallet
     if not args.port:
         raise CommandError("say which wallet: --wallet ID or --port PORT", "usage")
-    from amiko_core import messages as m
-    from amiko_core import walletlink as wl
 
     t = _transport(args.port)
     try:
@@ -273,10 +266,6 @@ def _history_args(p):
 
 
 def read_history(transport, limit=32):
-    from amiko_core import messages as m
-    from amiko_core import walletlink as wl
-    from amiko_core.token import token_matches
-
     entries = []
     index = 0
     while index < limit:
@@ -329,8 +318,6 @@ def _pay_args(p):
 
 
 def _pay_run(args, out):
-    import asyncio
-
     from amiko.relay.core import Relay
 
     async def go():
