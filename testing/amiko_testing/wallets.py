@@ -73,3 +73,24 @@ def pay_through_relay(pty, url=None, timeout=60):
             t.close()
 
     return asyncio.run(go())
+
+
+def provider_and_shop(net, funding=10000):
+    """The wallet's provider node "prov" and a shop node "shop" (meeting point mp-shop), linked,
+    prov with funding deposited toward the shop."""
+    prov = net.node("prov")
+    shop = net.node("shop", meeting_points=["mp-shop"])
+    net.connect(prov, shop)
+    net.deposit(prov, shop, funding)
+    return prov, shop
+
+
+def provision(board, prov, *options, balance=3000, auto=1000):
+    """`amiko wallet provision` of board's wallet at prov (with options, e.g. "--limit", "2000"),
+    then a top-up of balance (none if 0); the provision command's JSON result."""
+    r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", auto, *options, "--json")
+    assert r.returncode == 0, r
+    if balance:
+        top = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, balance, "--json")
+        assert top.returncode == 0 and top.json["balance"] == balance, top
+    return r.json

@@ -8,7 +8,7 @@ import time
 
 from amiko_testing.bridges import BridgeProcess
 from test_ble_payment import BLE_NAME, start_ble_wallet
-from amiko_testing.wallets import wallet_cli
+from amiko_testing.wallets import provider_and_shop, provision, wallet_cli
 
 
 def api(bridge, path, body=None):
@@ -28,18 +28,11 @@ def wait_phase(bridge, phase, amount, timeout):
 
 
 def test_bridge_sells_over_ble(net, tmp_path):
-    prov = net.node("prov")
-    shop = net.node("shop", meeting_points=["mp-shop"])
-    net.connect(prov, shop)
-    net.deposit(prov, shop, 10000)
+    prov, shop = provider_and_shop(net)
     board = start_ble_wallet(tmp_path)
     bridge = None
     try:
-        r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", "1000",
-                       "--limit", "5000", "--daily", "20000", "--json")
-        assert r.returncode == 0, r
-        r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, "3000", "--json")
-        assert r.returncode == 0, r
+        provision(board, prov, "--limit", "5000", "--daily", "20000")
         transport = "ble:%s?hci=%s" % (BLE_NAME, board.info["ble"]["hci"])
         bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["%s"]\nproviders = ["127.0.0.1:%d"]\n'
                                % (transport, prov.port))

@@ -23,7 +23,7 @@ from amiko.emulate import VirtualBoard
 from amiko.relay.core import Relay
 from amiko.transports import bleak_bumble, open_transport
 
-from amiko_testing.wallets import WALLET_HEAP_KIB, flash_firmware, wallet_cli
+from amiko_testing.wallets import WALLET_HEAP_KIB, flash_firmware, provider_and_shop, provision, wallet_cli
 
 BLE_NAME = "Amiko-T1"  # fits whole in the advertising data
 BLE_HEAP_KIB = 32
@@ -122,18 +122,10 @@ def ble_relay(board, url=None, drop_after_lock=False, keys=None, pairing=None, t
 
 
 def test_ble_payment_and_disconnect_mid_payment(net, tmp_path):
-    prov = net.node("prov")
-    shop = net.node("shop", meeting_points=["mp-shop"])
-    net.connect(prov, shop)
-    net.deposit(prov, shop, 10000)
+    prov, shop = provider_and_shop(net)
     board = start_ble_wallet(tmp_path)
     try:
-        r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", "1000",
-                       "--limit", "2000", "--daily", "5000", "--json")
-        assert r.returncode == 0, r
-        wallet = r.json["wallet"]
-        r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, "3000", "--json")
-        assert r.returncode == 0 and r.json["balance"] == 3000, r
+        wallet = provision(board, prov, "--limit", "2000", "--daily", "5000")["wallet"]
 
         # a payment over BLE, on a link paired first (numeric comparison, confirmed on the wallet)
         keys = str(Path(tmp_path) / "terminal-bonds.json")

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from amiko_testing.bridges import SHOTS, BridgeProcess, enter_sale, open_page  # noqa: E402
 from amiko_testing.network import Net  # noqa: E402
-from amiko_testing.wallets import start_wallet, wallet_cli  # noqa: E402
+from amiko_testing.wallets import provider_and_shop, provision, start_wallet, wallet_cli  # noqa: E402
 
 
 def state(bridge):
@@ -20,17 +20,9 @@ def state(bridge):
 def wallet_shop(tmp_path, net):
     """prov (the wallet's provider) --channel--> shop (meeting point); a virtual wallet board
     provisioned at prov (auto-confirms up to 1000) with 8000 on its channel."""
-    prov = net.node("prov")
-    shop = net.node("shop", meeting_points=["mp-shop"])
-    net.connect(prov, shop)
-    net.deposit(prov, shop, 10000)
+    prov, shop = provider_and_shop(net)
     board = start_wallet(tmp_path)
-    r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", "1000",
-                   "--limit", "5000", "--daily", "20000", "--json")
-    assert r.returncode == 0, r
-    wallet = r.json["wallet"]
-    r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, "8000", "--json")
-    assert r.returncode == 0 and r.json["balance"] == 8000, r
+    wallet = provision(board, prov, "--limit", "5000", "--daily", "20000", balance=8000)["wallet"]
     return prov, shop, board, wallet
 
 

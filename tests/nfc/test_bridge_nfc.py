@@ -7,7 +7,7 @@ from pathlib import Path
 
 from amiko_testing.network import Net
 from amiko_testing.nfc import Sim, wait
-from amiko_testing.wallets import flash_firmware, wallet_cli
+from amiko_testing.wallets import flash_firmware, provider_and_shop, provision
 
 from amiko.emulate import VirtualBoard
 
@@ -28,19 +28,12 @@ def test_bridge_pays_by_nfc_taps(tmp_path):
     board = VirtualBoard(tmp_path / "vb")
     bridge = None
     try:
-        prov = net.node("prov")
-        shop = net.node("shop", meeting_points=["mp-shop"])
-        net.connect(prov, shop)
-        net.deposit(prov, shop, 10000)
+        prov, shop = provider_and_shop(net)
         flash_firmware(board.flash)
         os.symlink(sim.uart, Path(board.home) / "hw" / "pn532")
         sim.leave()  # the customer holds the wallet away until the sale is on the page
         board.start()
-        r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", "1000",
-                       "--limit", "5000", "--daily", "20000", "--json")
-        assert r.returncode == 0, r
-        r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, "8000", "--json")
-        assert r.returncode == 0, r
+        provision(board, prov, "--limit", "5000", "--daily", "20000", balance=8000)
         bridge = BridgeProcess(tmp_path / "bridge", shop.home, 'transports = ["%s"]\nproviders = ["127.0.0.1:%d"]\n'
                                % (sim.spec, prov.port))
 

@@ -18,7 +18,7 @@ from amiko.transports import open_transport
 from amiko.transports.nfc import Reader
 
 from amiko_testing.nfc import Sim
-from amiko_testing.wallets import flash_firmware, wallet_cli
+from amiko_testing.wallets import flash_firmware, provider_and_shop, provision, wallet_cli
 
 
 class LeaveAfterLock:
@@ -60,22 +60,14 @@ def relay_nfc(spec, url=None, timeout=60, leave_after_lock=None):
 
 
 def test_pay_by_nfc_and_leave_mid_tap(net, tmp_path):
-    prov = net.node("prov")
-    shop = net.node("shop", meeting_points=["mp-shop"])
-    net.connect(prov, shop)
-    net.deposit(prov, shop, 10000)
+    prov, shop = provider_and_shop(net)
     sim = Sim()
     board = VirtualBoard(tmp_path / "vb")
     try:
         flash_firmware(board.flash)
         os.symlink(sim.uart, Path(board.home) / "hw" / "pn532")  # the board's PN532 is the simulated one
         board.start()
-        r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", "1000",
-                       "--limit", "2000", "--daily", "5000", "--json")
-        assert r.returncode == 0, r
-        wallet = r.json["wallet"]
-        r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, "3000", "--json")
-        assert r.returncode == 0 and r.json["balance"] == 3000, r
+        wallet = provision(board, prov, "--limit", "2000", "--daily", "5000")["wallet"]
 
         url = net.request(shop, 300, "espresso")
         out = relay_nfc(sim.spec, url)

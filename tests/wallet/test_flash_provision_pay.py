@@ -13,7 +13,7 @@ from pathlib import Path
 
 from amiko_testing.network import ROOT, run_amiko
 from amiko_testing.waits import wait_for
-from amiko_testing.wallets import HEAP_MARGIN, WALLET_HEAP, WALLET_HEAP_KIB, pay_through_relay, start_wallet, wallet_cli
+from amiko_testing.wallets import HEAP_MARGIN, WALLET_HEAP, WALLET_HEAP_KIB, pay_through_relay, provider_and_shop, provision, start_wallet, wallet_cli
 
 from amiko.emulate import VirtualBoard
 
@@ -36,10 +36,7 @@ def micropython_children(emulator_pid):
 
 
 def test_flash_reboot_provision_topup_pay_history(net, tmp_path):
-    prov = net.node("prov")
-    shop = net.node("shop", meeting_points=["mp-shop"])
-    net.connect(prov, shop)
-    net.deposit(prov, shop, 10000)
+    prov, shop = provider_and_shop(net)
 
     board = VirtualBoard(tmp_path / "vb", heapsize=WALLET_HEAP).start()
     try:
@@ -88,11 +85,7 @@ def test_flash_reboot_provision_topup_pay_history(net, tmp_path):
         wait_for(lambda: board.screen() == ["Amiko wallet", "ready"] and board.events()[-1].get("display"), 15,
                  "the wallet after the reboot")
 
-        r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", "1000", "--json")
-        assert r.returncode == 0, r
-        wallet = r.json["wallet"]
-        r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, "2000", "--json")
-        assert r.returncode == 0 and r.json["balance"] == 2000, r
+        wallet = provision(board, prov, balance=2000)["wallet"]
 
         url = net.request(shop, 450, "croissant")
         out = pay_through_relay(board.pty, url)

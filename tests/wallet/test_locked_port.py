@@ -20,7 +20,7 @@ from pathlib import Path
 import serial
 from amiko_testing.network import amiko_argv, amiko_env, run_amiko  # noqa: F401 (net is a fixture)
 from amiko_testing.waits import wait_for
-from amiko_testing.wallets import pay_through_relay, start_wallet, wallet_cli
+from amiko_testing.wallets import pay_through_relay, provider_and_shop, provision, start_wallet, wallet_cli
 
 from amiko_core import cbor
 
@@ -54,16 +54,10 @@ def assert_no_secret(out, cfg):
 
 
 def provisioned(net, tmp_path, auto=1000, topup=3000):
-    prov = net.node("prov")
-    shop = net.node("shop", meeting_points=["mp-shop"])
-    net.connect(prov, shop)
-    net.deposit(prov, shop, 10000)
+    prov, shop = provider_and_shop(net)
     board = start_wallet(tmp_path)
     board.wait_for_screen("ready", timeout=15)
-    r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", str(auto), "--json")
-    assert r.returncode == 0, r
-    r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, str(topup), "--json")
-    assert r.returncode == 0, r
+    provision(board, prov, balance=topup, auto=auto)
     return prov, shop, board
 
 

@@ -16,7 +16,7 @@ from amiko.node import provisioning as pv
 from amiko.node.identity import Identity
 
 from amiko_testing.bolt8 import ciphertext, exchange, open_stream, plain_exchange, read_all, send_raw
-from amiko_testing.wallets import pay_through_relay, start_wallet, wallet_cli
+from amiko_testing.wallets import pay_through_relay, provider_and_shop, start_wallet, wallet_cli
 
 
 def invite(prov, *extra):
@@ -60,10 +60,7 @@ def error_of(r):
 
 
 def test_provision_by_url_and_pay(net, tmp_path):
-    prov = net.node("prov")
-    shop = net.node("shop", meeting_points=["mp-shop"])
-    net.connect(prov, shop)
-    net.deposit(prov, shop, 10000)
+    prov, shop = provider_and_shop(net)
     inv = invite(prov, "--limit", "5000", "--daily", "9000", "--auto", "1000", "--ttl", "600")
     assert len(inv["code"]) == 52 and inv["url"].startswith("amikolink://127.0.0.1:%d/w-" % prov.port)
     board = start_wallet(tmp_path)

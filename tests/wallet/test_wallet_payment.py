@@ -12,7 +12,7 @@ from amiko_core import walletlink as wl
 from amiko.relay.core import Relay
 from amiko.transports import open_transport
 
-from amiko_testing.wallets import start_wallet, wallet_cli
+from amiko_testing.wallets import provider_and_shop, provision, start_wallet, wallet_cli
 
 
 class CutAfterLock:
@@ -56,21 +56,14 @@ def relay(pty, url=None, timeout=60, cut_after_lock=None):
 
 
 def test_wallet_pays_through_relay(net, tmp_path):
-    prov = net.node("prov")
-    shop = net.node("shop", meeting_points=["mp-shop"])
-    net.connect(prov, shop)
-    net.deposit(prov, shop, 10000)
+    prov, shop = provider_and_shop(net)
     board = start_wallet(tmp_path)
     try:
-        r = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--auto", "1000",
-                       "--limit", "2000", "--daily", "5000", "--json")
-        assert r.returncode == 0, r
-        wallet = r.json["wallet"]
-        assert r.json["provider"].startswith("amikolink://127.0.0.1:%d/%s" % (prov.port, wallet))
+        r = provision(board, prov, "--limit", "2000", "--daily", "5000")
+        wallet = r["wallet"]
+        assert r["provider"].startswith("amikolink://127.0.0.1:%d/%s" % (prov.port, wallet))
         again = wallet_cli("provision", "--port", board.pty, "--provider", prov.home, "--json")
         assert again.returncode == 2 and "provisioned already" in again.json["error"]["message"], again
-        r = wallet_cli("topup", "--provider", prov.home, "--port", board.pty, "3000", "--json")
-        assert r.returncode == 0 and r.json["balance"] == 3000, r
 
         url = net.request(shop, 300, "espresso")
         out = relay(board.pty, url)
