@@ -2,6 +2,7 @@
 
 The one implementation behind the demo, the benchmarks and the tests (amiko_testing.waits)."""
 
+import asyncio
 import time
 
 
@@ -22,4 +23,18 @@ def wait_for(condition, timeout, what, error=TimeoutError, ignore=(), delay=0.02
         if time.monotonic() > deadline:
             raise error("timed out after %s s waiting for %s (last: %r)" % (timeout, what, last))
         time.sleep(delay)
+        delay = min(delay * 1.5, max_delay)
+
+
+async def wait_until(condition, timeout, what, error=TimeoutError, delay=0.002, max_delay=0.05):
+    """wait_for inside an event loop: polls without blocking it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        last = condition()
+        if last:
+            return last
+        if loop.time() > deadline:
+            raise error("timed out after %s s waiting for %s (last: %r)" % (timeout, what, last))
+        await asyncio.sleep(delay)
         delay = min(delay * 1.5, max_delay)

@@ -15,6 +15,8 @@ from amiko.node.identity import Identity
 from amiko.node.store import Store
 from amiko.wire import stream as stream_mod
 
+from amiko_testing.waits import run, wait_until
+
 pytestmark = pytest.mark.timeout(60)
 
 RX_SCHEMA = """
@@ -23,25 +25,6 @@ CREATE TABLE IF NOT EXISTS rx_err (link TEXT NOT NULL, code INTEGER, reason TEXT
 """
 
 
-def run(coro, timeout=45):
-    async def main():
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(main())
-
-
-async def wait_until(cond, what, timeout=10.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = 0.002
-    while True:
-        value = cond()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError("timed out waiting for %s (last: %r)" % (what, value))
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 0.05)
 
 
 def deposit(i):

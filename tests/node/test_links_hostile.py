@@ -16,27 +16,15 @@ from amiko.node.identity import Identity
 from amiko.node.store import Store
 from amiko.wire import noise
 from amiko.wire.listener import Limits
-from amiko.wire.stream import StreamClosed, StreamError, connect
+from amiko.wire.stream import StreamError, connect
+
+from amiko_testing.waits import run, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 TIMEOUT = 0.4  # the manager's handshake, first-frame and idle deadlines in these tests
 
 
-def run(coro, timeout=45):
-    async def main():
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(main())
-
-
-async def wait_until(cond, what, timeout=10.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        await asyncio.sleep(0.005)
 
 
 class Node:

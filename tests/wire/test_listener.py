@@ -10,22 +10,13 @@ from amiko.wire import stream as st
 from amiko.wire.listener import Limits, Listener
 from wirekit import new_identity
 
+from amiko_testing.waits import run, wait_until
+
 pytestmark = pytest.mark.timeout(60)
 
 PAY = messages.Message(messages.PAY, id="p1")
 
 
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 45))
-
-
-async def wait_until(cond, what, timeout=10.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
-        await asyncio.sleep(0.005)
 
 
 class Echo:

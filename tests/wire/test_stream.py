@@ -9,13 +9,10 @@ import pytest
 from amiko_core import frame, messages
 from amiko.wire import stream as st
 from amiko.wire.stream import StreamClosed, StreamError
+from amiko_testing.waits import run
 from wirekit import Server, connected, new_identity
 
 PAY = messages.Message(messages.PAY, id="p1")
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 def test_connect_accept_both_ways():

@@ -15,15 +15,12 @@ import pytest
 from amiko_core import frame
 from amiko.wire import noise, stream as st
 from amiko.wire.stream import StreamClosed, StreamError
+from amiko_testing.waits import run
 from wirekit import Server, TamperProxy, connected, new_identity, raw_initiator, sees_closed
 
 BODY = b"hello"
 FRAME = frame.encode(21, BODY)
 RECORD = noise.HEADER_SIZE + len(FRAME) + noise.MAC_SIZE  # one message on the wire
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 async def through_proxy(tamper, frames=3):
