@@ -49,6 +49,7 @@ Receipt fields (incl. payee key and signature), the meeting point, state, token.
 from amiko_core import messages as m
 from amiko_core import walletlink as wl
 from amiko_core.errors import DecodeError, ProtocolError
+from amiko_core import paylink as pl
 from amiko_core.paylink import PayerSession
 from amiko_core.token import token_matches
 
@@ -112,6 +113,7 @@ class Wallet:
         self.asking = False  # waiting for the user's button
         self.pressed = False  # the payment being confirmed was confirmed by the button
         self.url_key = None  # the payee key the Tap's URL names
+        self._effect_handlers = self._effects()
         self._recover()
 
     # ---------------------------------------------------------------- output
@@ -125,7 +127,7 @@ class Wallet:
         return out
 
     def error(self, code, reason, ref_type=None):
-        fields = {"code": code, "reason": reason[:200]}
+        fields = {"code": code, "reason": m.cut_reason(reason, 200)}
         if ref_type is not None:
             fields["ref_type"] = ref_type
         self.send(m.Message(wl.REFUSED_MSG, fields))
@@ -263,7 +265,7 @@ class Wallet:
         else:
             rec["state"] = wl.CANCELLED
             if pay.get("reason"):
-                rec["reason"] = pay["reason"][:256]
+                rec["reason"] = m.cut_reason(pay["reason"])
         n = self.state["hist"]
         self.store.put_once(self._history_name(n), rec)
         if n >= MAX_HISTORY:
@@ -302,31 +304,35 @@ class Wallet:
         self.pressed = False
         self.session = PayerSession(pid, timeouts=self.timeouts)
         self.led("busy")
-        self._apply(self.session.start())
+        self._apply(self.session.handle("start"))
 
     # ---------------------------------------------------------------- payer session effects
 
     def _apply(self, effects):
+        handlers = self._effect_handlers
         for e in effects:
-            kind = e[0]
-            if kind == "send":
-                self.send(e[1])
-            elif kind == "timer":
-                self.timer_at = None if e[1] is None else self.now + int(e[1] * 1000)
-            elif kind == "state":
-                self._on_state(e[1])
-            elif kind == "ask_user":
-                self._ask_user(e[1], e[2])
-            elif kind == "route":
-                self._start_pay(e[1], e[2], e[3])
-            elif kind == "lock":
-                self._set_phase("lock")
-            elif kind == "cancel_route":
-                pay = self.state["pay"]
-                if pay is not None and pay["phase"] == "route":
-                    self._set_phase("cancel")
-            elif kind == "done":
-                self._session_done(e[1], e[2])
+            handlers[e.kind](e)
+
+    def _effects(self):
+        """The payer session's effects, by kind (made once: the payment path allocates none)."""
+        return {
+            pl.SEND: lambda e: self.send(e.message),
+            pl.TIMER: self._on_timer_effect,
+            pl.STATE: lambda e: self._on_state(e.state),
+            pl.ASK_USER: lambda e: self._ask_user(e.amount, e.text),
+            pl.ROUTE: lambda e: self._start_pay(e.meeting_point, e.amount, e.txid),
+            pl.LOCK: lambda e: self._set_phase("lock"),
+            pl.CANCEL_ROUTE: self._on_cancel_route,
+            pl.DONE: lambda e: self._session_done(e.outcome, e.reason),
+        }
+
+    def _on_timer_effect(self, e):
+        self.timer_at = None if e.seconds is None else self.now + int(e.seconds * 1000)
+
+    def _on_cancel_route(self, e):
+        pay = self.state["pay"]
+        if pay is not None and pay["phase"] == "route":
+            self._set_phase("cancel")
 
     def _on_state(self, name):
         if name == "lock_timeout" and self.state["pay"] is not None:
@@ -353,11 +359,11 @@ class Wallet:
         if problem:
             self.show("DECLINED", problem)
             self.led("error")
-            self._apply(s.decline(problem))
+            self._apply(s.handle("decline", problem))
             return
         why = self._needs_press(amount, wl.payee_tag(r.payee_key))
         if why is None:
-            self._apply(s.confirm())
+            self._apply(s.handle("confirm"))
             return
         self.asking = True
         self.show("Pay %d ?" % amount, payee_line(r.fields), text[:21], why)
@@ -451,7 +457,7 @@ class Wallet:
             self.led("ok")
         else:
             reason = reason or "cancelled"
-            self.send(m.Message(wl.DONE, {"id": s.payment_id, "state": wl.CANCELLED, "reason": reason[:256]}))
+            self.send(m.Message(wl.DONE, {"id": s.payment_id, "state": wl.CANCELLED, "reason": m.cut_reason(reason)}))
             self.show("CANCELLED", reason)
             self.led("error")
             if pay is not None and pay["phase"] == "done":
@@ -495,20 +501,17 @@ class Wallet:
                 self.save()  # the provider lost track; we hold the token: keep asking
                 return
             self._mark_done(pay, wl.CANCELLED, msg.reason or "cancelled by the provider")
-            if live and s.state == "routing":
-                self._apply(s.route_failed(pay["reason"]))
-            elif live and s.state in ("locking", "lock_timeout"):
-                self._apply(s.rolled_back(pay["reason"]))
-            elif live:
-                self._apply(s.decline(pay["reason"]))
+            if live:
+                self._apply(s.handle("abort", pay["reason"]))
             else:
                 self.send(m.Message(wl.DONE, {"id": pay["id"], "state": wl.CANCELLED, "reason": pay["reason"]}))
                 self._finish(pay)
             return
         if state == wl.COMMITTED:
             if phase != "paid":
-                if live and s.state in ("locking", "lock_timeout"):
-                    self._apply(s.settled(msg.token))  # -> _session_done: paid, Auth{commit}
+                effects = s.handle("settled", msg.token) if live else None
+                if effects:
+                    self._apply(effects)  # -> _session_done: paid, Auth{commit}
                     return
                 pay["token"] = msg.token
                 pay["phase"] = "paid"
@@ -520,9 +523,9 @@ class Wallet:
             return
         self.save()
         if phase == "route" and state == wl.ROUTED:
-            if live and s.state == "routing":
-                self._apply(s.route_found())
-            elif not live:
+            if live:
+                self._apply(s.handle("route_found"))
+            else:
                 self._set_phase("cancel")
         elif phase == "lock" and state == wl.ROUTED and not live:
             self._set_phase("cancel")  # the lock never reached the provider: drop the route
@@ -542,7 +545,7 @@ class Wallet:
     def _mark_done(self, pay, outcome, reason):
         pay["outcome"] = outcome
         if reason:
-            pay["reason"] = reason[:256]
+            pay["reason"] = m.cut_reason(reason)
         if outcome == wl.CANCELLED and self.state["day"] == self._day_of(self.state["time"]):
             self.state["spent"] = max(0, self.state["spent"] - pay["amount"])
         pay["phase"] = "done"
@@ -560,22 +563,19 @@ class Wallet:
     def poll(self, now):
         self.now = now
         s = self.session
-        if self.asking and s is not None and s.state == "confirming" and self.board.buttons is not None:
+        if self.asking and s is not None and self.board.buttons is not None:
             ev = self.board.buttons.poll()
             if ev == "confirm":
                 self.asking = False
                 self.pressed = True
-                self._apply(s.confirm())
+                self._apply(s.handle("confirm"))
             elif ev == "cancel":
                 self.asking = False
-                self._apply(s.decline("declined by the user"))
+                self._apply(s.handle("decline", "declined by the user"))
         if self.timer_at is not None and now - self.timer_at >= 0 and self.session is not None:
             self.timer_at = None
             self.asking = False
-            try:
-                self._apply(self.session.timeout())
-            except ProtocolError:
-                pass
+            self._apply(self.session.handle("timeout"))
         if self.retry_at is not None and now - self.retry_at >= 0 and self.state["pay"] is not None:
             if self.in_contact():
                 pay = self.state["pay"]

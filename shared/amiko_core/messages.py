@@ -157,6 +157,21 @@ def _entry(code):
     return _SCHEMA.get(code)
 
 
+REASON_BYTES = 256  # the wire bound of every reason text
+
+
+def cut_reason(text, limit=REASON_BYTES):
+    """text cut to at most limit UTF-8 bytes, at a character boundary (the one way every
+    reason is made to fit the wire)."""
+    text = text or ""
+    b = text.encode("utf-8")
+    if len(b) <= limit:
+        return text
+    while limit > 0 and (b[limit] & 0xC0) == 0x80:  # inside a multi-byte character
+        limit -= 1
+    return b[:limit].decode("utf-8")
+
+
 def _short(v):
     r = repr(v)
     return r if len(r) <= 40 else r[:37] + "..."

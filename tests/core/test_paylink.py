@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from amiko_core import messages as m
 from amiko_core.errors import AmikoError, DecodeError, EncodeError, ProtocolError
 from amiko_core.frame import FrameDecoder
-from amiko_core.paylink import DEFAULT_TIMEOUTS, PayeeSession, PayerSession
+from amiko_core.paylink import DEFAULT_TIMEOUTS, Effect, PayeeSession, PayerSession
 from amiko_core.token import token_matches, transaction_id
 
 from amiko_testing.micropython import ROOT
@@ -81,7 +81,7 @@ def test_driver_reports_a_wrong_expectation():
 def test_default_timeouts_and_overrides():
     payer = PayerSession(PID, timeouts={"receipt": 2.5})
     assert payer.timeouts == dict(DEFAULT_TIMEOUTS, receipt=2.5)
-    assert payer.start()[-1] == ("timer", 2.5)
+    assert payer.handle("start")[-1].seconds == 2.5
 
 
 @pytest.mark.parametrize("timeouts", [{"recipt": 5}, {"routing": 0}, {"locking": -1}, {"confirm": "5"}, {"receipt": True}])
@@ -105,9 +105,9 @@ def test_payee_request_is_validated_at_construction():
 
 def test_long_reason_is_cut_to_a_valid_cancel():
     payer = PayerSession(PID)
-    payer.start()
-    effects = payer.decline("é" * 300)
-    cancel = effects[0][1]
+    payer.handle("start")
+    effects = payer.handle("decline", "é" * 300)
+    cancel = effects[0].message
     assert cancel.name == "Cancel" and len(cancel.reason.encode()) <= 256
     assert m.decode(m.CANCEL, m.encode(cancel)) == cancel
     assert payer.reason == "é" * 300
@@ -123,7 +123,7 @@ def test_signed_receipt_verifies_with_ecdsa_over_the_final_receipt():
         return key.sign_deterministic(data, hashfunc=hashlib.sha256)
 
     payee = PayeeSession(PID, 500, "tea", TOKEN, MPS, payee_key=pub, sign=sign)
-    sent = payee.receive(m.Message(m.PAY, {"id": PID}))[0][1]
+    sent = payee.receive(m.Message(m.PAY, {"id": PID}))[0].message
     received = m.from_frame(FrameDecoder().feed(m.to_frame(sent))[0])
     # signed once, over the bytes of the receipt as received (payee_key included)
     assert received.payee_key == pub and calls == [m.receipt_signed_bytes(received)]
@@ -162,9 +162,13 @@ PAYER_CALLS = [
     ("settled", TOKEN),
     ("settled", BAD_TOKEN),
     ("rolled_back",),
+    ("rolled_back", "lock returned"),
+    ("abandon",),
+    ("abort", "provider refused"),
     ("timeout",),
 ]
-PAYEE_CALLS = [("cancel",), ("cancel", "out of stock"), ("route_found",), ("route_failed",), ("locked",), ("timeout",)]
+PAYEE_CALLS = [("cancel",), ("cancel", "out of stock"), ("route_found",), ("route_failed",), ("locked",), ("timeout",),
+               ("rolled_back",), ("abandon", "payer disconnected"), ("abort",)]
 
 
 def _messages_to_payer():
@@ -237,7 +241,7 @@ class Checker:
     def apply(self, side, kind, arg):
         session = self.sessions[side]
         if kind == "call":
-            call = lambda: getattr(session, arg[0])(*arg[1:])  # noqa: E731
+            call = lambda: session.handle(*arg)  # noqa: E731
         else:
             if kind == "deliver":
                 if not self.inbox[side]:
@@ -259,23 +263,23 @@ class Checker:
         assert isinstance(effects, list)
         states = []
         for effect in effects:
-            assert type(effect) is tuple and effect[0] in EFFECT_KINDS
-            if effect[0] == "send":
-                self.inbox[other].append(effect[1])
-                if side == "payee" and effect[1].type == m.COMMIT:
-                    assert arg == ("locked",) and effect[1].token == TOKEN
-            elif effect[0] == "state":
-                states.append(effect[1])
-            elif effect[0] == "timer":
-                assert effect[1] is None or effect[1] > 0
-            elif effect[0] == "lock":
+            assert isinstance(effect, Effect) and effect.kind in EFFECT_KINDS
+            if effect.kind == "send":
+                self.inbox[other].append(effect.message)
+                if side == "payee" and effect.message.type == m.COMMIT:
+                    assert arg == ("locked",) and effect.message.token == TOKEN
+            elif effect.kind == "state":
+                states.append(effect.state)
+            elif effect.kind == "timer":
+                assert effect.seconds is None or effect.seconds > 0
+            elif effect.kind == "lock":
                 assert side == "payer"
                 self.locks += 1
                 assert self.locks == 1
-            elif effect[0] == "done":
+            elif effect.kind == "done":
                 self.done[side] += 1
                 assert self.done[side] == 1, "done emitted twice"
-                assert effect[1] == session.outcome and effect[2] == session.reason
+                assert effect.outcome == session.outcome and effect.reason == session.reason
                 self.check_outcome(side, kind, arg, before)
         if states:
             assert states[-1] == session.state
@@ -389,15 +393,144 @@ def test_exchange_through_frames_with_wrong_token_never_commits():
         (fr,) = decoder[to].feed(m.to_frame(msg))
         return m.from_frame(fr)
 
-    receipt = payee.receive(carry("payee", payer.start()[0][1]))[0][1]
+    receipt = payee.receive(carry("payee", payer.handle("start")[0].message))[0].message
     payer.receive(carry("payer", receipt))
-    confirm = payer.confirm()[0][1]
+    confirm = payer.handle("confirm")[0].message
     payee.receive(carry("payee", confirm))
-    payer.receive(carry("payer", payee.route_found()[0][1]))
-    assert payer.route_found()[0] == ("lock", TXID)
-    commit = payee.locked()[0][1]
+    payer.receive(carry("payer", payee.handle("route_found")[0].message))
+    lock = payer.handle("route_found")[0]
+    assert (lock.kind, lock.txid) == ("lock", TXID)
+    commit = payee.handle("locked")[0].message
     forged = m.Message(m.COMMIT, {"id": PID, "token": BAD_TOKEN})
     with pytest.raises(ProtocolError, match="does not hash"):
         payer.receive(carry("payer", forged))
     assert payer.state == "locking" and payer.outcome is None and payer.token is None
-    assert payer.receive(carry("payer", commit))[-1] == ("done", "committed", None)
+    done = payer.receive(carry("payer", commit))[-1]
+    assert (done.kind, done.outcome, done.reason) == ("done", "committed", None)
+
+
+def table(cls):
+    """The machine's RULES by state: state -> {input: handler}; no input has two rules in one state."""
+    from amiko_core.paylink import LIVE_STATES
+
+    rules = cls.RULES
+    assert len(rules) % 3 == 0
+    out = {state: {} for state in cls.STATES}
+    for name, handler, mask in zip(rules[::3], rules[1::3], rules[2::3]):
+        assert mask and mask < 1 << len(LIVE_STATES), (name, handler, mask)
+        for bit, state in enumerate(LIVE_STATES):
+            if mask & (1 << bit):
+                assert state in cls.STATES, "%s: rule %r names state %s of the other role" % (cls.ROLE, name, state)
+                assert name not in out[state], "two rules for %r in state %s" % (name, state)
+                out[state][name] = handler
+    return out
+
+
+LOCAL_INPUTS = {"payer": ("start", "confirm", "decline", "route_found", "route_failed", "settled", "rolled_back",
+                          "abandon", "abort", "timeout"),
+                "payee": ("cancel", "route_found", "route_failed", "locked", "rolled_back", "abandon", "abort",
+                          "timeout")}
+
+
+def _walk_payer(to):
+    """A payer (and its payee) driven to state `to` along the happy path or its cancel."""
+    payer, payee = PayerSession(PID), PayeeSession(PID, 700, "r", TOKEN, MPS)
+    if to == "new":
+        return payer
+    payee_effects = payee.receive(payer.handle("start")[0].message)
+    if to == "waiting_receipt":
+        return payer
+    payer.receive(payee_effects[0].message)
+    if to == "confirming":
+        return payer
+    payer.handle("confirm")
+    if to == "routing":
+        return payer
+    payer.receive(m.Message(m.HAVE_PAYEE_ROUTE, {"id": PID, "txid": TXID}))
+    payer.handle("route_found")
+    if to == "locking":
+        return payer
+    payer.handle("timeout")
+    if to == "lock_timeout":
+        return payer
+    if to == "committed":
+        payer.handle("settled", TOKEN)
+    else:
+        payer = _walk_payer("confirming")
+        payer.handle("decline")
+    return payer
+
+
+def _walk_payee(to):
+    payee = PayeeSession(PID, 700, "r", TOKEN, MPS)
+    steps = {"waiting_confirm": [lambda: payee.receive(m.Message(m.PAY, {"id": PID}))]}
+    steps["routing"] = steps["waiting_confirm"] + [
+        lambda: payee.receive(m.Message(m.CONFIRM, {"id": PID, "meeting_point": "mp-a"}))]
+    steps["waiting_lock"] = steps["routing"] + [lambda: payee.handle("route_found")]
+    steps["committed"] = steps["waiting_lock"] + [lambda: payee.handle("locked")]
+    steps["cancelled"] = [lambda: payee.handle("cancel")]
+    for step in steps.get(to, []):
+        step()
+    return payee
+
+
+@pytest.mark.parametrize("role", ["payer", "payee"])
+def test_the_table_names_every_state_and_only_real_handlers(role):
+    cls = PayerSession if role == "payer" else PayeeSession
+    walk = _walk_payer if role == "payer" else _walk_payee
+    for state, rules in table(cls).items():
+        assert walk(state).state == state
+        for name, handler in rules.items():
+            assert callable(getattr(cls, handler)), (state, name, handler)
+            if isinstance(name, str):
+                assert name in LOCAL_INPUTS[role], (state, name)
+            else:
+                assert name in cls.HANDLERS, (state, name)
+
+
+@pytest.mark.parametrize("role", ["payer", "payee"])
+def test_every_local_input_is_accepted_in_every_state(role):
+    """The drivers call local inputs without looking at the state: in every state each one
+    either follows its rule or returns no effects and changes nothing; accepts() says which."""
+    cls = PayerSession if role == "payer" else PayeeSession
+    walk = _walk_payer if role == "payer" else _walk_payee
+    for state in table(cls):
+        for name in LOCAL_INPUTS[role]:
+            session = walk(state)
+            before = _snapshot(session)
+            ruled = session.accepts(name)
+            assert ruled == (session.outcome is None and name in table(cls)[state]), (state, name)
+            args = (TOKEN,) if name == "settled" else ()
+            effects = session.handle(name, *args)
+            assert isinstance(effects, list)
+            if not ruled:
+                assert effects == [] and _snapshot(session) == before, (state, name)
+
+
+def test_abort_ends_a_payment_the_way_its_state_allows():
+    """abort: the provider or the engine cannot go on; one input, the right ending per state."""
+    confirming = _walk_payer("confirming")
+    sent = [e.message.type for e in confirming.handle("abort", "provider refused") if e.kind == "send"]
+    assert confirming.outcome == "cancelled" and sent == [m.CANCEL]
+    routing = _walk_payer("routing")
+    kinds = [e.kind for e in routing.handle("abort", "no route")]
+    assert routing.outcome == "cancelled" and "cancel_route" in kinds and routing.reason == "no route"
+    locking = _walk_payer("locking")
+    kinds = [e.kind for e in locking.handle("abort", "lock refused")]
+    assert locking.outcome == "cancelled" and "send" not in kinds  # locked: nothing to tell the payee
+    assert _walk_payer("committed").handle("abort", "late") == []
+
+
+def test_cut_reason_keeps_whole_characters():
+    assert m.cut_reason("abc") == "abc" and m.cut_reason(None) == ""
+    cut = m.cut_reason("é" * 200)
+    assert len(cut.encode()) == 256 and cut == "é" * 128
+    cut = m.cut_reason("a" + "€" * 100)  # 3-byte characters after one byte
+    assert len(cut.encode()) <= 256 and cut.startswith("a€") and cut == "a" + "€" * 85
+
+
+def test_an_unknown_local_input_does_nothing():
+    payer = _walk_payer("confirming")
+    assert payer.handle("no_such_input") == [] and payer.state == "confirming"
+    assert not payer.accepts("no_such_input")
+

@@ -13,9 +13,10 @@ A step: {"at": "payer"|"payee", "do": ACTION, ...} with ACTION one of
   deliver            the oldest message the other endpoint sent and not yet delivered
   redeliver          the message last delivered to this endpoint, again
   receive            "msg": {"type": NAME, "fields": {...}} (bytes fields in hex)
-  any method name    called with "args" (list, default []; {"hex": "..."} stands for bytes)
+  any local input    session.handle(ACTION, *args) with "args" (a list of at most one,
+                     default []; {"hex": "..."} stands for bytes)
 Expected: "effects" (list, compared exactly: ["send", NAME, fields] for a send,
-the plain tuple as a list otherwise), or "error" (a substring of the
+[kind, value, ...] (the kind's FIELDS) otherwise), or "error" (a substring of the
 ProtocolError's reason; the endpoint's state must be unchanged), "state"
 (the endpoint's state after the step) and "expect" (attribute -> value; bytes
 attributes in hex).
@@ -26,7 +27,7 @@ from binascii import hexlify, unhexlify
 from amiko_core import messages as m
 from amiko_core.errors import ProtocolError
 from amiko_core.hashing import sha256
-from amiko_core.paylink import PayeeSession, PayerSession
+from amiko_core.paylink import FIELDS, SEND, PayeeSession, PayerSession
 from paylink_exchange import exchange_through_frames  # noqa: F401 (kept here for callers)
 
 TYPES = {
@@ -62,10 +63,11 @@ def message_to_json(msg):
 
 
 def effect_to_json(effect):
-    if effect[0] == "send":
-        return ["send", effect[1].name, message_to_json(effect[1])]
-    out = []
-    for item in effect:
+    if effect.kind == SEND:
+        return ["send", effect.message.name, message_to_json(effect.message)]
+    out = [effect.kind]
+    for name in FIELDS[effect.kind]:
+        item = getattr(effect, name)
         out.append(hexs(item) if isinstance(item, (bytes, bytearray)) else item)
     return out
 
@@ -108,8 +110,8 @@ class Wire:
     def post(self, sender, effects):
         other = "payee" if sender == "payer" else "payer"
         for effect in effects:
-            if effect[0] == "send":
-                self.inbox[other].append(effect[1])
+            if effect.kind == SEND:
+                self.inbox[other].append(effect.message)
 
     def message_for(self, at, step):
         action = step["do"]
@@ -132,9 +134,8 @@ def _input(wire, at, step):
     if action in ("deliver", "redeliver", "receive"):
         msg = wire.message_for(at, step)
         return lambda: session.receive(msg)
-    method = getattr(session, action)
     args = [unhexlify(a["hex"]) if isinstance(a, dict) else a for a in step.get("args", [])]
-    return lambda: method(*args)
+    return lambda: session.handle(action, *args)
 
 
 def _check_attrs(session, expect, where):

@@ -7,6 +7,7 @@ needs: the core modules and this file.
 
 from amiko_core import messages as m
 from amiko_core.frame import FrameDecoder
+from amiko_core import paylink as pl
 from amiko_core.paylink import PayeeSession, PayerSession
 
 
@@ -30,27 +31,27 @@ def exchange_through_frames(token, payment_id="shop-42", amount=125000, receipt=
     def handle(side, effects):
         other = "payee" if side == "payer" else "payer"
         for effect in effects:
-            kind = effect[0]
-            if kind == "send":
-                data = m.to_frame(effect[1])
-                result["frames"].append(effect[1].name)
+            kind = effect.kind
+            if kind == pl.SEND:
+                data = m.to_frame(effect.message)
+                result["frames"].append(effect.message.name)
                 result["bytes"] += len(data)
                 for i in range(0, len(data), chunk):
                     for fr in decoders[other].feed(data[i : i + chunk]):
                         msg = m.from_frame(fr)
                         queue.append((other, lambda s=sessions[other], msg=msg: s.receive(msg)))
-            elif kind == "ask_user":
-                queue.append(("payer", payer.confirm))
-            elif kind == "route":
-                queue.append((side, sessions[side].route_found))
-            elif kind == "lock":
-                queue.append(("payee", payee.locked))
-            elif kind == "done":
+            elif kind == pl.ASK_USER:
+                queue.append(("payer", lambda: payer.handle("confirm")))
+            elif kind == pl.ROUTE:
+                queue.append((side, lambda s=sessions[side]: s.handle("route_found")))
+            elif kind == pl.LOCK:
+                queue.append(("payee", lambda: payee.handle("locked")))
+            elif kind == pl.DONE:
                 if side in result["outcomes"]:
                     raise AssertionError("%s: done emitted twice" % side)
-                result["outcomes"][side] = effect[1]
+                result["outcomes"][side] = effect.outcome
 
-    handle("payer", payer.start())
+    handle("payer", payer.handle("start"))
     while queue:
         side, fn = queue.pop(0)
         handle(side, fn())

@@ -238,15 +238,15 @@ class World:
 
     def _payee_effects(self, effects):
         for e in effects:
-            if e[0] == "send":
-                self._to_wallet(e[1])
-            elif e[0] == "route" and self.payee_routes:
-                self._payee_effects(self.payee.route_found())
+            if e.kind == "send":
+                self._to_wallet(e.message)
+            elif e.kind == "route" and self.payee_routes:
+                self._payee_effects(self.payee.handle("route_found"))
 
     def on_locked(self):
         if self.payee.state == "waiting_lock":
             token = self.payee.token
-            effects = self.payee.locked()
+            effects = self.payee.handle("locked")
             if self.release:
                 self._payee_effects(effects)
             if self.settle:

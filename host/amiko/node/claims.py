@@ -69,10 +69,6 @@ RESEND = 1  # seconds, at least, between two copies of a refused RequestCommit
 KINDS = ("claim", "resend")
 
 
-def _short(text, limit=256):
-    return (text or "").encode("utf-8")[:limit].decode("utf-8", "ignore")
-
-
 def _token(db, txid):
     row = db.execute("SELECT token FROM tokens WHERE txid = ?", (txid,)).fetchone()
     return None if row is None else bytes(row[0])
@@ -112,7 +108,7 @@ def refused(eng, db, link, seq, reason):
     if r is None:
         return
     txid, side = r["txid"], r["side"]
-    reason = _short(reason)
+    reason = m.cut_reason(reason)
     deadline = r[IN_LEG[side] + "_deadline"]
     now = eng.clock()
     db.execute("INSERT INTO claim_refusals (txid, side, link, count, reason, last) VALUES (?, ?, ?, 1, ?, ?) "
@@ -138,7 +134,7 @@ def _dispute(eng, db, r, reason):
     inn = IN_LEG[r["side"]]
     link, channel = r[inn + "_link"], r[inn + "_channel"]
     d = disputes.record(db, eng.now(), link, channel, r["txid"], r["side"], r["amount"],
-                        _token(db, r["txid"]) or b"", _short(reason, 512))
+                        _token(db, r["txid"]) or b"", m.cut_reason(reason, 512))
     log.warning("DISPUTE on channel %d of link %s: %d owed by the peer for %s/%d, not settled by this node's "
                 "deadline (%s); the channel forwards no new payment; open disputes on this link total %d, "
                 "its credit limit is %d", channel, link, r["amount"], txid_text(r["txid"]), r["side"], reason,
@@ -154,7 +150,7 @@ def lost(eng, db, r, reason):
     _dispute(eng, db, r, reason)
     leg_channel(db, r, inn).rollback(txid, side)  # the hold is locked; its leg is 'requested'
     update(eng, db, r, **{inn + "_status": "rolled_back"})
-    update(eng, db, r, state="rolled_back", reason=_short(reason))
+    update(eng, db, r, state="rolled_back", reason=m.cut_reason(reason))
     routing.clear_timers(db, r)
     db.execute("DELETE FROM claim_refusals WHERE txid = ? AND side = ?", (txid, side))
 

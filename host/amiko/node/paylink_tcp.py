@@ -21,13 +21,12 @@ Effects of the paylink state machines are carried out here:
   lock -> engine.lock(db, txid)               timer -> one asyncio timer per session
   cancel_route -> engine.cancel_route(db, txid, side) when the engine has it (issue 4)
   done -> the payments table row (engine.update_payment), and the waiting `amiko pay`
-Engine events for (txid, side) reach the session through PaymentLinks.on_event:
-  route_found / route_failed -> session.route_found() / route_failed(reason)
-  locked (payee side)         -> session.locked(): Commit{token} to the payer if it is still
-                                 connected. The engine itself released the token to the network
-                                 (auto_release) when the request is open, even if the payer has
-                                 gone or this node restarted: the lock is the payer's promise.
-  settled / rolled_back (payer side, after lock) -> session.settled(token) / rolled_back()
+Engine events for (txid, side) reach the session through PaymentLinks.on_event as the session's
+input of the same name (the session's rules decide whether it applies in its state):
+  route_found, route_failed(reason), rolled_back(reason), settled(token), and
+  locked (payee side): Commit{token} to the payer if it is still connected. The engine itself
+  released the token to the network (auto_release) when the request is open, even if the payer
+  has gone or this node restarted: the lock is the payer's promise.
 A payee session that ends cancelled cancels its request (endpoints.cancel_request), so a lock
 arriving later never releases the token. A payer that gets Commit{token} calls
 engine.release_token (commits its own hop; the engine ignores a token it settled already).
@@ -66,6 +65,11 @@ log = logging.getLogger("amiko.paylink")
 CONNECT_TIMEOUT = 10
 MAX_SESSIONS = 1000
 PAYER, PAYEE = 0, 1
+
+# A session effect's kind -> the _Run method that carries it out.
+_EFFECTS = {paylink.SEND: "_send_effect", paylink.STATE: "_state_effect", paylink.ROUTE: "_route_effect",
+            paylink.LOCK: "_lock_effect", paylink.CANCEL_ROUTE: "_cancel_route_effect",
+            paylink.TIMER: "_timer_effect", paylink.DONE: "_done_effect", paylink.ASK_USER: "_ask_user_effect"}
 
 
 def test_knobs(environ):
@@ -110,7 +114,7 @@ class PayError(AmikoError):
 
 
 def error_frame(code, reason, ref_type=None):
-    fields = {"code": code, "reason": reason[:200]}
+    fields = {"code": code, "reason": m.cut_reason(reason, 200)}
     if ref_type is not None:
         fields["ref_type"] = ref_type
     return m.to_frame(m.Message(m.ERROR, fields))
@@ -164,36 +168,40 @@ class _Run:
                 queue[0:0] = more
 
     def _effect(self, effect):
-        kind = effect[0]
-        if kind == "send":
-            self.send(effect[1])
-        elif kind == "timer":
-            self._arm(effect[1])
-        elif kind == "state":
-            log.debug("%s %s: %s", self.session.ROLE, self.session.payment_id, effect[1])
-        elif kind == "route":
-            _, mp, amount, txid = effect
-            self._register(txid)
-            self.node.transact(self._start_route, txid, amount, mp)
-        elif kind == "lock":
-            self._lock(effect[1])
-        elif kind == "cancel_route":
-            self.node.transact(self.node.engine.cancel_route, effect[1], self.side,
-                               self._reason(self.session.reason) or "cancelled")
-        elif kind == "done":
-            self._done(effect[1], effect[2])
-        elif kind == "ask_user":
-            self.on_ask_user(effect[1], effect[2])
-        return None
+        getattr(self, _EFFECTS[effect.kind])(effect)
+
+    def _send_effect(self, e):
+        self.send(e.message)
+
+    def _state_effect(self, e):
+        log.debug("%s %s: %s", self.session.ROLE, self.session.payment_id, e.state)
+
+    def _route_effect(self, e):
+        self._register(e.txid)
+        self.node.transact(self._start_route, e.txid, e.amount, e.meeting_point)
+
+    def _lock_effect(self, e):
+        self._lock(e.txid)
+
+    def _cancel_route_effect(self, e):
+        self.node.transact(self.node.engine.cancel_route, e.txid, self.side,
+                           self._reason(self.session.reason) or "cancelled")
+
+    def _timer_effect(self, e):
+        self._arm(e.seconds)
+
+    def _done_effect(self, e):
+        self._done(e.outcome, e.reason)
+
+    def _ask_user_effect(self, e):
+        self.on_ask_user(e.amount, e.text)
 
     def _effect_failed(self, effect, error):
-        """An engine call refused (e.g. no channel can carry the amount): cancel the payment."""
-        log.warning("%s %s: %s failed: %s", self.session.ROLE, self.session.payment_id, effect[0], error.reason)
-        if self.session.outcome is None and self.session.state == "routing":
-            return self.session.route_failed(error.reason)
-        if effect[0] == "lock" and self.session.outcome is None and self.session.state in ("locking", "lock_timeout"):
-            return self.session.rolled_back(self._stored_reason() or error.reason)
-        return None
+        """An engine call refused (e.g. no channel can carry the amount): end the payment."""
+        log.warning("%s %s: %s failed: %s", self.session.ROLE, self.session.payment_id, effect.kind, error.reason)
+        if effect.kind == paylink.LOCK:
+            return self.session.handle("abort", self._stored_reason() or error.reason)
+        return self.session.handle("abort", error.reason)
 
     def _stored_reason(self):
         """The reason the engine stored when it ended this payment, if it did."""
@@ -220,7 +228,7 @@ class _Run:
         try:
             self.node.transact(self.node.engine.lock, txid)
         except AmikoError as e:
-            self.apply(self._effect_failed(("lock", txid), e) or [])
+            self.apply(self.session.handle("abort", self._stored_reason() or e.reason))
 
     def _start_route(self, db, txid, amount, mp):
         self.record(db, txid, amount)
@@ -243,10 +251,7 @@ class _Run:
 
     def _timeout(self):
         self.timer = None
-        try:
-            self.apply(self.session.timeout())
-        except ProtocolError as e:
-            log.debug("timer: %s", e)
+        self.apply(self.session.handle("timeout"))
 
     def _done(self, outcome, reason):
         reason = self._reason(reason)
@@ -328,22 +333,15 @@ class _Run:
     # -- engine events
 
     def on_event(self, event):
+        """An engine event about this session's half: the session's input of that name."""
         kind = event[0]
+        reason = event[3] if len(event) > 3 else None
         s = self.session
-        if s.outcome is not None:
-            return
-        try:
-            if kind == "route_found" and s.state == "routing":
-                self.apply(s.route_found())
-            elif kind == "route_failed" and s.state == "routing":
-                self.apply(s.route_failed(event[3] if len(event) > 3 else None))
-            else:
-                self.on_other_event(event)
-        except ProtocolError as e:
-            log.debug("%s event %s: %s", s.ROLE, kind, e.reason)
-
-    def on_other_event(self, event):
-        pass
+        if kind == "settled":
+            if s.accepts("settled"):
+                self.apply(s.handle("settled", self.node.payment_token(s.txid)))
+        elif kind in ("route_found", "route_failed", "rolled_back"):
+            self.apply(s.handle(kind, reason))
 
 
 class PayeeRun(_Run):
@@ -361,14 +359,7 @@ class PayeeRun(_Run):
                                         signature=r.signature)
 
     def on_disconnect(self):
-        s = self.session
-        if s.outcome is None and s.state in ("waiting_pay", "waiting_confirm"):
-            self.apply(s.cancel("payer disconnected"))
-
-    def on_other_event(self, event):
-        # "locked" is handled by PaymentLinks (the token is released even without a session)
-        if event[0] == "rolled_back" and self.session.state in ("routing", "waiting_lock"):
-            self.apply(self.session.cancel(event[3] if len(event) > 3 else "rolled back"))
+        self.apply(self.session.handle("abandon", "payer disconnected"))
 
     def _done(self, outcome, reason):
         if outcome == paylink.CANCELLED and not self.routed() and not self.shop_cancel:
@@ -408,7 +399,7 @@ class PayerRun(_Run):
             signed_receipt=m.receipt_signed_bytes(r), meeting_point=self.session.meeting_point)
 
     def _reason(self, reason):
-        last = self.session._last  # the message being handled, when a Cancel from the payee ends it
+        last = self.session.last_message  # the message being handled, when a Cancel from the payee ends it
         if reason and last is not None and last.type == m.CANCEL and not reason.startswith("payee cancelled"):
             return "payee cancelled: " + reason
         return reason
@@ -417,7 +408,7 @@ class PayerRun(_Run):
         r = self.session.receipt
         problem = self._check_receipt(r)
         if problem:
-            self.apply(self.session.decline(problem))
+            self.apply(self.session.handle("decline", problem))
             return
         if not self.offer.done():
             self.offer.set_result({
@@ -448,19 +439,7 @@ class PayerRun(_Run):
             self.node.transact(self.node.engine.release_token, self.session.txid, self.session.token)
 
     def on_disconnect(self):
-        s = self.session
-        if s.outcome is None and s.state in ("waiting_receipt", "confirming"):
-            self.apply(s.decline("payee disconnected"))
-
-    def on_other_event(self, event):
-        s = self.session
-        kind = event[0]
-        if kind == "settled" and s.state in ("locking", "lock_timeout"):
-            self.apply(s.settled(self.node.payment_token(s.txid)))
-        elif kind == "rolled_back" and s.state in ("locking", "lock_timeout"):
-            self.apply(s.rolled_back(event[3] if len(event) > 3 else None))
-        elif kind == "rolled_back" and s.state == "routing":
-            self.apply(s.route_failed(event[3] if len(event) > 3 else None))
+        self.apply(self.session.handle("abandon", "payee disconnected"))
 
     def result(self):
         outcome, reason = self.done.result()
@@ -555,7 +534,7 @@ class PaymentLinks:
         self.sessions.add(run)
         self.payers[run.handle] = run
         run.reader_task = asyncio.ensure_future(run.read_loop())
-        run.apply(session.start())
+        run.apply(session.handle("start"))
         offer = await run.offer
         if "result" in offer:
             self.payers.pop(run.handle, None)
@@ -571,14 +550,12 @@ class PaymentLinks:
         """The user agreed: route, lock, wait for the outcome (or the timeout) -> result dict."""
         run = self._payer(handle)
         s = run.session
-        if s.outcome is None and s.state == "confirming":
-            run.apply(s.confirm())
+        run.apply(s.handle("confirm"))
         try:
             await asyncio.wait_for(asyncio.shield(run.done), timeout)
         except asyncio.TimeoutError:
-            if s.outcome is None and s.state in ("waiting_receipt", "confirming", "routing"):
-                run.apply(s.decline("timed out after %s s" % timeout))
-            else:
+            run.apply(s.handle("decline", "timed out after %s s" % timeout))
+            if s.outcome is None:
                 raise PayError("no outcome within %s s; payment %s is locked in the network and still in progress: "
                                "see `amiko status`" % (timeout, _hex(s.txid)), "timeout") from None
         self.payers.pop(handle, None)
@@ -586,9 +563,7 @@ class PaymentLinks:
 
     def decline_payer(self, handle, reason=None):
         run = self._payer(handle)
-        s = run.session
-        if s.outcome is None and s.state in ("waiting_receipt", "confirming", "routing"):
-            run.apply(s.decline(reason or "declined by payer"))
+        run.apply(run.session.handle("decline", reason or "declined by payer"))
         self.payers.pop(handle, None)
         return run.result() if run.done.done() else {"result": "cancelled", "reason": reason or "declined by payer"}
 
@@ -607,15 +582,15 @@ class PaymentLinks:
             s = run.session
             if s.outcome is not None:
                 raise PayError("payment %s has ended already: %s" % (ident, s.outcome), "refused")
-            if (run.side == PAYER and s.state in ("locking", "lock_timeout")) or (
+            if (run.side == PAYER and not s.accepts("decline")) or (
                     run.side == PAYEE and self._stored_state(s.txid) == "locked"):
                 raise PayError("payment %s is locked: it can no longer be cancelled; the network decides "
                                "(committed, or rolled back when its commit deadline passes)" % ident, "refused")
             if run.side == PAYER:
-                run.apply(s.decline(reason or "cancelled by payer"))
+                run.apply(s.handle("decline", reason or "cancelled by payer"))
             else:
                 run.shop_cancel = True
-                run.apply(s.cancel(reason or "cancelled by payee"))
+                run.apply(s.handle("cancel", reason or "cancelled by payee"))
             results.append({"role": s.ROLE, "result": s.outcome, "reason": s.reason})
         return results[0] if len(results) == 1 else {"result": "cancelled", "sessions": results}
 
@@ -656,9 +631,8 @@ class PaymentLinks:
     def abandon_payer(self, handle):
         """The `amiko pay` that started this went away before confirming: cancel."""
         run = self.payers.get(handle)
-        if run is not None and run.session.outcome is None and run.session.state in ("waiting_receipt", "confirming"):
-            run.apply(run.session.decline("payer went away"))
         if run is not None:
+            run.apply(run.session.handle("abandon", "payer went away"))
             self.payers.pop(handle, None)  # what is confirmed goes on; the outcome is in the history
 
     # -- engine events (called by the daemon, outside any transaction)
@@ -681,10 +655,11 @@ class PaymentLinks:
         if self.knobs.get("withhold_token"):
             log.warning("TEST KNOB AMIKO_TEST_WITHHOLD_TOKEN: payee withholds the token of %s", txid.hex())
             return
-        if run is not None and run.session.outcome is None and run.session.state == "waiting_lock":
-            run.apply(run.session.locked())
-        elif run is not None:
-            log.warning("payee: lock for %s arrived in session state %s", txid.hex(), run.session.state)
+        if run is not None:
+            effects = run.session.handle("locked")
+            if not effects:
+                log.warning("payee: lock for %s arrived in session state %s", txid.hex(), run.session.state)
+            run.apply(effects)
 
     async def close(self):
         for run in list(self.sessions):

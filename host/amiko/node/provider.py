@@ -258,7 +258,7 @@ class Provider:
         w["pcounter"] = pcounter
         balance = db.execute("SELECT balance FROM wallets WHERE id = ?", (w["id"],)).fetchone()[0]
         if reason is not None:
-            reason = settlement.short_reason(reason)
+            reason = m.cut_reason(reason)
         return wl.status(w["key"], w["id"], pcounter, msg.counter, msg.txid, state, msg.amount, msg.meeting_point,
                          balance, int(self.clock()), token=bytes(token) if state == wl.COMMITTED and token else None,
                          reason=reason)

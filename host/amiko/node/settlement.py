@@ -75,11 +75,6 @@ _store.register_schema(SCHEMA)
 CLAIM_MARGIN = 0.5
 
 
-def short_reason(reason, limit=256):
-    """reason cut to at most limit UTF-8 bytes (the wire bound of a reason)."""
-    return reason.encode("utf-8")[:limit].decode("utf-8", "ignore")
-
-
 def known_token(db, txid):
     row = db.execute("SELECT token FROM tokens WHERE txid = ?", (txid,)).fetchone()
     return None if row is None else row[0]
@@ -124,7 +119,7 @@ def on_lock(eng, db, link, msg):
     if r is not None and r["state"] in routing.ENDED and r[IN_LEG[msg.side] + "_link"] == link:
         # This node forgot the transaction (lock time-out, cancel): the lock is late.
         why = "%s (%s)" % (r["state"], r["reason"] or "no reason")
-        reason = short_reason("late lock rolled back: node %s had forgotten the transaction: %s" % (eng.cfg.name, why))
+        reason = m.cut_reason("late lock rolled back: node %s had forgotten the transaction: %s" % (eng.cfg.name, why))
         log.info("Lock from %s for %s/%d: %s", link, txid_text(msg.txid), msg.side, reason)
         eng.send(db, link, m.Message(m.SETTLE_ROLLBACK, txid=msg.txid, side=msg.side, reason=reason))
         return
@@ -279,7 +274,7 @@ def on_settle_rollback(eng, db, link, msg):
         # Our SettleCommit crossed the peer's giving up: it refuses the SettleCommit (its leg
         # is rolled back), so undo our side of the commit and both ends agree again.
         leg_channel(db, r, leg).revert_commit("out", r["amount"])
-        reason = short_reason("commit reverted on link %s: the peer had rolled back (%s)" % (link, msg.reason or ""))
+        reason = m.cut_reason("commit reverted on link %s: the peer had rolled back (%s)" % (link, msg.reason or ""))
         log.error("%s/%d: %s", txid_text(msg.txid), msg.side, reason)
         update(eng, db, r, **{leg + "_status": "rolled_back", "state": "rolled_back", "reason": reason})
         routing.clear_timers(db, r)
@@ -320,7 +315,7 @@ def rollback_upstream(eng, db, r, reason):
             log.warning("rollback of %s/%d: the in leg is %s, the claim stands", txid_text(txid), side, status)
             return
         if routing.release_leg(db, r, inn, "rolled_back"):
-            eng.send(db, r[inn + "_link"], m.Message(m.SETTLE_ROLLBACK, txid=txid, side=side, reason=short_reason(reason)))
+            eng.send(db, r[inn + "_link"], m.Message(m.SETTLE_ROLLBACK, txid=txid, side=side, reason=m.cut_reason(reason)))
     elif side == 1:
         e0 = get(db, txid, 0)
         if e0 is not None and e0["at_mp"] and e0["state"] in ("routed", "locked"):

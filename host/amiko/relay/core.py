@@ -221,7 +221,7 @@ class Relay:
             except URLError:
                 pid = None
         if pid is not None:
-            self.transport.write(m.to_frame(m.Message(m.CANCEL, id=pid, reason=reason[:200])))
+            self.transport.write(m.to_frame(m.Message(m.CANCEL, id=pid, reason=m.cut_reason(reason, 200))))
         self._done.set()
 
     async def _pump_wallet(self):
