@@ -46,6 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "shared"), str(ROOT / "host")]
 
+from amiko import waits  # noqa: E402
 from amiko.demo.network import DemoNode  # noqa: E402
 
 AMOUNT = 100
@@ -152,16 +153,8 @@ class BenchNode(DemoNode):
                                      env=child_env())
 
 
-def wait_for(condition, timeout, what, delay=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out after %s s waiting for %s" % (timeout, what))
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
+def wait_for(condition, timeout, what):
+    return waits.wait_for(condition, timeout, what, error=SystemExit, max_delay=0.2)
 
 
 class Chain:
@@ -633,7 +626,7 @@ def reading(results, levels, prof):
             "fsync. Node CPU per payment per node of the %s chain: %s; every node of a chain spends CPU and "
             "fsyncs on every payment and all share the 2 cores and one disk, hence payments/s falls with hop "
             "count. Crypto is only at the "
-            "endpoints: the payee signs the receipt, the payer verifies it (pure-Python ecdsa, no gmpy2); "
+            "endpoints: the payee signs the receipt, the payer verifies it (libsecp256k1 through coincurve); "
             "intermediate nodes do no signature work per payment. CBOR/frames and asyncio are a few ms per "
             "node per payment each."
             % (commits_lo, msgs, ack_only, ms_commit, fs(w_lo), w_hi["c"], commits_hi, fs(w_hi), _h(hi),

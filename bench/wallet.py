@@ -17,7 +17,6 @@
 """
 
 import argparse
-import asyncio
 import glob
 import json
 import os
@@ -25,19 +24,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from amiko_testing.network import Net, run_amiko  # noqa: E402
+from amiko_testing.wallets import pay_through_relay  # noqa: E402
 
 from amiko.emulate import VirtualBoard  # noqa: E402
 from amiko.flash import boards as boards_mod  # noqa: E402
 from amiko.flash import build  # noqa: E402
-from amiko.relay.core import Relay  # noqa: E402
-from amiko.transports import open_transport  # noqa: E402
 
 BIN = Path(sys.executable).parent
 MARGIN = 1.25
@@ -59,17 +56,6 @@ def flash_bytes():
     return rows
 
 
-def relay(pty, url, timeout=60):
-    async def go():
-        t = open_transport("serial:" + pty)
-        try:
-            return await Relay(t).run(url, timeout=timeout)
-        finally:
-            t.close()
-
-    return asyncio.run(go())
-
-
 def wallet_cli(*args):
     return run_amiko(["wallet"] + [str(a) for a in args], timeout=60)
 
@@ -87,7 +73,7 @@ def pay_once(net, prov, shop, board, amount=300):
     if r.returncode != 0:
         return False, "topup: %s" % (r.stderr.strip()[-200:],)
     url = net.request(shop, amount, "bench")
-    out = relay(board.pty, url, timeout=30)
+    out = pay_through_relay(board.pty, url, timeout=30)
     if out.get("result") != "committed":
         return False, "payment: %s" % (out.get("result"),)
     h = wallet_cli("history", "--port", board.pty, "--json")
