@@ -91,9 +91,13 @@ def test_hostile_node_cannot_claim_or_forge_a_meeting_point(net):
     assert [x["state"] for x in history(p, paid["txid"])] == ["cancelled"]
     assert [x["state"] for x in history(q, paid["txid"])] == ["cancelled"]
     assert not any(x.get("token") for x in history(p, paid["txid"]) + history(q, paid["txid"]))
-    for n in (p, q):  # each refused h's HaveRoute with a clear line in its log
-        log = (n.home / "node.log").read_text()
-        assert "refused HaveRoute from link h" in log and victim in log and "not the meeting point's" in log, n.name
+    # whoever got h's forged HaveRoute first refused it with a clear line in its log; the other end
+    # may have heard the payment was cancelled before h's HaveRoute reached it, which is just as safe
+    logs = {n.name: (n.home / "node.log").read_text() for n in (p, q)}
+    refused = [name for name, log in logs.items() if "refused HaveRoute from link h" in log]
+    assert refused, logs
+    for name in refused:
+        assert victim in logs[name] and "not the meeting point's" in logs[name], name
     # m never saw the payment
     assert not any(x["txid"] == paid["txid"] for x in m.status()["routes"])
 
