@@ -48,9 +48,9 @@ only when a BLETransport is built.
 
 import time
 
-AMIKO_SERVICE_UUID = "6a4e0001-7c3b-4d6e-9a15-616d696b6f01"
-AMIKO_RX_UUID = "6a4e0002-7c3b-4d6e-9a15-616d696b6f01"
-AMIKO_TX_UUID = "6a4e0003-7c3b-4d6e-9a15-616d696b6f01"
+from amiko_core.walletlink import RX_UUID as AMIKO_RX_UUID
+from amiko_core.walletlink import SERVICE_UUID as AMIKO_SERVICE_UUID
+from amiko_core.walletlink import TX_UUID as AMIKO_TX_UUID
 
 RX_CAPACITY = 4608  # one MAX_FRAME (4096) plus room for the next pieces
 ATT_MAX_VALUE = 512  # the largest attribute value ATT allows: what the RX characteristic holds

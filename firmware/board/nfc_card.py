@@ -32,7 +32,7 @@ the tests. NfcCard drives a PN532 in target mode and is the wallet's transport:
 read_into(buf) -> n (non-blocking), write(data).
 """
 
-AMIKO_AID = b"\xf0\x41\x4d\x49\x4b\x4f\x01"
+from amiko_core.walletlink import NFC_AID as AMIKO_AID
 
 CLA_ISO = 0x00
 CLA_PROP = 0x80

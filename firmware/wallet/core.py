@@ -52,6 +52,7 @@ from amiko_core.errors import DecodeError, ProtocolError
 from amiko_core import paylink as pl
 from amiko_core.paylink import PayerSession
 from amiko_core.token import token_matches
+from amiko_core.walletlink import ERR_BAD_FRAME, ERR_BUSY, ERR_INTERNAL, ERR_REFUSED, ERR_UNPROVISIONED
 
 MAX_HISTORY = 32
 MAX_PAYEES = 16
@@ -60,12 +61,6 @@ AUTH_RETRY_MS = 1500  # no answer at all: send the Auth again (with a new counte
 WAIT_RETRY_MS = 7500  # an answer that says "in progress": ask again after this
 CONTACT_MS = 15000
 DAY = 86400
-
-ERR_REFUSED = 10
-ERR_BUSY = 11
-ERR_UNPROVISIONED = 12
-ERR_BAD_FRAME = 13
-ERR_INTERNAL = 14
 
 _PAY_TYPES = (m.RECEIPT, m.CANCEL, m.HAVE_PAYEE_ROUTE, m.COMMIT)
 # decoded at all (anything else is refused by its type code, before its body is looked at)

@@ -143,6 +143,21 @@ REFUSED = 5
 STATE_NAMES = ("routing", "routed", "locked", "committed", "cancelled", "refused")
 FINAL_STATES = (COMMITTED, CANCELLED, REFUSED)
 
+# Refused{code}: why the wallet refuses a frame (codes.py has the node-side Error codes)
+ERR_REFUSED = 10  # it does not take that message now (not provisioned, no such payment, ...)
+ERR_BUSY = 11  # a payment is in progress or unresolved
+ERR_UNPROVISIONED = 12
+ERR_BAD_FRAME = 13  # the frame does not decode
+ERR_INTERNAL = 14
+
+# How a terminal finds the wallet over the air: the BLE GATT service (RX: terminal -> wallet,
+# write; TX: wallet -> terminal, notify) and the NFC (ISO-DEP) application id: proprietary
+# RID F0 + "AMIKO" + version 1.
+SERVICE_UUID = "6a4e0001-7c3b-4d6e-9a15-616d696b6f01"
+RX_UUID = "6a4e0002-7c3b-4d6e-9a15-616d696b6f01"
+TX_UUID = "6a4e0003-7c3b-4d6e-9a15-616d696b6f01"
+NFC_AID = b"\xf0\x41\x4d\x49\x4b\x4f\x01"
+
 KEY_SIZE = 32
 MAC_SIZE = 32
 PAYEE_KEY_SIZE = 33

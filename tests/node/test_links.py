@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 
+from amiko_core import codes
 from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 
@@ -403,9 +404,9 @@ def test_failing_handler_rolls_back_and_answers_with_error(tmp_path):
             assert b.received() == [1, 2, 4, 6, 7]
             await wait_until(lambda: len(a.errors()) == 2, "Errors delivered to the peer")
             errs = a.errors()
-            assert errs[0][:2] == ("to-b", links.ERR_REJECTED) and "channel 3 is refused" in errs[0][2]
+            assert errs[0][:2] == ("to-b", codes.REJECTED) and "channel 3 is refused" in errs[0][2]
             assert errs[0][3:] == (m.DEPOSIT, 3)  # ref_type, ref_seq
-            assert errs[1][1] == links.ERR_INTERNAL and errs[1][4] == 5
+            assert errs[1][1] == codes.INTERNAL and errs[1][4] == 5
             assert b.mgr.status("from-a")["rejected"] == 2
             a.send("to-b", [8, 9])  # the link keeps working
             await wait_until(lambda: b.received()[-2:] == [8, 9], "later messages")

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from amiko_core import codes
 from amiko_core import cbor
 from amiko_core import frame as frames
 from amiko_core import messages as m
@@ -296,7 +297,7 @@ async def test_unknown_message_type_first(node, tmp_path):
     stream = await dial(node)
     stream.send(frame_of(200, b"\xa0"))
     errors = await closed_with(stream)
-    assert errors[0].code == links.ERR_PROTOCOL and errors[0].ref_type == 200
+    assert errors[0].code == codes.PROTOCOL and errors[0].ref_type == 200
     assert "first message must be ConnectLink" in errors[0].reason
 
 
@@ -313,7 +314,7 @@ async def test_link_msg_before_connect_link(node, tmp_path):
     stream = await dial(node)
     stream.send(link_msg(1, deposit(1)))
     errors = await closed_with(stream)
-    assert errors[0].code == links.ERR_PROTOCOL and errors[0].ref_type == links.LINK_MSG
+    assert errors[0].code == codes.PROTOCOL and errors[0].ref_type == links.LINK_MSG
     assert node.received() == []
 
 
@@ -331,18 +332,18 @@ async def test_silent_after_connect_link_is_dropped(node, tmp_path):
     """Linked, then not a single frame (no keepalive either): dropped at the idle deadline."""
     stream = await authenticated(node)
     msgs = await closed_with(stream, timeout=3 * TIMEOUT + 2)
-    assert msgs[-1].type == m.ERROR and msgs[-1].code == links.ERR_TIMEOUT
+    assert msgs[-1].type == m.ERROR and msgs[-1].code == codes.TIMEOUT
     assert all(x.type in (links.ACK, m.ERROR) for x in msgs)  # the node's keepalives, then the Error
     assert "no frame" in node.mgr.status("from-raw")["last_error"]
 
 
 @pytest.mark.parametrize("fields,code", [
-    ({"key": Identity.generate().pubkey}, links.ERR_AUTH),  # not the key of the handshake
-    ({"signature": bytes(64)}, links.ERR_PROTOCOL),  # a field of the old handshake
-    ({"nonce": bytes(16)}, links.ERR_PROTOCOL),
-    ({"link": "nope"}, links.ERR_UNKNOWN_LINK),
-    ({}, links.ERR_AUTH),  # no pinned key, no invitation
-    ({"invite": bytes(32)}, links.ERR_AUTH),  # an invitation never issued
+    ({"key": Identity.generate().pubkey}, codes.AUTH),  # not the key of the handshake
+    ({"signature": bytes(64)}, codes.PROTOCOL),  # a field of the old handshake
+    ({"nonce": bytes(16)}, codes.PROTOCOL),
+    ({"link": "nope"}, codes.UNKNOWN_LINK),
+    ({}, codes.AUTH),  # no pinned key, no invitation
+    ({"invite": bytes(32)}, codes.AUTH),  # an invitation never issued
 ])
 def test_malformed_hello(tmp_path, fields, code):
     @hostile
@@ -362,7 +363,7 @@ async def test_undecodable_hello(node, tmp_path):
     stream = await dial(node)
     stream.send(frame_of(m.CONNECT_LINK, cbor.dumps({1: "from-raw", 2: b"short"})))
     errors = await closed_with(stream)
-    assert errors[0].code == links.ERR_BAD_MESSAGE and "key" in errors[0].reason
+    assert errors[0].code == codes.BAD_MESSAGE and "key" in errors[0].reason
 
 
 @hostile
@@ -375,7 +376,7 @@ async def test_wrong_key_after_pin(node, tmp_path):
     stream = await dial(node, other)
     stream.send_message(hello(other, invite=node.invite()))  # even with a fresh invitation
     errors = await closed_with(stream)
-    assert errors[0].code == links.ERR_AUTH and "pinned" in errors[0].reason
+    assert errors[0].code == codes.AUTH and "pinned" in errors[0].reason
     stream = await authenticated(node, pinned)  # the pinned key still gets in
     stream.close()
 
@@ -431,10 +432,10 @@ async def test_unknown_top_level_message_is_rejected_not_fatal(node, tmp_path):
     stream = await authenticated(node)
     send(stream, frame_of(200, b"\xa0"))
     err = await next_msg(stream)
-    assert err.type == m.ERROR and err.code == links.ERR_BAD_MESSAGE and err.ref_type == 200
+    assert err.type == m.ERROR and err.code == codes.BAD_MESSAGE and err.ref_type == 200
     send(stream, m.to_frame(deposit(5)))  # a node message outside a LinkMsg
     err = await next_msg(stream)
-    assert err.code == links.ERR_PROTOCOL and "must travel in a LinkMsg" in err.reason
+    assert err.code == codes.PROTOCOL and "must travel in a LinkMsg" in err.reason
     send(stream, m.to_frame(hello(Identity.generate())))
     err = await next_msg(stream)
     assert "ConnectLink after the handshake" in err.reason
@@ -453,14 +454,14 @@ async def test_too_many_rejected_messages_close(node, tmp_path):
 
 
 @pytest.mark.parametrize("msg_type,body,code", [
-    (m.DEPOSIT, cbor.dumps({1: 7, 2: 0}), links.ERR_BAD_MESSAGE),  # amount 0
-    (m.DEPOSIT, cbor.dumps({1: 7, 2: -5}), links.ERR_BAD_MESSAGE),  # negative amount
-    (m.DEPOSIT, cbor.dumps({1: 7, 2: 2**64 - 1}), links.ERR_BAD_MESSAGE),  # above MAX_AMOUNT
-    (m.DEPOSIT, b"\xff", links.ERR_BAD_MESSAGE),  # not CBOR
-    (177, cbor.dumps({}), links.ERR_BAD_MESSAGE),  # unknown inner type
-    (links.ACK, cbor.dumps({1: 1}), links.ERR_PROTOCOL),  # link-layer types never nest
-    (links.LINK_MSG, cbor.dumps({1: 1, 2: 25, 3: b"\xa0"}), links.ERR_PROTOCOL),
-    (m.CONNECT_LINK, cbor.dumps({1: "x"}), links.ERR_PROTOCOL),
+    (m.DEPOSIT, cbor.dumps({1: 7, 2: 0}), codes.BAD_MESSAGE),  # amount 0
+    (m.DEPOSIT, cbor.dumps({1: 7, 2: -5}), codes.BAD_MESSAGE),  # negative amount
+    (m.DEPOSIT, cbor.dumps({1: 7, 2: 2**64 - 1}), codes.BAD_MESSAGE),  # above MAX_AMOUNT
+    (m.DEPOSIT, b"\xff", codes.BAD_MESSAGE),  # not CBOR
+    (177, cbor.dumps({}), codes.BAD_MESSAGE),  # unknown inner type
+    (links.ACK, cbor.dumps({1: 1}), codes.PROTOCOL),  # link-layer types never nest
+    (links.LINK_MSG, cbor.dumps({1: 1, 2: 25, 3: b"\xa0"}), codes.PROTOCOL),
+    (m.CONNECT_LINK, cbor.dumps({1: "x"}), codes.PROTOCOL),
 ])
 def test_bad_inner_message_consumes_seq_and_answers_error(tmp_path, msg_type, body, code):
     @hostile

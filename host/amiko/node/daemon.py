@@ -40,6 +40,7 @@ import signal
 import sys
 import time
 
+from amiko_core import codes
 from amiko_core import messages as m
 from amiko_core import walletlink as wl
 from amiko_core.errors import AmikoError, URLError
@@ -292,7 +293,7 @@ class Node:
         else:
             reason = "first message must be ConnectLink, Pay, Auth, ProvisionRequest or Control, got type %d" % first.type
             log.info("connection from %s: %s", stream.peer, reason)
-            stream.send(paylink_tcp.error_frame(paylink_tcp.ERR_UNEXPECTED, reason, first.type))
+            stream.send(paylink_tcp.error_frame(codes.PROTOCOL, reason, first.type))
 
     # -- control methods
 

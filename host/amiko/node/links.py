@@ -17,16 +17,16 @@ Wire (frames of amiko_core.frame, at most MAX_FRAME bytes, bodies of amiko_core.
   the inner message of type msg_type, sequenced per link and direction.
 - Ack (29) {seq}: every LinkMsg up to seq is durably consumed by the receiver. An idle link
   sends its latest Ack every `keepalive` seconds; a link that received no frame for
-  IDLE_FACTOR * keepalive seconds is dropped (Error ERR_TIMEOUT) and redialed.
+  IDLE_FACTOR * keepalive seconds is dropped (Error codes.TIMEOUT) and redialed.
 - Error (31) sent as a frame of its own (not in a LinkMsg) reports a connection-level
   problem (refused link, unknown message); the sender usually closes next.
 
 Who may link (R's checks on ConnectLink, in one store transaction):
-- no links row of that name: ERR_UNKNOWN_LINK;
-- a pinned remote_key: K_I must be it (ERR_AUTH otherwise);
+- no links row of that name: codes.UNKNOWN_LINK;
+- a pinned remote_key: K_I must be it (codes.AUTH otherwise);
 - no pinned key: the ConnectLink must carry an invitation of R for that link name, valid,
   unused and unexpired; R then pins K_I and marks the invitation used in the same
-  transaction. Without one: ERR_AUTH (logged). Nobody is trusted on first use.
+  transaction. Without one: codes.AUTH (logged). Nobody is trusted on first use.
 A callback whose ?key= is K_I is stored as the link's remote_url when it has none; with
 dial_callbacks the responder then dials it too when disconnected. Another key: ignored.
 The initiator records the dialed URL (without its invite) and key once R accepted.
@@ -67,6 +67,7 @@ import random
 import time
 
 from amiko_core import frame as frames
+from amiko_core import codes
 from amiko_core import messages as m
 from amiko_core.errors import AmikoError, DecodeError, ProtocolError, URLError
 from amiko_core.url import LINK, AmikoURL, parse_link
@@ -108,31 +109,23 @@ MAX_WRITE_BUFFER = 1 << 20  # bytes waiting for a peer that does not read before
 # Link-layer types that never travel inside a LinkMsg.
 _NOT_INNER = (m.CONNECT_LINK, LINK_MSG, ACK)
 
-ERR_PROTOCOL = 1  # bad frame bytes, unexpected or out-of-sequence message
-ERR_BAD_MESSAGE = 2  # a message type or body this node cannot decode (unknown type, bad field)
-ERR_REJECTED = 3  # the handler refused the message (AmikoError)
-ERR_INTERNAL = 4  # the handler failed unexpectedly
-ERR_AUTH = 5  # wrong key, no pinned key and no valid invitation
-ERR_UNKNOWN_LINK = 6  # no link of that name on this node
-ERR_BUSY = 7  # the link is already connected (the other connection is preferred)
-ERR_TIMEOUT = 8  # no answer in time, or no frame within the idle deadline
 
 
 def _handler_problem(e):
     """(Error code, reason) for an exception a handler raised."""
     if isinstance(e, AmikoError):
-        return ERR_REJECTED, e.reason
-    return ERR_INTERNAL, "internal error handling the message"
+        return codes.REJECTED, e.reason
+    return codes.INTERNAL, "internal error handling the message"
 
 
 def _inner(msg):
     """(inner message, None) of a LinkMsg, or (None, (Error code, reason)) if it is not acceptable."""
     if msg.msg_type in _NOT_INNER:
-        return None, (ERR_PROTOCOL, "message type %d cannot travel in a LinkMsg" % msg.msg_type)
+        return None, (codes.PROTOCOL, "message type %d cannot travel in a LinkMsg" % msg.msg_type)
     try:
         return m.decode(msg.msg_type, msg.body), None
     except DecodeError as e:
-        return None, (ERR_BAD_MESSAGE, e.reason)
+        return None, (codes.BAD_MESSAGE, e.reason)
 
 
 class _HandlerTx:
@@ -163,7 +156,7 @@ class _HandlerTx:
 class LinkError(AmikoError):
     """A connection must be closed; code is the Error code to tell the peer (None: tell nothing)."""
 
-    def __init__(self, reason, code=ERR_PROTOCOL):
+    def __init__(self, reason, code=codes.PROTOCOL):
         super().__init__(reason)
         self.code = code
 
@@ -228,7 +221,7 @@ def _decode_frame(fr):
     try:
         return m.from_frame(fr)
     except DecodeError as e:
-        raise LinkError(e.reason, ERR_BAD_MESSAGE) from None
+        raise LinkError(e.reason, codes.BAD_MESSAGE) from None
 
 
 def _expect_connect(fr, what):
@@ -297,7 +290,7 @@ async def initiator_handshake(stream, remote_name, callback=None, invite=None, t
     if reply.link != remote_name:
         raise LinkError("handshake reply names link %r, expected %r" % (reply.link, remote_name))
     if reply.key != stream.remote_key:
-        raise LinkError("handshake reply names key %s, not the key of the handshake" % reply.key.hex(), ERR_AUTH)
+        raise LinkError("handshake reply names key %s, not the key of the handshake" % reply.key.hex(), codes.AUTH)
     if reply.callback is not None or reply.invite is not None:
         raise LinkError("handshake reply must carry the link name and key only")
 
@@ -476,7 +469,7 @@ class LinkManager:
         except AmikoError as e:  # the store refused a change
             self.refused += 1
             log.warning("link from %s refused: %s", stream.peer, e.reason)
-            await _send_error_and_close(stream, ERR_INTERNAL, "cannot record the link")
+            await _send_error_and_close(stream, codes.INTERNAL, "cannot record the link")
             return
         await self._run(conn)
 
@@ -516,7 +509,7 @@ class LinkManager:
             self.refused += 1
             reason = "first message must be ConnectLink, got type %d" % first_frame.type
             log.warning("connection from %s: %s", stream.peer, reason)
-            await _send_error_and_close(stream, ERR_PROTOCOL, reason, first_frame.type)
+            await _send_error_and_close(stream, codes.PROTOCOL, reason, first_frame.type)
             return
         task = asyncio.current_task()
         self._tasks.add(task)
@@ -537,24 +530,24 @@ class LinkManager:
         hello = _expect_connect(first_frame, "first message")
         name, key = hello.link, stream.remote_key
         if hello.key != key:
-            raise LinkError("ConnectLink names key %s, not the key of the handshake" % hello.key.hex(), ERR_AUTH)
+            raise LinkError("ConnectLink names key %s, not the key of the handshake" % hello.key.hex(), codes.AUTH)
         callback = self._usable_callback(name, hello.callback, key, peer)
         with self.store.transaction() as db:
             row = channels.get_link(db, name)
             if row is None:
-                raise LinkError("no link named %s on this node" % name, ERR_UNKNOWN_LINK)
+                raise LinkError("no link named %s on this node" % name, codes.UNKNOWN_LINK)
             pinned = bytes(row["remote_key"]) if row["remote_key"] else None
             if pinned is not None and key != pinned:
                 raise self._refuse(name, "link %s: key %s is not the key pinned for it" % (name, key.hex()),
-                                   ERR_AUTH, peer)
+                                   codes.AUTH, peer)
             if pinned is None:
                 if hello.invite is None:
                     raise self._refuse(name, "link %s has no pinned peer key and the peer brought no invitation "
                                        "(dial the URL `amiko link %s` printed, or pin a key with --peer-key)"
-                                       % (name, name), ERR_AUTH, peer)
+                                       % (name, name), codes.AUTH, peer)
                 problem = invites.redeem(db, self.identity, name, hello.invite, self.clock())
                 if problem is not None:
-                    raise self._refuse(name, "link %s: invitation refused: %s" % (name, problem), ERR_AUTH, peer)
+                    raise self._refuse(name, "link %s: invitation refused: %s" % (name, problem), codes.AUTH, peer)
                 channels.set_link_key(db, name, key)
                 log.info("link %s: pinned peer key %s (invitation accepted, from %s)", name, key.hex(), peer)
             if callback and not row["remote_url"]:
@@ -562,7 +555,7 @@ class LinkManager:
         state = self._state(name)
         conn = _Connection(self, name, stream, key, "in")
         if not self._install(state, conn):
-            raise LinkError("link %s is already connected" % name, ERR_BUSY)
+            raise LinkError("link %s is already connected" % name, codes.BUSY)
         _send(stream, m.Message(m.CONNECT_LINK, {"link": name, "key": self.identity.pubkey}))
         if callback and self.dial_callbacks and state.dialer is None and not self._closed:
             try:
@@ -753,7 +746,7 @@ class LinkManager:
                 first = await conn.stream.recv(timeout=idle)
             except StreamError as e:
                 if e.code == "timeout":
-                    raise LinkError("no frame from the peer within %.3g s: dropping the link" % idle, ERR_TIMEOUT) from None
+                    raise LinkError("no frame from the peer within %.3g s: dropping the link" % idle, codes.TIMEOUT) from None
                 raise
             batch, stream_error = await recv_ready(conn.stream, first)
             link_msgs = []
@@ -872,7 +865,7 @@ class LinkManager:
             db.execute("ROLLBACK TO amiko_link_msg")
             db.execute("RELEASE amiko_link_msg")
             problem = _handler_problem(e)
-            if problem[0] == ERR_INTERNAL:
+            if problem[0] == codes.INTERNAL:
                 log.exception("link %s (%s): handler failed on %s seq %d", conn.link, conn.peer, inner.name, seq)
             return problem
         db.execute("RELEASE amiko_link_msg")
@@ -903,5 +896,5 @@ class LinkManager:
         log.warning("link %s (%s): rejected frame type %d: %s", conn.link, conn.peer, fr.type, reason)
         if conn.bad_messages > MAX_BAD_MESSAGES:
             raise LinkError("too many rejected messages (%d)" % conn.bad_messages)
-        code = ERR_BAD_MESSAGE if m.name_of(fr.type) is None else ERR_PROTOCOL
+        code = codes.BAD_MESSAGE if m.name_of(fr.type) is None else codes.PROTOCOL
         conn.send(error_message(code, reason, fr.type))

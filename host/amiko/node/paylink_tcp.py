@@ -52,6 +52,7 @@ import asyncio
 import logging
 import os
 
+from amiko_core import codes
 from amiko_core import messages as m
 from amiko_core import paylink
 from amiko_core.errors import AmikoError, DecodeError, ProtocolError, URLError
@@ -98,11 +99,6 @@ def test_methods(node, environ=os.environ):
         return {"link": link, "was_connected": connected}
 
     return {"debug_drop_link": drop_link}
-
-
-# Error{code} values this node sends on a connection it refuses.
-ERR_BAD_FRAME = 1
-ERR_UNEXPECTED = 2
 
 
 class PayError(AmikoError):
@@ -482,7 +478,7 @@ class PaymentLinks:
             pay = m.from_frame(first_frame)
         except DecodeError as e:
             log.info("payee: bad Pay from %s: %s", stream.peer, e.reason)
-            await _send_close(stream, error_frame(ERR_BAD_FRAME, e.reason, first_frame.type))
+            await _send_close(stream, error_frame(codes.PROTOCOL, e.reason, first_frame.type))
             return
         payment_id = pay.id
         refusal = None

@@ -43,6 +43,7 @@ import logging
 import os
 import time
 
+from amiko_core import codes
 from amiko_core import messages as m
 from amiko_core import walletlink as wl
 from amiko_core.errors import AmikoError, DecodeError
@@ -88,8 +89,6 @@ _store.register_schema(SCHEMA)
 
 WAIT = 15
 MAX_PENDING_ANSWERS = 16
-ERR_UNAUTHENTICATED = 40
-ERR_UNEXPECTED = 41
 HELD = ("routing", "routed", "locked")
 FINAL = ("committed", "cancelled")
 STATE_CODES = {"routing": wl.ROUTING, "routed": wl.ROUTED, "locked": wl.LOCKED,
@@ -171,11 +170,11 @@ class Provider:
         Error message (not authenticated: nothing changed)."""
         w = self.wallet(db, msg.wallet)
         if w is None:
-            return paylink_tcp.error_frame(ERR_UNAUTHENTICATED, "unknown wallet %s" % msg.wallet, wl.AUTH), None
+            return paylink_tcp.error_frame(codes.UNAUTHENTICATED, "unknown wallet %s" % msg.wallet, wl.AUTH), None
         if not wl.verify(w["key"], msg):
-            return paylink_tcp.error_frame(ERR_UNAUTHENTICATED, "authorisation MAC does not verify", wl.AUTH), None
+            return paylink_tcp.error_frame(codes.UNAUTHENTICATED, "authorisation MAC does not verify", wl.AUTH), None
         if msg.counter <= w["counter"]:
-            return paylink_tcp.error_frame(ERR_UNAUTHENTICATED, "authorisation counter %d is not above %d (replay)"
+            return paylink_tcp.error_frame(codes.UNAUTHENTICATED, "authorisation counter %d is not above %d (replay)"
                                            % (msg.counter, w["counter"]), wl.AUTH), None
         db.execute("UPDATE wallets SET counter = ? WHERE id = ?", (msg.counter, w["id"]))
         now = self.clock()
@@ -294,13 +293,13 @@ class Provider:
                     msg = m.from_frame(fr)
                 except DecodeError as e:
                     log.info("provider: bad frame from %s: %s", stream.peer, e.reason)
-                    stream.send(paylink_tcp.error_frame(paylink_tcp.ERR_BAD_FRAME, e.reason, fr.type))
+                    stream.send(paylink_tcp.error_frame(codes.PROTOCOL, e.reason, fr.type))
                     break
                 if msg.type != wl.AUTH:
-                    stream.send(paylink_tcp.error_frame(ERR_UNEXPECTED, "the provider takes only Auth, got %s"
+                    stream.send(paylink_tcp.error_frame(codes.UNEXPECTED, "the provider takes only Auth, got %s"
                                                         % msg.name, msg.type))
                 elif len(tasks) >= MAX_PENDING_ANSWERS:
-                    stream.send(paylink_tcp.error_frame(ERR_UNEXPECTED, "too many authorisations in progress",
+                    stream.send(paylink_tcp.error_frame(codes.UNEXPECTED, "too many authorisations in progress",
                                                         msg.type))
                 else:
                     task = asyncio.ensure_future(self._answer(stream, msg))

@@ -51,6 +51,7 @@ import logging
 import os
 import time
 
+from amiko_core import codes
 from amiko_core import cbor
 from amiko_core import messages as m
 from amiko_core.errors import AmikoError, DecodeError, URLError
@@ -189,7 +190,7 @@ def signed_bytes(t, box, tag):
 def _error(reason):
     from amiko.node import paylink_tcp
 
-    return paylink_tcp.error_frame(paylink_tcp.ERR_UNEXPECTED, reason, REQUEST)
+    return paylink_tcp.error_frame(codes.REJECTED, reason, REQUEST)
 
 
 # ---------------------------------------------------------------- provider side
@@ -257,7 +258,7 @@ async def serve(provider, stream, first):
             raise DecodeError("expected ProvisionRequest, got %s" % req.name)
     except DecodeError as e:
         log.info("provisioning: bad request from %s: %s", stream.peer, e.reason)
-        stream.send(paylink_tcp.error_frame(paylink_tcp.ERR_BAD_FRAME, e.reason, first.type))
+        stream.send(paylink_tcp.error_frame(codes.PROTOCOL, e.reason, first.type))
         await _drain(stream)
         return
     node = provider.node

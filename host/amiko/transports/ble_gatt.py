@@ -1,5 +1,5 @@
-"""The wallet's GATT service, as firmware/board/ble.py defines it (tests/ble checks they agree)."""
+"""The wallet's GATT service (amiko_core.walletlink, the table the firmware uses too)."""
 
-AMIKO_SERVICE_UUID = "6a4e0001-7c3b-4d6e-9a15-616d696b6f01"
-AMIKO_RX_UUID = "6a4e0002-7c3b-4d6e-9a15-616d696b6f01"  # write / write without response: terminal -> wallet
-AMIKO_TX_UUID = "6a4e0003-7c3b-4d6e-9a15-616d696b6f01"  # notify: wallet -> terminal
+from amiko_core.walletlink import RX_UUID as AMIKO_RX_UUID  # write / write without response: terminal -> wallet
+from amiko_core.walletlink import SERVICE_UUID as AMIKO_SERVICE_UUID
+from amiko_core.walletlink import TX_UUID as AMIKO_TX_UUID  # notify: wallet -> terminal

@@ -33,9 +33,11 @@ import logging
 import threading
 import time
 
+from amiko_core import walletlink as wl
+
 log = logging.getLogger("amiko.nfc")
 
-AMIKO_AID = bytes.fromhex("F0414D494B4F01")
+AMIKO_AID = wl.NFC_AID
 CHUNK = 240
 POLL = 0.01
 SENSE_INTERVAL = 0.05

@@ -13,7 +13,7 @@ Per accepted TCP connection:
   4. `await on_connection(stream, first_frame)`: the owner dispatches by the frame's type
      (the daemon: ConnectLink, Pay, Auth, ProvisionRequest). The handler owns the stream
      and its idle deadlines from then on; the listener closes the stream when it returns.
-A first frame that does not decode is answered with Error{code: ERR_BAD_FRAME} and closed.
+A first frame that does not decode is answered with Error{code: codes.PROTOCOL} and closed.
 Every refusal, eviction and missed deadline is logged with the peer address (at most
 LOG_BURST lines per address and kind of event per LOG_WINDOW seconds, then one line saying
 how many were not logged) and counted in stats().
@@ -27,6 +27,7 @@ import logging
 import time
 from collections import OrderedDict
 
+from amiko_core import codes
 from amiko_core import frame as frames
 from amiko_core import messages as m
 
@@ -39,7 +40,6 @@ MAX_CONNECTIONS = 512  # connections served at once
 MAX_PER_ADDRESS = 128  # connections from one IP address at once
 LOG_BURST = 10  # log lines per address per LOG_WINDOW; the rest are counted
 LOG_WINDOW = 10.0
-ERR_BAD_FRAME = 1  # Error{code} for an undecodable first frame (paylink_tcp.ERR_BAD_FRAME)
 
 
 class Limits:
@@ -296,7 +296,7 @@ class Listener:
                 self._log(conn.address, "bad first frame", logging.INFO, "%s: connection from %s closed: bad first frame: %s",
                           self.name, stream.peer, e.reason)
                 try:
-                    stream.send_message(m.Message(m.ERROR, {"code": ERR_BAD_FRAME, "reason": _reason(e.reason)}))
+                    stream.send_message(m.Message(m.ERROR, {"code": codes.PROTOCOL, "reason": _reason(e.reason)}))
                 except StreamError:
                     pass
         return None
