@@ -176,12 +176,27 @@ def _node_args(p):
     p.add_argument("--developer", action="store_true",
                    help="developer mode: control methods that make this node cheat a peer on purpose, "
                         "for the attack tests (never in production)")
+    p.add_argument("--dev-withhold-token", action="store_true",
+                   help="with --developer: as payee, never release the token (failure tests)")
+    p.add_argument("--dev-lock-delay", metavar="S|never",
+                   help="with --developer: as payer, lock S seconds after routing, or never (failure tests)")
 
 
 def _node_run(args, out):
-    from amiko.node import daemon
+    from amiko.node import daemon, paylink_tcp
 
-    return daemon.main(_home(args), json_ready=out.as_json, stdout=out.stdout, developer=args.developer)
+    dev = {}
+    if args.dev_withhold_token:
+        dev["withhold_token"] = True
+    if args.dev_lock_delay is not None:
+        try:
+            dev["lock_delay"] = paylink_tcp.parse_lock_delay(args.dev_lock_delay)
+        except ValueError:
+            raise AmikoError("--dev-lock-delay takes seconds or never, not %r" % args.dev_lock_delay) from None
+    if dev and not args.developer:
+        raise AmikoError("--dev-withhold-token and --dev-lock-delay need --developer")
+    return daemon.main(_home(args), json_ready=out.as_json, stdout=out.stdout, developer=args.developer,
+                       dev_options=dev)
 
 
 # -- link

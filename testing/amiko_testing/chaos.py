@@ -12,8 +12,8 @@ above a restart, so a claim delayed by a crash still arrives before the deadline
 
 The plan is fixed by the seed: payment k (payer, payee, amount) starts at k * duration /
 payments; every kill_every seconds a node is SIGKILLed and restarted at once (the choice
-seeded), every drop_every seconds one end of a link drops its connection (the TEST-ONLY
-control method debug_drop_link, AMIKO_TEST_CONTROL=1), and every stall_every seconds a node
+seeded), every drop_every seconds one end of a link drops its connection (the developer
+control method debug_drop_link, `amiko node --developer`), and every stall_every seconds a node
 stops answering (SIGSTOP) for STALL seconds (seeded, 1..2.5 s: beyond the route and lock
 time-outs, within the increment) and resumes (SIGCONT). Wall-clock timing still varies,
 so the interleaving is not bit-for-bit repeatable; the plan and the invariants are.
@@ -54,7 +54,7 @@ from amiko.node.control import ControlClient, ControlError
 
 FUNDING = 200000
 TIMEOUTS = ["--route-timeout", "2", "--lock-timeout", "2", "--timeout-increment", "3"]
-TEST_ENV = {"AMIKO_TEST_CONTROL": "1"}
+DEVELOPER_ARGS = ["--developer"]  # for debug_drop_link
 STALL = (1.0, 2.5)
 
 
@@ -73,7 +73,7 @@ def wait_for(condition, timeout, what):
 
 
 def start_node(node):
-    node.start(wait=False, env=TEST_ENV)
+    node.start(wait=False, args=DEVELOPER_ARGS)
 
 
 def wait_ready(node, timeout=30):

@@ -104,7 +104,7 @@ class Node:
         self.stderr_path = self.home.parent / (name + ".stderr")
         self._stderr = None
         self.links = {}  # peer Node name -> this side's link name
-        self.env = {}  # extra environment of `amiko node` (e.g. the TEST-ONLY knobs), kept across restarts
+        self.env = {}  # extra environment of `amiko node` (e.g. $AMIKO_LOG_LEVEL), kept across restarts
         self.node_args = []  # extra arguments of `amiko node` (e.g. --developer), kept across restarts
 
     # -- commands

@@ -15,7 +15,7 @@ from amiko_testing.network import free_port, run_amiko
 @functools.lru_cache(maxsize=1)
 def real_node_methods():
     """Names in a started node's control table (amiko.node.daemon.Node.control.methods),
-    from a real node started in-process on a fresh home (TEST-ONLY knobs off)."""
+    from a real node started in-process on a fresh home (developer mode off)."""
     from amiko.node import daemon
     from amiko.node.home import Home
 

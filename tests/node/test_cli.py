@@ -247,3 +247,14 @@ def test_long_home_path_still_has_a_control_socket(net):
     assert len(str(a.home / "control.sock")) > 108
     assert a.status()["node"]["name"] == "n" * 64
     assert a.stop() == 0
+
+
+def test_node_developer_options_need_developer_and_a_valid_delay(tmp_path):
+    home = tmp_path / "d"
+    assert run_amiko(["init", "--home", home, "--listen", "127.0.0.1:%d" % free_port()]).returncode == 0
+    for flags in (["--dev-withhold-token"], ["--dev-lock-delay", "3"]):
+        r = run_amiko(["node", "--home", home] + flags, timeout=30)
+        one_line_error(r, "need --developer")
+    for bad in ("soon", "-1", "nan"):
+        r = run_amiko(["node", "--home", home, "--developer", "--dev-lock-delay", bad], timeout=30)
+        one_line_error(r, "--dev-lock-delay takes seconds or never")

@@ -27,12 +27,11 @@ def run(coro, timeout=120):
 
 
 def node_table(tmp_path, monkeypatch):
-    """Every method of a real node started in-process (developer and TEST-ONLY ones on)."""
+    """Every method of a real node started in-process (developer ones on)."""
     from amiko.node import daemon
     from amiko.node.home import Home
     from amiko_testing.network import free_port
 
-    monkeypatch.setenv("AMIKO_TEST_CONTROL", "1")
     home_dir = tmp_path / "n"
     assert run_amiko(["init", "--home", home_dir, "--listen", "127.0.0.1:%d" % free_port()]).returncode == 0
     home = Home(str(home_dir))

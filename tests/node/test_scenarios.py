@@ -19,8 +19,8 @@ must leave it quiet). After each: every node's balance changed by exactly the pa
 pending or unacknowledged, and every node that carried the transaction shows the same
 final state for it (committed: no hop rolled back; cancelled: no hop settled).
 
-Misbehaviour is made with SIGSTOP/SIGCONT and with the TEST-ONLY knobs of `amiko node`
-(amiko.node.paylink_tcp: AMIKO_TEST_WITHHOLD_TOKEN, AMIKO_TEST_LOCK_DELAY).
+Misbehaviour is made with SIGSTOP/SIGCONT and with the developer options of `amiko node`
+(amiko.node.paylink_tcp: `amiko node --developer --dev-withhold-token / --dev-lock-delay`).
 """
 
 import signal
@@ -113,9 +113,9 @@ def pay(net, nodes, amount, timeout=60, url=None):
     return r.json
 
 
-def restart(node, env):
+def restart(node, args):
     assert node.stop() == 0
-    node.start(env=env)
+    node.start(args=args)
 
 
 def wait_links(net, nodes):
@@ -168,7 +168,7 @@ def test_scenarios(world):
     check_after(net, nodes, before, r["txid"], "cancelled", 50)
 
     # 6. the payer never locks: every hop forgets the route, the payer's own lock timer ends it
-    restart(nodes["p"], {"AMIKO_TEST_LOCK_DELAY": "never"})
+    restart(nodes["p"], ["--developer", "--dev-lock-delay", "never"])
     wait_links(net, nodes)
     before = snapshot(nodes)
     r = pay(net, nodes, 70)
@@ -176,7 +176,7 @@ def test_scenarios(world):
     check_after(net, nodes, before, r["txid"], "cancelled", 70)
 
     # 7. a lock delayed past the hops' time-outs meets a hop that forgot: rolled back
-    restart(nodes["p"], {"AMIKO_TEST_LOCK_DELAY": "3"})
+    restart(nodes["p"], ["--developer", "--dev-lock-delay", "3"])
     wait_links(net, nodes)
     before = snapshot(nodes)
     r = pay(net, nodes, 80)
@@ -186,8 +186,8 @@ def test_scenarios(world):
 
     # 8. the payee never releases the token: the commit deadlines pass, hop by hop toward the
     #    payer (one increment more per hop upstream), every hop rolls back
-    restart(nodes["p"], {})
-    restart(nodes["q"], {"AMIKO_TEST_WITHHOLD_TOKEN": "1"})
+    restart(nodes["p"], [])
+    restart(nodes["q"], ["--developer", "--dev-withhold-token"])
     wait_links(net, nodes)
     before = snapshot(nodes)
     r = pay(net, nodes, 90)

@@ -24,7 +24,9 @@
 - SIGTERM / SIGINT: stop accepting, close links and sessions, close the store, exit 0.
 - `amiko node --developer` adds the control method developer_refuse_settle {link, refuse}: this
   node then cheats that peer on purpose (takes the token, settles nothing, answers its
-  RequestCommit with an Error), for the attack tests; never use it in production.
+  RequestCommit with an Error), for the attack tests; never use it in production. It also adds
+  debug_drop_link and allows the payment links' developer options (--dev-withhold-token,
+  --dev-lock-delay; see amiko.node.paylink_tcp). No environment variable changes behaviour.
 - Logs go to stderr and to HOME/node.log (level from $AMIKO_LOG_LEVEL, default INFO).
 - umask 077, and HOME made private (home.make_private: 0700, files 0600) before anything is
   opened; every mode it had to fix is logged, one line per path.
@@ -127,9 +129,10 @@ def _text(params, key, required=True):
 class Node:
     """The running node: its parts and the control methods."""
 
-    def __init__(self, home, config, identity, developer=False):
+    def __init__(self, home, config, identity, developer=False, dev_options=None):
         self.home = home
         self.developer = developer
+        self.dev_options = dict(dev_options or {}) if developer else {}  # paylink_tcp's developer options
         self.config = config
         self.identity = identity
         self.loop = None
@@ -159,7 +162,7 @@ class Node:
         self.links = links_mod.LinkManager(self.store, self.identity, self._on_link_message, self.link_url,
                                            loop=self.loop, handshake_timeout=cfg.handshake_timeout,
                                            keepalive=cfg.link_keepalive)
-        self.paylinks = paylink_tcp.PaymentLinks(self)
+        self.paylinks = paylink_tcp.PaymentLinks(self, self.dev_options)
         from amiko.node import provider as provider_mod  # wallet accounts (issue 5)
 
         self.provider = provider_mod.Provider(self)
@@ -185,10 +188,10 @@ class Node:
         from amiko.node.timer_loop import TimerLoop  # fires stored timers (issue 4)
 
         self.timers = TimerLoop(self).start()
-        self.control.methods.update(paylink_tcp.test_methods(self))  # TEST-ONLY, empty unless enabled
         self.control.methods["cancel"] = self.rpc_cancel  # issue 4
         if self.developer:
             log.warning("DEVELOPER MODE: control methods that make this node misbehave are enabled")
+            self.control.methods.update(paylink_tcp.developer_methods(self))
             self.control.methods["developer_refuse_settle"] = self.rpc_developer_refuse_settle
         log.info("node %s listening on %s, key %s, home %s", self.config.name, self.config.listen,
                  self.identity.pubkey.hex(), self.home.path)
@@ -299,7 +302,7 @@ class Node:
 
     def methods(self):
         """The control methods (each has schemas/control/NAME.json; start() adds cancel and the
-        developer and TEST-ONLY ones)."""
+        the developer ones)."""
         extra = {}
         for part in (self.provider, self.watches, self.grants):
             if part is not None:
@@ -503,8 +506,8 @@ class Node:
             raise ControlError(e.code, e.reason) from None
 
 
-async def _run(home, config, identity, json_ready, stdout, developer=False):
-    node = Node(home, config, identity, developer=developer)
+async def _run(home, config, identity, json_ready, stdout, developer=False, dev_options=None):
+    node = Node(home, config, identity, developer=developer, dev_options=dev_options)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -526,7 +529,7 @@ async def _run(home, config, identity, json_ready, stdout, developer=False):
     return 0
 
 
-def main(home, json_ready=False, stdout=None, developer=False):
+def main(home, json_ready=False, stdout=None, developer=False, dev_options=None):
     """Run the node in the foreground until SIGTERM/SIGINT; returns the exit status."""
     from amiko.node.home import describe_fix, make_private, private_umask
 
@@ -540,6 +543,6 @@ def main(home, json_ready=False, stdout=None, developer=False):
             log.warning(describe_fix(fix))
         identity_mod = _modules()[1]
         identity = identity_mod.Identity.load(home.key_path)
-        return asyncio.run(_run(home, config, identity, json_ready, stdout, developer))
+        return asyncio.run(_run(home, config, identity, json_ready, stdout, developer, dev_options))
     finally:
         home.release()

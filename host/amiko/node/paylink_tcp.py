@@ -35,14 +35,14 @@ Outcome reasons (issue 4): a payer whose payee sent Cancel reports "payee cancel
 a lock the engine refuses (the payer's half ended meanwhile, e.g. its lock timer fired) ends
 the payer's session as rolled back with the reason stored for the payment.
 
-TEST-ONLY knobs (environment of `amiko node`, read once at start; never set them in
-production, they make the node misbehave on purpose for the failure scenario tests):
-  AMIKO_TEST_WITHHOLD_TOKEN=1   as payee, never release the token (neither to the network
+Developer options (only with `amiko node --developer`, as Core Lightning's dev- options; they
+make the node misbehave on purpose for the failure scenario tests, never use them in production):
+  --dev-withhold-token          as payee, never release the token (neither to the network
                                 nor to the payer): the commit deadlines pass, rollback follows
-  AMIKO_TEST_LOCK_DELAY=S       as payer, lock S seconds after both halves are routed
+  --dev-lock-delay S            as payer, lock S seconds after both halves are routed
                                 ("never": do not lock at all)
-  AMIKO_TEST_CONTROL=1          adds the control method debug_drop_link {link}: drops the
-                                link's connection as a network failure would (test_methods)
+  (--developer itself)          adds the control method debug_drop_link {link}: drops the
+                                link's connection as a network failure would (developer_methods)
 
 Bounds: one frame at a time of at most 4096 bytes (the stream's max_frame); the session's
 phase timers end a silent peer; at most MAX_SESSIONS payment links at once.
@@ -73,27 +73,22 @@ _EFFECTS = {paylink.SEND: "_send_effect", paylink.STATE: "_state_effect", paylin
             paylink.TIMER: "_timer_effect", paylink.DONE: "_done_effect", paylink.ASK_USER: "_ask_user_effect"}
 
 
-def test_knobs(environ):
-    """The TEST-ONLY knobs (see the module doc) from an environment mapping."""
-    knobs = {}
-    if environ.get("AMIKO_TEST_WITHHOLD_TOKEN", "") not in ("", "0"):
-        knobs["withhold_token"] = True
-    delay = environ.get("AMIKO_TEST_LOCK_DELAY", "")
-    if delay == "never":
-        knobs["lock_delay"] = "never"
-    elif delay:
-        knobs["lock_delay"] = float(delay)
-    return knobs
+def parse_lock_delay(text):
+    """The value of --dev-lock-delay: "never" or seconds (ValueError otherwise)."""
+    if text == "never":
+        return "never"
+    delay = float(text)
+    if not delay >= 0:
+        raise ValueError("lock delay must be >= 0 or never: %r" % text)
+    return delay
 
 
-def test_methods(node, environ=os.environ):
-    """TEST-ONLY control methods (see the module doc); {} unless AMIKO_TEST_CONTROL=1."""
-    if environ.get("AMIKO_TEST_CONTROL", "") in ("", "0"):
-        return {}
+def developer_methods(node):
+    """The developer control methods of payment links (see the module doc)."""
 
     def drop_link(params, conn):
         link = params.get("link")
-        log.warning("TEST KNOB: dropping the connection of link %s", link)
+        log.warning("DEVELOPER: dropping the connection of link %s", link)
         connected = node.links.is_connected(link)
         node.links.disconnect(link)
         return {"link": link, "was_connected": connected}
@@ -213,9 +208,9 @@ class _Run:
         if delay is None:
             self.node.transact(self.node.engine.lock, txid)
         elif delay == "never":
-            log.warning("TEST KNOB AMIKO_TEST_LOCK_DELAY=never: payer does not lock %s", _hex(txid))
+            log.warning("DEVELOPER --dev-lock-delay never: payer does not lock %s", _hex(txid))
         else:
-            log.warning("TEST KNOB AMIKO_TEST_LOCK_DELAY: payer locks %s in %s s", _hex(txid), delay)
+            log.warning("DEVELOPER --dev-lock-delay: payer locks %s in %s s", _hex(txid), delay)
             self.node.loop.call_later(delay, self._late_lock, txid)
 
     def _late_lock(self, txid):
@@ -452,15 +447,15 @@ class PayerRun(_Run):
 class PaymentLinks:
     """All payment-link sessions of a node. node: the daemon (engine, identity, config, transact)."""
 
-    def __init__(self, node):
+    def __init__(self, node, dev_options=None):
         self.node = node
         self.by_tx = {}  # (txid, side) -> _Run
         self.active_payees = {}  # payment id -> PayeeRun
         self.payers = {}  # handle -> PayerRun (between pay_start and the outcome)
         self.sessions = set()
-        self.knobs = test_knobs(os.environ)
+        self.knobs = dict(dev_options or {})  # developer options: withhold_token, lock_delay
         if self.knobs:
-            log.warning("TEST-ONLY knobs active: %s", self.knobs)
+            log.warning("DEVELOPER options active: %s", self.knobs)
         if self.knobs.get("withhold_token"):
             node.engine.cfg.auto_release = False
 
@@ -649,7 +644,7 @@ class PaymentLinks:
         (auto_release, for an open request); tell the payer with Commit{token}."""
         run = self.by_tx.get((txid, PAYEE))
         if self.knobs.get("withhold_token"):
-            log.warning("TEST KNOB AMIKO_TEST_WITHHOLD_TOKEN: payee withholds the token of %s", txid.hex())
+            log.warning("DEVELOPER --dev-withhold-token: payee withholds the token of %s", txid.hex())
             return
         if run is not None:
             effects = run.session.handle("locked")
