@@ -137,6 +137,9 @@ def run_route(hops, taps, kinds, note):
             demo.net.stop_bridge()
             demo.wallet.bring("serial")  # NFC out of the field, BLE out of range
             demo.net.start_bridge([specs[kind]])
+            if kind == "ble" and not demo.wallet.ble_paired:  # the bond, once (the customer confirms on the wallet)
+                demo.wallet.bring("ble")
+                demo.wallet.bring("serial")
             recs = []
             t1 = time.monotonic()
             for i in range(WARMUP + taps):
