@@ -337,8 +337,6 @@ def _run(args, out):
             records.append(rec)
             if not args.once:
                 _emit(out, rec)
-        if not args.once:
-            demo.readers(list(KINDS))  # the page's sales: whichever way the wallet comes
         if args.once:
             time.sleep(RELAY_LINGER)  # the bridge's relay session ends after a quiet second on the line
             demo.net.stop_bridge()  # frees the wallet's port
