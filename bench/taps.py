@@ -55,7 +55,7 @@ SEGMENTS = (
     ("confirm -> routes", "confirm", "routes", "both sides routed to the meeting point (the later of the two)"),
     ("routes -> lock", "routes", "provider_locked", "funds locked along the payer side"),
     ("lock -> token", "provider_locked", "token", "shop node commits, Commit{token} reaches the wallet"),
-    ("token -> page paid", "token", "paid", "the bridge sees the committed row (polling)"),
+    ("token -> page paid", "token", "paid", "the node pushes the committed row to the bridge (watch)"),
 )
 
 
@@ -137,6 +137,9 @@ def run_route(hops, taps, kinds, note):
             demo.net.stop_bridge()
             demo.wallet.bring("serial")  # NFC out of the field, BLE out of range
             demo.net.start_bridge([specs[kind]])
+            if kind == "ble" and not demo.wallet.ble_paired:  # the bond, once (the customer confirms on the wallet)
+                demo.wallet.bring("ble")
+                demo.wallet.bring("serial")
             recs = []
             t1 = time.monotonic()
             for i in range(WARMUP + taps):
@@ -179,9 +182,8 @@ def summarize(results, taps_by_hops, elapsed):
               "bench/terminal.py measures), i.e. without the arrival. USB serial's arrival phase is the previous "
               "sale's relay session lingering (amiko.relay.core: 1 s of quiet after the wallet's Done) because this "
               "script starts the next sale right after the Done; read its \"from Hello\" columns. NFC's and BLE's "
-              "arrival phase is measured from the card entering / the wallet coming into range (both about 1 s "
-              "here; where that second goes -- nfcpy's sense/activate on the udp link and the firmware's "
-              "TgInitAsTarget re-arm, BLE scan + connect + GATT discovery -- is not split further yet)."]
+              "arrival phase is measured from the card entering / the wallet coming into range (see the section "
+              "\"Tap arrival, NFC before/after (issue 13)\" for where it goes)."]
     lines += ["", "Breakdown by phase (median ms of each segment of the bridge's timeline):", ""]
     cols = [(k, h) for k in kinds for h in hops_list]
     lines.append("| segment | " + " | ".join("%s %s" % (NAMES[k], _hops(h)) for k, h in cols) + " | what |")

@@ -95,9 +95,9 @@ def summarize(results, payments, poll, elapsed):
              % (payments, WARMUP, poll), ""]
     lines.append("| route | p50 ms | p90 ms | p99 ms | max ms | p50 vs 1 hop |")
     lines.append("|---|---|---|---|---|---|")
-    base = statistics.median(r["tap_to_paid_ms"] for r in results[hops_list[0]])
+    base = statistics.median(r["hello_to_paid_ms"] for r in results[hops_list[0]])
     for hops in hops_list:
-        v = [r["tap_to_paid_ms"] for r in results[hops]]
+        v = [r["hello_to_paid_ms"] for r in results[hops]]
         lines.append("| %d hop%s | %g | %d | %d | %d | %.2fx |" % (hops, "s" if hops > 1 else "", statistics.median(v),
                                                                 pct(v, 90), pct(v, 99), max(v), statistics.median(v) / base))
     lines += ["", "Breakdown by phase (median ms of each segment of the bridge's timeline; the segments add up to "

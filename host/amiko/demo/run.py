@@ -19,7 +19,10 @@ and what the wallet and its provider said on the line; or, with --json, one JSON
 
     {"payment": N, "transport": "nfc"|"ble"|"serial", "transport_spec": "serial:/dev/pts/N"|...,
      "state": "committed"|"cancelled",
-     "reason": ..., "tap_to_paid_ms": INT (contact until the page shows paid, bridge's clock),
+     "reason": ..., "arrival_ms": INT (the card entering the NFC field / the wallet coming into BLE
+     range, until the wallet's Hello; 0 for the plugged-in serial wallet),
+     "tap_to_paid_ms": INT (arrival until the page shows paid: what the customer waits, bridge's clock),
+     "hello_to_paid_ms": INT (the wallet's Hello until the page shows paid),
      "page_tap_to_paid_ms": INT (what the page shows: from the sale's "connected", which for a
      wallet left plugged in includes waiting for its previous sale's session to end),
      "wallet_state": "committed"|... (the wallet's Done), "wallet": ID, "amount": ..., "txid": ...,
@@ -96,6 +99,7 @@ class Demo:
         self.net = DemoNetwork(directory, page_listen=page_listen, note=self.note, bridge_extra=bridge_extra, hops=hops)
         self.wallet = VirtualWallet(directory, note=self.note)
         self.topup = topup
+        self.bridge_readers = None
 
     @property
     def page(self):
@@ -115,9 +119,17 @@ class Demo:
         if failed:
             raise failed[0]
         self.wallet.provision(self.net.nodes["provider"].home, auto=AUTO, limit=LIMIT, daily=DAILY, topup=self.topup)
-        specs = self.wallet.transports
-        self.net.start_bridge([specs[k] for k in KINDS])  # nfc, ble, serial: the reader order
+        self.readers(list(KINDS))  # nfc, ble, serial: the reader order
         return self
+
+    def readers(self, kinds):
+        """The bridge runs with the readers of `kinds` (restarted if it has others; the page keeps its address)."""
+        specs = self.wallet.transports
+        wanted = [specs[k] for k in kinds]
+        if wanted != self.bridge_readers:
+            self.net.stop_bridge()
+            self.net.start_bridge(wanted)
+            self.bridge_readers = wanted
 
     def close(self):
         try:
@@ -140,18 +152,40 @@ _TIMELINE = (("hello", "contact"), ("confirming", "receipt"), ("confirm", "confi
              ("provider_committed", "provider_committed"), ("wallet_done", "wallet_done"), ("cancelled", "cancelled"))
 
 
+def _fresh_arrival(demo, kind):
+    """The wallet away, then a sale waiting on the page, then the wallet enters the NFC field /
+    comes into BLE range; returns the bridge's clock (CLOCK_MONOTONIC) at that arrival. The bridge
+    runs with that one reader: a wallet left on the cable would take every sale at once."""
+    wallet, page = demo.wallet, demo.page
+    if kind == "ble" and not wallet.ble_paired:  # pairing once (the customer confirms on the wallet), not per payment
+        demo.readers(["ble"])
+        wallet.bring("ble")
+    wallet.bring("serial")  # NFC out of the field, BLE out of range
+    demo.readers([kind])
+    spec = wallet.transports[kind]
+    _until(page, lambda s: s["wallet_present"] != spec, 30, "the bridge to see the wallet leave %s" % kind)
+    wallet.wait_unlinked()
+    return spec
+
+
 def one_payment(demo, number, amount, receipt, kind=None):
     """A sale on the page, paid by the virtual wallet; returns the JSON-ready record. kind ("nfc",
-    "ble", "serial"): the wallet is first held to the terminal over that transport only (the card
-    in the NFC field, the wallet in BLE range, or neither: the cable), and the bridge has seen it
-    leave the others; None: as it is (the cable, unless tapped or connected)."""
+    "ble", "serial"): a fresh arrival over that transport, as a customer's would be: the wallet away,
+    the sale waiting, then the card enters the field / the wallet comes into range (arrival_ms: from
+    there to the wallet's Hello); "serial": the cable stays plugged in (arrival_ms 0, from the
+    sale's start); None: as it is (the bridge's readers unchanged, arrival unknown)."""
     page = demo.page
-    if kind is not None:
-        specs = demo.wallet.transports
-        others = [specs[k] for k in ("nfc", "ble") if k != kind]
-        demo.wallet.bring(kind)
-        _until(page, lambda s: s["wallet_present"] not in others, 30, "the wallet gone from %s" % " and ".join(others))
+    t0 = None
+    if kind in ("nfc", "ble"):
+        _fresh_arrival(demo, kind)
+    elif kind == "serial":
+        demo.wallet.bring("serial")
+        demo.readers(["serial"])
     _http(page + "api/sale", {"amount": amount, "receipt": receipt})
+    if kind in ("nfc", "ble"):
+        _until(page, lambda s: s["phase"] == "waiting", 20, "the sale waiting for a wallet")
+        t0 = time.monotonic()
+        demo.wallet.arrive(kind)
     state = _until(page, lambda s: s["phase"] in ("paid", "cancelled"), FINAL_TIMEOUT, "paid or cancelled")
     paid = state["phase"] == "paid"
     if paid:  # the page is paid; the wallet says Done and its provider commits its balance
@@ -170,12 +204,21 @@ def one_payment(demo, number, amount, receipt, kind=None):
         for key, name in _TIMELINE:
             if key in bridge_times:
                 timeline[name] = bridge_times[key] - zero
+    hello_to_paid = timeline["paid_on_page"] if paid and "contact" in timeline else None
+    arrival = None
+    if "contact" in timeline:
+        if kind == "serial":
+            arrival = 0
+        elif t0 is not None:
+            arrival = max(0, bridge_times["hello"] - round((t0 - sale["clock_started"]) * 1000))
     return {
         "payment": number, "transport": (sale["transport"] or "none").split(":")[0],
         "transport_spec": sale["transport"] or "none (no wallet connected)",
         "state": "committed" if paid else "cancelled",
         "reason": None if paid else sale.get("reason"),
-        "tap_to_paid_ms": timeline["paid_on_page"] if paid and "contact" in timeline else None,
+        "arrival_ms": arrival,
+        "tap_to_paid_ms": None if hello_to_paid is None or arrival is None else arrival + hello_to_paid,
+        "hello_to_paid_ms": hello_to_paid,
         "page_tap_to_paid_ms": sale["tap_to_paid_ms"] if paid else None,
         "wallet_state": sale.get("wallet_state"), "wallet": demo.wallet.wallet_id,
         "amount": sale["amount"], "receipt": sale["receipt"], "txid": sale["txid"], "url": sale["url"],
@@ -207,7 +250,7 @@ def succeeded(rec):
 
 
 _LABELS = {
-    "contact": "contact     the wallet answered the bridge's tap on USB serial (Hello)",
+    "contact": "contact     the wallet answered the bridge's tap on %s (Hello)",
     "receipt": "receipt     the signed receipt reached the wallet",
     "confirm": "confirm     the wallet confirmed (by itself: below its auto-confirm amount)",
     "routing": "routes      the shop node has the confirmation: routing to the meeting point",
@@ -223,14 +266,21 @@ _LABELS = {
 }
 
 
+_WORDS = {"nfc": "NFC", "ble": "Bluetooth LE", "serial": "USB serial"}
+_ARRIVAL = {"nfc": "the card entering the field until its Hello", "ble": "coming into range until its Hello",
+            "serial": "plugged in: none"}
+
+
 def format_payment(rec):
     lines = ["payment %d: %s sat \"%s\" via %s: %s" % (rec["payment"], rec["amount"], rec["receipt"], rec["transport_spec"],
                                                         rec["state"] + (" (%s)" % rec["reason"] if rec["reason"] else ""))]
     for key, ms in sorted(rec["timeline_ms"].items(), key=lambda kv: (kv[1], list(_LABELS).index(kv[0]))):
-        lines.append("  %6d ms  %s" % (ms, _LABELS[key]))
+        label = _LABELS[key] % _WORDS.get(rec["transport"], rec["transport"]) if key == "contact" else _LABELS[key]
+        lines.append("  %6d ms  %s" % (ms, label))
     if rec["tap_to_paid_ms"] is not None:
-        lines.append("  tap to paid: %d ms (wallet %s, route of %d hops)" % (rec["tap_to_paid_ms"], rec["wallet"],
-                                                                            rec["hops"]))
+        lines.append("  tap to paid: %d ms = arrival %d ms (%s) + %d ms from Hello (wallet %s, route of %d hops)" % (
+            rec["tap_to_paid_ms"], rec["arrival_ms"], _ARRIVAL[rec["transport"]], rec["hello_to_paid_ms"], rec["wallet"],
+            rec["hops"]))
     proof = rec.get("wallet_proof", "absent")
     if proof != "absent":
         lines.append("  wallet history: %s" % ("no entry for this payment" if proof is None else

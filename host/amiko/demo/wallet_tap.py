@@ -96,6 +96,7 @@ def _command(run, **args):
 
 class VirtualWallet:
     def __init__(self, directory, note=None):
+        self.ble_paired = False  # the bridge holds a bond (paired once, in bring("ble"))
         self.home = os.path.join(directory, "wallet")
         self.note = note or (lambda text: None)
         self.board = None
@@ -183,7 +184,19 @@ class VirtualWallet:
             _wait(lambda: b.ble_links() > 0, 20, "the terminal to connect over BLE")
             if not linked:
                 self._ble_pair(trusted)
+                self.ble_paired = True
             time.sleep(BLE_SETTLE)
+
+    def arrive(self, kind):
+        """The card enters the NFC field / the wallet comes into BLE range (nothing waited for)."""
+        if kind == "nfc":
+            self.board.nfc_enter()
+        elif kind == "ble":
+            self.board.ble_away(False)
+
+    def wait_unlinked(self, timeout=10):
+        """Until no BLE central is connected any more (the terminal has seen the wallet go)."""
+        _wait(lambda: self.board.ble_links() == 0, timeout, "the BLE link to drop")
 
     def _ble_trusted(self):
         return sum(1 for ev in self.board.events() if "trusted" in str(ev.get("log", "")))

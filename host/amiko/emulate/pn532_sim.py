@@ -255,6 +255,7 @@ class SimPN532:
             self.activated = rats
             self.stats["activations"] += 1
             gen = self.generation
+        self.complete_pending()  # TgInitAsTarget's answer now, not at the UART loop's next select timeout
         send = bytes(ATS)
         block = 1  # the PICC's block number starts at 1 (ISO 14443-4 7.5.3.2)
         last = None

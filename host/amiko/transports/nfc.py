@@ -40,7 +40,8 @@ log = logging.getLogger("amiko.nfc")
 AMIKO_AID = wl.NFC_AID
 CHUNK = 240
 POLL = 0.01
-SENSE_INTERVAL = 0.05
+SENSE_INTERVAL = 0.02
+SENS_RES_WAIT = 0.03  # udp link: how long a poll waits for a card's SENS_RES (nfcpy's udp driver waits 1 s)
 GONE_CHECKS = 2  # senses without that UID before a non-wallet card counts as gone
 
 
@@ -126,6 +127,34 @@ def select_apdu(aid=AMIKO_AID):
     return bytes([0x00, 0xA4, 0x04, 0x00, len(aid)]) + aid + b"\x00"
 
 
+def _short_polls(device):
+    """On nfcpy's udp link, a poll (SENS_REQ) that no card answers waits SENS_RES_WAIT instead of
+    the driver's 1 s: a card entering the field during that second was only found at the next
+    poll, which made the arrival about 1 s. A real reader's poll times out in about a millisecond
+    (ISO 14443-3: FDT of a few hundred us); the rest of the anticollision keeps the driver's waits."""
+    from nfc.clf import udp
+
+    if not isinstance(device, udp.Device):
+        return
+    sense_tta, recv = device.sense_tta, device._recv_data
+    first = []
+
+    def short_recv(timeout, *brty):
+        if first:
+            first.pop()
+            timeout = min(timeout, SENS_RES_WAIT)
+        return recv(timeout, *brty)
+
+    def short_sense(target):
+        first[:] = [True]  # the SENS_REQ's answer is the first thing sense_tta waits for
+        try:
+            return sense_tta(target)
+        finally:
+            first.clear()
+
+    device._recv_data, device.sense_tta = short_recv, short_sense
+
+
 class Reader:
     """The reader thread of one nfcpy device path (shared by the transports of that path)."""
 
@@ -151,6 +180,7 @@ class Reader:
             raise OSError("nfc: cannot open reader %r: %s" % (path, e)) from None
         if not ok:
             raise OSError("nfc: no reader at %r" % path)
+        _short_polls(self.clf.device)
         self.cond = threading.Condition()
         self.contact = None
         self.stopping = False
