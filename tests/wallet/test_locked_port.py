@@ -21,7 +21,10 @@ import serial
 from harness import amiko_argv, amiko_env, net, run_amiko  # noqa: F401 (net is a fixture)
 from wallet_harness import pay_through_relay, start_wallet, wallet_cli
 
-from amiko_core import cbor
+from micropython_runner import ROOT
+
+sys.path.insert(0, str(ROOT / "firmware"))
+from wallet.storage import Storage  # noqa: E402  (the firmware's module, on CPython)
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 MPREMOTE_WAIT = 15  # mpremote waits forever for a raw REPL on a pty that stays silent: give up after this
@@ -48,8 +51,7 @@ def mpremote(pty, *args, timeout=MPREMOTE_WAIT):
 
 def wallet_config(board):
     """The wallet's key record as the firmware stored it (read from the host, the board's owner)."""
-    data = (Path(board.flash) / "data" / "config.a").read_bytes()
-    return cbor.loads(data[32:])[1]
+    return Storage(str(Path(board.flash) / "data")).load("config")
 
 
 def assert_no_secret(out, cfg):
