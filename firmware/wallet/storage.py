@@ -34,7 +34,7 @@ from amiko_core.errors import DecodeError
 from amiko_core.hashing import sha256
 
 BLOCK = 64
-JOURNAL_SIZE = 16384
+JOURNAL_SIZE = 65536  # ~3 KiB a payment: a compaction (one more write, the live records) every ~20 payments
 _OWN_JOURNAL = {"config": 2048, "ble_bonds": 8192}  # name -> its journal's file size
 _HEADER = 16
 _MAX_PAYLOAD = 4096
