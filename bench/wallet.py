@@ -1,6 +1,7 @@
 """Wallet benchmark (issue 5): heap, time per payment, flash bytes. Writes its section of bench/RESULTS.md.
 
     .venv/bin/python bench/wallet.py [--no-write] [--payments N]
+    .venv/bin/python bench/wallet.py --flash-writes BEFORE_TREE [--no-write] [--payments N]
 
 1. Flash bytes: what `amiko flash` deploys for each board of boards.json (amiko.flash.build: .mpy
    files + source main.py; config.json and the manifest come on top).
@@ -14,6 +15,10 @@
 5. Time per payment: bench/wallet_micropython.py (same .mpy set, in-process scripted world),
    split into crypto / CBOR+messages / storage / other; projected to a 240 MHz ESP32 with the
    pystone ratio (pystone 1.2 run here under the same unix port, against a published ESP32 figure).
+
+--flash-writes BEFORE_TREE: only the flash writes per payment, this tree's firmware and
+BEFORE_TREE's (e.g. /work/wt/before) side by side in one run, both counted by this tree's
+bench/wallet_micropython.py (its counting filesystem layer under wallet.storage), from source.
 """
 
 import argparse
@@ -106,6 +111,35 @@ def micropython_times(ref_flash, payments):
     return [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
 
 
+FS_FIELDS = (("files written (flash writes)", "fs_files_written"),
+             ("files removed", "fs_removes"), ("files renamed", "fs_renames"), ("bytes written", "fs_bytes"))
+
+
+def flash_writes(before, payments):
+    out = {}
+    for label, tree in (("before", Path(before)), ("after", ROOT)):
+        path = "%s:%s" % (tree / "shared", tree / "firmware")
+        with tempfile.TemporaryDirectory() as tmp:
+            env = dict(os.environ, MICROPYPATH="%s:%s" % (path, ROOT / "tests" / "mp"))
+            r = subprocess.run([str(BIN / "micropython"), str(ROOT / "bench" / "wallet_micropython.py"),
+                                tmp + "/root", str(payments)], capture_output=True, text=True, env=env, timeout=300)
+        if r.returncode:
+            raise SystemExit("%s: bench/wallet_micropython.py failed: %s" % (tree, r.stderr[-2000:]))
+        rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")][1:]
+        out[label] = {k: median([row[k] for row in rows]) for _, k in FS_FIELDS}
+    lines = ["Per payment (median of %d, the first payment left out), the wallet's storage through a counting "
+             "filesystem layer (bench/wallet_micropython.py). Before = %s, after = this tree. On LittleFS each file "
+             "written, removed or renamed is at least one metadata commit on flash; the journal writes into a "
+             "preallocated file (positioned write, no new file, no remove, no rename)." % (payments - 1, before), "",
+             "| per payment | before | after |", "|---|---:|---:|"]
+    for name, k in FS_FIELDS:
+        lines.append("| %s | %d | %d |" % (name, out["before"][k], out["after"][k]))
+    b, a = out["before"], out["after"]
+    lines.append("| filesystem mutations (written + removed + renamed) | %d | %d |" % (
+        b["fs_files_written"] + b["fs_removes"] + b["fs_renames"], a["fs_files_written"] + a["fs_removes"] + a["fs_renames"]))
+    return "\n".join(lines)
+
+
 def pystones_here():
     """pystone 1.2 (CPython's Lib/test/pystone.py, any local copy) under the unix port: pystones/s."""
     found = sorted(glob.glob("/root/.pyenv/versions/*/lib/python3*/test/pystone.py") +
@@ -133,7 +167,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--payments", type=int, default=21)
+    ap.add_argument("--flash-writes", metavar="BEFORE_TREE")
     args = ap.parse_args()
+    if args.flash_writes:
+        body = flash_writes(args.flash_writes, args.payments)
+        print(body)
+        if not args.no_write:
+            from results_file import write_section
+
+            write_section("Wallet flash writes per payment (issue 13)",
+                          "python bench/wallet.py --flash-writes %s --payments %d" % (args.flash_writes, args.payments),
+                          body)
+        return
 
     sizes = flash_bytes()
     pystones, pystone_path = pystones_here()
@@ -288,12 +333,14 @@ def render(sizes, flashed, heap, min_kib, test_kib, attempts, rows, pystones, py
                    "code in flash cache as in that measurement (the same issue shows a build at 499 pystones/s: "
                    "a slow build would triple it). CPU work per payment on the ESP32: about %.0f ms."
                    % (pystone_path, pystones, ESP32_PYSTONES, ESP32_SOURCE, ratio, cpu * ratio / 1000.0))
-        out.append("Storage on the ESP32 is bound by the SPI flash, not the CPU: each of the %d writes is a "
-                   "new small file + remove + rename on LittleFS, at least one 4 KiB sector erase (typically "
-                   "~45 ms on common SPI NOR, datasheet figure) plus page programs and metadata updates; "
-                   "assume 50-150 ms a write, so %d-%d ms a payment, more than the CPU work. The unix-port "
-                   "storage figure is dominated by os.sync() of the host and does not project."
-                   % (writes, writes * 50, writes * 150))
+        fw = last.get("fs_files_written", writes)
+        out.append("Storage on the ESP32 is bound by the SPI flash, not the CPU: a payment writes %d files "
+                   "(%d removed, %d renamed, %d bytes; see the section on flash writes per payment), each "
+                   "at least page programs and a LittleFS metadata commit, up to a 4 KiB sector erase "
+                   "(typically ~45 ms on common SPI NOR, datasheet figure); assume 50-150 ms a file written, so "
+                   "%d-%d ms a payment. The unix-port storage figure is dominated by os.sync() of the host and "
+                   "does not project." % (fw, last.get("fs_removes", 0), last.get("fs_renames", 0),
+                                          last.get("fs_bytes", 0), fw * 50, fw * 150))
     else:
         out.append("\nNo pystone.py found on this machine: no ESP32 projection.")
     return "\n".join(out)

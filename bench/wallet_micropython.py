@@ -14,6 +14,9 @@ are not counted.
     storage  wallet.storage.Storage load/save/put_once/get_once/drop_once (file I/O, minus the
              checksum and CBOR they call)
     other    everything else inside App.step() (wallet logic, payer state machine, frame loop)
+The filesystem layer of wallet.storage (its module globals `open` and `os`) is replaced by a
+counting one: per payment, files opened for writing (each is a flash write: LittleFS commits it
+at close/sync), bytes written, os.remove, os.rename and os.sync calls ("fs_*" fields).
 """
 
 import sys
@@ -26,6 +29,7 @@ from amiko_core import cbor, frame, hashing
 from amiko_core import messages as m
 from amiko_core import walletlink as wl
 from wallet.app import App
+from wallet import storage as storage_mod
 from wallet.storage import Storage
 from wallet_world import FakeBoard, Provider, World, provision_msg
 
@@ -80,6 +84,70 @@ def instrument():
 
 
 writes = [0]
+FS = ("fs_files_written", "fs_bytes", "fs_removes", "fs_renames", "fs_syncs")
+fs = {}
+
+
+class CountingFile:
+    def __init__(self, f, writing):
+        self.f = f
+        if writing:
+            fs["fs_files_written"] += 1
+
+    def write(self, data):
+        fs["fs_bytes"] += len(data)
+        return self.f.write(data)
+
+    def read(self, *a):
+        return self.f.read(*a)
+
+    def seek(self, *a):
+        return self.f.seek(*a)
+
+    def flush(self):
+        return self.f.flush()
+
+    def close(self):
+        return self.f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.f.close()
+
+
+class CountingOs:
+    def __init__(self, real):
+        self.real = real
+        if hasattr(real, "sync"):  # (the unix port has none: the storage then does without)
+            self.sync = self._sync
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def remove(self, path):
+        fs["fs_removes"] += 1
+        return self.real.remove(path)
+
+    def rename(self, a, b):
+        fs["fs_renames"] += 1
+        return self.real.rename(a, b)
+
+    def _sync(self):
+        fs["fs_syncs"] += 1
+        return self.real.sync()
+
+
+def counting_open(path, mode="r"):
+    return CountingFile(open(path, mode), "w" in mode or "+" in mode or "a" in mode)
+
+
+def instrument_fs():
+    for k in FS:
+        fs[k] = 0
+    storage_mod.open = counting_open
+    storage_mod.os = CountingOs(storage_mod.os)
 
 
 def count_writes(fn):
@@ -95,6 +163,7 @@ def main():
     root = sys.argv[1]
     payments = int(sys.argv[2])
     instrument()
+    instrument_fs()
     board = FakeBoard(root)
     app = App(board, timeouts=FAST)
     provider = Provider(balance=10 ** 9)
@@ -118,13 +187,17 @@ def main():
                 return total
         raise RuntimeError("the payment did not finish")
 
-    board.serial.inbox.extend(m.to_frame(provision_msg(limit=5000, daily=10 ** 9, auto=1000)))
+    # no auto-confirm budget runs out over the payments (each would stop for a button)
+    board.serial.inbox.extend(m.to_frame(provision_msg(limit=5000, daily=10 ** 9, auto=1000, auto_count=65535,
+                                                       auto_total=10 ** 9, auto_new=65535)))
     run_until(None, lambda: app.wallet.provisioned())
     for i in range(payments):
         for k in CATEGORIES:
             acc[k] = 0
             calls[k] = 0
         writes[0] = 0
+        for k in FS:
+            fs[k] = 0
         token = bytes([(i % 250) + 1]) * 32
         world = World(amount=500, provider=provider, token=token, payment_id="pay-%d" % i)
         board.serial.inbox.extend(m.to_frame(m.Message(wl.TAP, url="amikopay://127.0.0.1:4001/pay-%d" % i)))
@@ -135,6 +208,8 @@ def main():
         for k in CATEGORIES:
             row[k + "_us"] = acc[k]
             row[k + "_calls"] = calls[k]
+        for k in FS:
+            row[k] = fs[k]
         print(repr(row).replace("'", '"'))
 
 

@@ -547,8 +547,10 @@ class Wallet:
         self.save()
 
     def _finish(self, pay):
+        self.store.begin()  # the history entry and the cleared payment: one flash write
         self._write_history(pay)
         self._clear_pay()
+        self.store.commit()
 
     # ---------------------------------------------------------------- time and buttons
 

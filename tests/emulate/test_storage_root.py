@@ -35,5 +35,5 @@ def test_default_storage_root_is_inside_the_flash(vboard):
     r = mpremote(b.pty, "exec", code, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "/data {'n': 2} {'k': 3}" in r.stdout, r.stdout
-    assert sorted(os.listdir(os.path.join(b.flash, "data"))) == ["h0", "state.a", "state.b"]
+    assert sorted(os.listdir(os.path.join(b.flash, "data"))) == ["journal.a"]
     assert not os.path.exists("/data/state.a")  # not the host's /data

@@ -22,7 +22,10 @@ from amiko_testing.network import amiko_argv, amiko_env, run_amiko  # noqa: F401
 from amiko_testing.waits import wait_for
 from amiko_testing.wallets import pay_through_relay, provider_and_shop, provision, start_wallet, wallet_cli
 
-from amiko_core import cbor
+from micropython_runner import ROOT
+
+sys.path.insert(0, str(ROOT / "firmware"))
+from wallet.storage import Storage  # noqa: E402  (the firmware's module, on CPython)
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 MPREMOTE_WAIT = 15  # mpremote waits forever for a raw REPL on a pty that stays silent: give up after this
@@ -42,8 +45,7 @@ def mpremote(pty, *args, timeout=MPREMOTE_WAIT):
 
 def wallet_config(board):
     """The wallet's key record as the firmware stored it (read from the host, the board's owner)."""
-    data = (Path(board.flash) / "data" / "config.a").read_bytes()
-    return cbor.loads(data[32:])[1]
+    return Storage(str(Path(board.flash) / "data")).load("config")
 
 
 def assert_no_secret(out, cfg):

@@ -175,8 +175,8 @@ def test_power_cut_at_every_storage_step(tmp_path):
         crashes.append(crashed)
         n += 1
     assert n < 80, "the payment never finished without a crash"
-    # every kind of step was hit, in several records
-    for kind in ("tmp-half", "tmp-written", "slot-removed", "renamed"):
+    # every kind of step was hit, in several records (a cut at "record-half" leaves a torn record)
+    for kind in ("record-half", "record-written"):
         assert sum(1 for c in crashes if c.endswith(kind)) >= 4, (kind, crashes)
 
 
@@ -184,7 +184,7 @@ def test_power_cut_while_resolving_after_a_power_cut(tmp_path):
     # first cuts while a payment is pending (route / lock / paid phases), then again at each of
     # the first storage steps of the recovery
     seen = []
-    for first in (8, 12, 16, 20, 24, 28):
+    for first in (4, 6, 8, 10, 12, 14):
         for second in range(1, 6):
             seen.append(run_with_crash(tmp_path, first, resume_crash=second))
     assert sum(1 for c in seen if "/ CRASH" in c) >= 12, seen
