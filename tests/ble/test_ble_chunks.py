@@ -14,7 +14,7 @@ from amiko_core import frame
 from amiko_core import messages as m
 from amiko_core import walletlink as wl
 
-from amiko.transports import ble_gatt, open_transport
+from amiko.transports import open_transport
 from amiko.transports.ble import BleTransport
 
 _spec = importlib.util.spec_from_file_location(
@@ -35,12 +35,6 @@ def drain(rx, step=64):
         if not n:
             return bytes(out)
         out += buf[:n]
-
-
-def test_uuids_agree_between_firmware_and_terminal():
-    assert fw.AMIKO_SERVICE_UUID == ble_gatt.AMIKO_SERVICE_UUID
-    assert fw.AMIKO_RX_UUID == ble_gatt.AMIKO_RX_UUID
-    assert fw.AMIKO_TX_UUID == ble_gatt.AMIKO_TX_UUID
 
 
 @settings(max_examples=200, deadline=None)

@@ -21,11 +21,7 @@ import serial
 from amiko_testing.network import amiko_argv, amiko_env, run_amiko  # noqa: F401 (net is a fixture)
 from amiko_testing.waits import wait_for
 from amiko_testing.wallets import pay_through_relay, provider_and_shop, provision, start_wallet, wallet_cli
-
-from micropython_runner import ROOT
-
-sys.path.insert(0, str(ROOT / "firmware"))
-from wallet.storage import Storage  # noqa: E402  (the firmware's module, on CPython)
+from wallet.storage import Storage  # the firmware's module, on CPython
 
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
 MPREMOTE_WAIT = 15  # mpremote waits forever for a raw REPL on a pty that stays silent: give up after this

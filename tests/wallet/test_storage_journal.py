@@ -2,14 +2,10 @@
 the state before it or after it, never a mix; compaction cut anywhere keeps the old file current."""
 
 import os
-import sys
 
 import pytest
-from micropython_runner import ROOT
-
-sys.path.insert(0, str(ROOT / "firmware"))
-from wallet import storage  # noqa: E402
-from wallet.storage import Storage  # noqa: E402
+from wallet import storage
+from wallet.storage import Storage
 
 
 class Cut(Exception):

@@ -37,7 +37,9 @@ import logging
 import re
 from urllib.parse import parse_qs
 
-from amiko.transports.ble_gatt import AMIKO_RX_UUID, AMIKO_SERVICE_UUID, AMIKO_TX_UUID
+from amiko_core.walletlink import RX_UUID as AMIKO_RX_UUID  # write: terminal -> wallet
+from amiko_core.walletlink import SERVICE_UUID as AMIKO_SERVICE_UUID
+from amiko_core.walletlink import TX_UUID as AMIKO_TX_UUID  # notify: wallet -> terminal
 
 log = logging.getLogger("amiko.transports.ble")
 
