@@ -85,7 +85,7 @@ class BridgeProcess:
 
     def stop(self, timeout=10):
         if not processes.stop(self.proc, timeout):
-            raise AssertionError("bridge did not stop within %s s of SIGTERM" % timeout)
+            raise AssertionError("bridge did not stop within %s s of SIGTERM:\n%s" % (timeout, self.stderr_tail()))
         self._stderr.close()
         return self.proc.returncode
 

@@ -7,6 +7,7 @@ import threading
 import time
 
 from amiko_testing.bridges import BridgeProcess
+from amiko_testing.waits import wait_for
 from test_ble_payment import BLE_NAME, start_ble_wallet
 from amiko_testing.wallets import provider_and_shop, provision, wallet_cli
 
@@ -47,9 +48,14 @@ def test_bridge_sells_over_ble(net, tmp_path):
         net.wait(lambda: shop.status()["balance"] == 650, 20, "the shop node has both sales")
         presser.join(1)
         assert len(confirmed) == 1 and "%06d" % confirmed[0] in bridge.stderr_tail(), bridge.stderr_tail()
-        h = wallet_cli("history", "--port", board.pty, "--json")
-        assert "history" in h.json, h
-        h = h.json["history"]
+        # the wallet may still be finishing the BLE session (Commit, storage) when the shop commits
+        answers = []
+
+        def history():
+            answers.append(wallet_cli("history", "--port", board.pty, "--json").json)
+            return answers[-1].get("history")
+
+        h = wait_for(history, 60, "the wallet answers GetHistory on USB")
         assert [(e["amount"], e["state"]) for e in h[:2]] == [(250, "committed"), (400, "committed")], h
     finally:
         if bridge is not None:
