@@ -15,6 +15,7 @@ import importlib
 import json
 import sys
 
+from amiko import filemodes
 from amiko.node.control import ControlClient, ControlError
 from amiko.node.grants import PERMISSIONS
 from amiko.node.home import Home, resolve, check_id, HomeError
@@ -151,7 +152,7 @@ def _init_args(p):
 def _init_run(args, out):
     from amiko.node import home as homes
 
-    homes.private_umask()
+    filemodes.private_umask()
     path = homes.resolve(args.home)
     home, config, identity = homes.create(
         path, args.listen, name=args.name, meeting_points=args.meeting_points,
@@ -161,7 +162,7 @@ def _init_run(args, out):
 
     daemon.create_database(home)
     for fix in home.fixed:  # a HOME someone made before with looser modes: say what was fixed
-        out.stderr.write("amiko: warning: %s (a node home is its owner's only)\n" % homes.describe_fix(fix))
+        out.stderr.write("amiko: warning: %s (a node home is its owner's only)\n" % filemodes.describe_fix(fix))
     info = dict(config.as_dict(), home=home.path, key=identity.pubkey.hex(),
                 fixed_modes=[{"path": p, "old": "%04o" % old, "new": "%04o" % new} for p, old, new in home.fixed])
     mps = "".join("\nmeeting point %s" % mp for mp in config.meeting_points)

@@ -8,7 +8,7 @@ static key; amiko.node.grants says which methods it may call (an ungranted key's
 is answered with a `forbidden` error, then the connection is closed). Notifications of its
 watches come on the same connection.
 
-serve(node, stream, first) is the node's side (amiko.node.daemon dispatches Control to it);
+serve(grants, methods, stream, first) is the node's side (amiko.node.daemon dispatches Control to it);
 ControlChannel is a client's side (amiko.bridge.nodeclient).
 """
 
@@ -19,6 +19,7 @@ from amiko_core import frame as frames
 
 from amiko.node import control as controls
 from amiko.node.control import ControlError
+from amiko.node.grants import methods_of
 from amiko.wire.stream import StreamClosed, StreamError
 
 log = logging.getLogger("amiko.control")
@@ -72,10 +73,11 @@ def _request_id(raw):
         return None
 
 
-async def serve(node, stream, first):
-    """One control connection from a BOLT 8 peer; returns when it closes."""
+async def serve(grants, methods, stream, first):
+    """One control connection from a BOLT 8 peer; returns when it closes. grants: the node's
+    amiko.node.grants.Grants; methods: the control methods by name."""
     key = bytes(stream.remote_key)
-    granted = node.grants.lookup(key)
+    granted = grants.lookup(key)
     assembler = Assembler(controls.MAX_REQUEST)
     try:
         raw = assembler.feed(first)
@@ -91,16 +93,14 @@ async def serve(node, stream, first):
             "--permissions request,cancel,watch`" % (key.hex(), key.hex()))))
         await _drain(stream)
         return
-    from amiko.node import grants
-
-    conn = controls.Connection(send=lambda obj: _send(stream, obj), permissions=grants.methods_of(granted), key=key)
-    live = node.grants.live.setdefault(key, set())
+    conn = controls.Connection(send=lambda obj: _send(stream, obj), permissions=methods_of(granted), key=key)
+    live = grants.live.setdefault(key, set())
     live.add(stream)
     log.info("control connection from %s, key %s (%s)", stream.peer, key.hex(), ",".join(granted))
     try:
         while True:
             if raw is not None:
-                response = await controls.dispatch(node.control.methods, raw, conn)
+                response = await controls.dispatch(methods, raw, conn)
                 if response is not None:
                     _send(stream, response)
                 await _drain(stream)
@@ -111,8 +111,8 @@ async def serve(node, stream, first):
         log.info("control connection from %s (key %s) closed: %s", stream.peer, key.hex(), e.reason)
     finally:
         live.discard(stream)
-        if not live and node.grants.live.get(key) is live:
-            node.grants.live.pop(key, None)
+        if not live and grants.live.get(key) is live:
+            grants.live.pop(key, None)
         await conn._close()
 
 

@@ -16,8 +16,9 @@
 - The control server on HOME/control.sock (amiko.node.control: JSON-RPC 2.0, every method
   described by schemas/control/METHOD.json) for the `amiko` commands, with every method; the
   `watch` subscription (amiko.node.watches) pushes payment state changes to its connection.
-- Every state change runs in one store transaction (Node.transact); after it commits the
-  links are kicked so the messages it enqueued go out. Engine events (delivered after
+- Every state change runs in one store transaction (amiko.node.ports.Ledger.transact); after it
+  commits the links are kicked so the messages it enqueued go out. The services get narrow
+  ports (amiko.node.ports), the engine, the identity and the config, never the Node. Engine events (delivered after
   commit) are dispatched on the next loop iteration to the payment-link sessions.
 - Timers (route, lock and commit time-outs, stored in the database) are fired by
   amiko.node.timer_loop.TimerLoop, each in its own transaction; it also purges old tombstones.
@@ -28,7 +29,7 @@
   debug_drop_link and allows the payment links' developer options (--dev-withhold-token,
   --dev-lock-delay; see amiko.node.paylink_tcp). No environment variable changes behaviour.
 - Logs go to stderr and to HOME/node.log (level from $AMIKO_LOG_LEVEL, default INFO).
-- umask 077, and HOME made private (home.make_private: 0700, files 0600) before anything is
+- umask 077, and HOME made private (filemodes.make_private: 0700, files 0600) before anything is
   opened; every mode it had to fix is logged, one line per path.
 - The home's lock (home.Home.acquire) is held for the whole run: a second node on the
   same home is refused with a one-line error.
@@ -48,9 +49,15 @@ from amiko_core import walletlink as wl
 from amiko_core.errors import AmikoError, URLError
 from amiko_core.url import LINK, AmikoURL, format_pay, parse_link
 
+from amiko.filemodes import describe_fix, make_private, private_umask
 from amiko.node import control as controls
 from amiko.node import control_stream, paylink_tcp, provisioning
 from amiko.node.control import ControlError
+from amiko.node.grants import Grants
+from amiko.node.ports import Ledger, Payments
+from amiko.node.provider import Provider
+from amiko.node.timer_loop import TimerLoop
+from amiko.node.watches import Watches
 from amiko.wire.listener import Limits, Listener
 
 log = logging.getLogger("amiko.node")
@@ -60,7 +67,7 @@ LINK_WAIT_MAX = 120
 
 def _modules():
     """Import the node's modules (this registers their schemas with the store)."""
-    from amiko.node import engine, grants, identity, links, outbox, provider, store  # noqa: F401
+    from amiko.node import engine, identity, links, outbox, store
 
     return engine, identity, links, outbox, store
 
@@ -137,6 +144,7 @@ class Node:
         self.identity = identity
         self.loop = None
         self.store = None
+        self.ledger = None  # amiko.node.ports.Ledger: what the services change state through
         self.engine = None
         self.links = None
         self.paylinks = None
@@ -162,16 +170,13 @@ class Node:
         self.links = links_mod.LinkManager(self.store, self.identity, self._on_link_message, self.link_url,
                                            loop=self.loop, handshake_timeout=cfg.handshake_timeout,
                                            keepalive=cfg.link_keepalive)
-        self.paylinks = paylink_tcp.PaymentLinks(self, self.dev_options)
-        from amiko.node import provider as provider_mod  # wallet accounts (issue 5)
-
-        self.provider = provider_mod.Provider(self)
-        self.transact(self.provider.reconcile)
-        from amiko.node.grants import Grants
-        from amiko.node.watches import Watches
-
-        self.watches = Watches(self)
-        self.grants = Grants(self)
+        self.ledger = Ledger(self.store, self.links.kick)
+        self.paylinks = paylink_tcp.PaymentLinks(self.ledger, self.engine, Payments(self.ledger, self.engine),
+                                                 self.identity, cfg, self.dev_options)
+        self.provider = Provider(self.ledger, self.engine, self.identity, cfg)
+        self.ledger.transact(self.provider.reconcile)
+        self.watches = Watches(self.ledger)
+        self.grants = Grants(self.ledger)
         self.listener = Listener(self.identity, self._on_connection, Limits(
             handshake_timeout=cfg.handshake_timeout, first_frame_timeout=cfg.first_frame_timeout,
             max_connections=cfg.max_connections, max_per_address=cfg.max_connections_per_address),
@@ -179,19 +184,17 @@ class Node:
         await self.listener.start(cfg.host, cfg.port)
         self.control = controls.ControlServer(self.home.socket_path, self.methods())
         await self.control.start()
-        with self.store.read() as db:
+        with self.ledger.read() as db:
             rows = [_jsonable(r) for r in self.engine.links(db)]
         for row in rows:
             if row.get("remote_url"):
                 self.links.connect(row["name"], row["remote_url"])
         self.links.kick()
-        from amiko.node.timer_loop import TimerLoop  # fires stored timers (issue 4)
-
-        self.timers = TimerLoop(self).start()
+        self.timers = TimerLoop(self.ledger, self.engine).start()
         self.control.methods["cancel"] = self.rpc_cancel  # issue 4
         if self.developer:
             log.warning("DEVELOPER MODE: control methods that make this node misbehave are enabled")
-            self.control.methods.update(paylink_tcp.developer_methods(self))
+            self.control.methods.update(paylink_tcp.developer_methods(self.links))
             self.control.methods["developer_refuse_settle"] = self.rpc_developer_refuse_settle
         log.info("node %s listening on %s, key %s, home %s", self.config.name, self.config.listen,
                  self.identity.pubkey.hex(), self.home.path)
@@ -221,13 +224,6 @@ class Node:
 
     # -- helpers for the parts
 
-    def transact(self, fn, *args, **kwargs):
-        """fn(db, *args) in one store transaction; after COMMIT, send what it enqueued."""
-        with self.store.transaction() as db:
-            result = fn(db, *args, **kwargs)
-        self.links.kick()
-        return result
-
     def _on_link_message(self, db, link, msg):
         """The LinkManager's handler (the link layer sends what it enqueued after COMMIT)."""
         self.engine.on_link_message(db, link, msg)
@@ -253,32 +249,6 @@ class Node:
             log.exception("provider: handling engine event %r", event[:3])
         self.links.kick()
 
-    def find_request(self, payment_id):
-        """This node's request for a payment id (amount, receipt, token, meeting_points, state)
-        with payment_state, the state of its payee payments row; None if there is none."""
-        from amiko.node import endpoints
-
-        with self.store.read() as db:
-            req = endpoints.get_request(db, payment_id=payment_id)
-            if req is not None:
-                row = self.engine.payment(db, req["txid"], "payee")
-                req["payment_state"] = row["state"] if row else None
-        return req
-
-    def cancel_request(self, db, payment_id):
-        from amiko.node import endpoints
-
-        endpoints.cancel_request(db, payment_id)
-
-    def payment_token(self, txid):
-        """The token the payer learned for txid (its proof of payment), or None."""
-        from amiko.node import settlement
-
-        with self.store.read() as db:
-            row = self.engine.payment(db, txid, "payer")
-            token = (row or {}).get("token") or settlement.known_token(db, txid)
-        return bytes(token) if token else None
-
     # -- TCP listener
 
     async def _on_connection(self, stream, first):
@@ -292,7 +262,7 @@ class Node:
         elif first.type == provisioning.REQUEST:  # a wallet provisioned through an invitation
             await provisioning.serve(self.provider, stream, first)
         elif first.type == control_stream.CONTROL:  # the control API for a granted key
-            await control_stream.serve(self, stream, first)
+            await control_stream.serve(self.grants, self.control.methods, stream, first)
         else:
             reason = "first message must be ConnectLink, Pay, Auth, ProvisionRequest or Control, got type %d" % first.type
             log.info("connection from %s: %s", stream.peer, reason)
@@ -325,7 +295,7 @@ class Node:
                 "pid": os.getpid(), "home": self.home.path, "started": int(self.started)}
 
     def rpc_status(self, params, conn):
-        with self.store.read() as db:
+        with self.ledger.read() as db:
             status = _jsonable(self.engine.status(db))
         for row in status.get("links", []):
             name = row.get("name")
@@ -343,7 +313,7 @@ class Node:
         return status
 
     def _has_link(self, name):
-        with self.store.read() as db:
+        with self.ledger.read() as db:
             return any(_jsonable(r).get("name") == name for r in self.engine.links(db))
 
     async def rpc_link(self, params, conn):
@@ -398,7 +368,7 @@ class Node:
             if credit_limit is not None:
                 self.engine.set_credit_limit(db, name, credit_limit)
 
-        self.transact(record)
+        self.ledger.transact(record)
         connected = self.links.is_connected(name)
         if remote_url is not None:
             self.links.connect(name, remote_url)
@@ -418,7 +388,7 @@ class Node:
     def _credit_of(self, link):
         from amiko.node import credit
 
-        with self.store.read() as db:
+        with self.ledger.read() as db:
             return credit.limit(db, link)
 
     def rpc_deposit(self, params, conn):
@@ -429,8 +399,8 @@ class Node:
             raise ControlError("not_found", "no link %r: create it with `amiko link --home %s %s [REMOTE_URL]`"
                                % (link, self.home.path, link))
         if credit_limit is not None:
-            self.transact(self.engine.set_credit_limit, link, credit_limit)
-        channel = self.transact(self.engine.deposit, link, amount)
+            self.ledger.transact(self.engine.set_credit_limit, link, credit_limit)
+        channel = self.ledger.transact(self.engine.deposit, link, amount)
         return {"link": link, "channel": channel, "amount": amount, "credit_limit": self._credit_of(link)}
 
     def rpc_withdraw(self, params, conn):
@@ -438,16 +408,16 @@ class Node:
         channel = params.get("channel")
         if type(channel) is not int or channel < 0:
             raise ControlError("invalid", "channel must be a channel number (see `amiko status`)")
-        self.transact(self.engine.withdraw, link, channel)
+        self.ledger.transact(self.engine.withdraw, link, channel)
         return {"link": link, "channel": channel, "state": "closed"}
 
     def rpc_meetingpoint(self, params, conn):
         mp = _text(params, "id")
         try:
-            mp = self.transact(self.engine.add_meeting_point, mp)  # NAME -> NAME@<own key>
+            mp = self.ledger.transact(self.engine.add_meeting_point, mp)  # NAME -> NAME@<own key>
         except AmikoError as e:
             raise ControlError("invalid", e.reason) from None
-        with self.store.read() as db:
+        with self.ledger.read() as db:
             own = self.engine.meeting_points(db)
         return {"meeting_point": mp, "meeting_points": own}
 
@@ -456,7 +426,7 @@ class Node:
         receipt = params.get("receipt", "")
         if not isinstance(receipt, str) or len(receipt.encode("utf-8")) > 512:
             raise ControlError("invalid", "receipt must be text of at most 512 bytes")
-        req = self.transact(self.engine.create_request, amount, receipt)
+        req = self.ledger.transact(self.engine.create_request, amount, receipt)
         url = format_pay(self.config.host, self.config.port, req["payment_id"], self.identity.pubkey.hex())
         return {"url": url, "payment_id": req["payment_id"], "txid": _hex(req["txid"]), "amount": amount,
                 "receipt": receipt, "meeting_points": list(req["meeting_points"])}
@@ -531,8 +501,6 @@ async def _run(home, config, identity, json_ready, stdout, developer=False, dev_
 
 def main(home, json_ready=False, stdout=None, developer=False, dev_options=None):
     """Run the node in the foreground until SIGTERM/SIGINT; returns the exit status."""
-    from amiko.node.home import describe_fix, make_private, private_umask
-
     private_umask()
     config = home.load_config()
     fixed = make_private(home.path)

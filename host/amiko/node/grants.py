@@ -71,14 +71,14 @@ def _key(params):
 
 
 class Grants:
-    def __init__(self, node, clock=None):
-        self.node = node
+    def __init__(self, ledger, clock=None):
+        self.ledger = ledger
         self.clock = clock or time.time
         self.live = {}  # key bytes -> set of control_stream connections (closed on revoke/change)
 
     def lookup(self, key):
         """The sorted permissions granted to key, or None."""
-        with self.node.store.read() as db:
+        with self.ledger.read() as db:
             row = db.execute("SELECT permissions FROM control_grants WHERE key = ?", (bytes(key),)).fetchone()
         return None if row is None else sorted(p for p in row[0].split(",") if p in PERMISSIONS)
 
@@ -100,19 +100,19 @@ class Grants:
                                % (", ".join(sorted(PERMISSIONS)), perms))
         perms = sorted(set(perms))
         now = int(self.clock())
-        self.node.transact(lambda db: db.execute(
+        self.ledger.transact(lambda db: db.execute(
             "INSERT INTO control_grants (key, permissions, created) VALUES (?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET permissions = excluded.permissions", (key, ",".join(perms), now)))
         self._disconnect(key)  # a connection keeps the permissions it was opened with: make it reconnect
         return {"key": key.hex(), "permissions": perms, "created": self._created(key)}
 
     def _created(self, key):
-        with self.node.store.read() as db:
+        with self.ledger.read() as db:
             row = db.execute("SELECT created FROM control_grants WHERE key = ?", (key,)).fetchone()
         return row[0] if row else 0
 
     def rpc_list(self, params, conn):
-        with self.node.store.read() as db:
+        with self.ledger.read() as db:
             rows = db.execute("SELECT key, permissions, created FROM control_grants ORDER BY created, key").fetchall()
         return {"grants": [{"key": bytes(r[0]).hex(), "permissions": [p for p in r[1].split(",") if p],
                             "created": r[2]} for r in rows]}
@@ -123,6 +123,6 @@ class Grants:
         def revoke(db):
             return db.execute("DELETE FROM control_grants WHERE key = ?", (key,)).rowcount
 
-        if not self.node.transact(revoke):
+        if not self.ledger.transact(revoke):
             raise ControlError("not_found", "key %s has no grant (see `amiko grant --list`)" % key.hex())
         return {"key": key.hex(), "revoked": True, "closed": self._disconnect(key)}

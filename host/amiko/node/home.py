@@ -45,7 +45,7 @@ import tomllib
 from amiko_core.errors import AmikoError, URLError
 from amiko_core.url import MAX_ID, AmikoURL, LINK, id_problem
 
-from amiko.filemodes import PRIVATE_DIR, describe_fix, make_private, private_umask  # noqa: F401 (re-exported)
+from amiko.filemodes import PRIVATE_DIR, make_private
 
 CONFIG_FILE = "node.toml"
 KEY_FILE = "node.key"

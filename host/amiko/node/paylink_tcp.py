@@ -83,14 +83,14 @@ def parse_lock_delay(text):
     return delay
 
 
-def developer_methods(node):
+def developer_methods(links):
     """The developer control methods of payment links (see the module doc)."""
 
     def drop_link(params, conn):
         link = params.get("link")
         log.warning("DEVELOPER: dropping the connection of link %s", link)
-        connected = node.links.is_connected(link)
-        node.links.disconnect(link)
+        connected = links.is_connected(link)
+        links.disconnect(link)
         return {"link": link, "was_connected": connected}
 
     return {"debug_drop_link": drop_link}
@@ -137,7 +137,8 @@ class _Run:
 
     def __init__(self, links, session):
         self.links = links
-        self.node = links.node
+        self.ledger = links.ledger
+        self.engine = links.engine
         self.session = session
         self.stream = None  # amiko.wire.stream.Stream
         self.timer = None
@@ -169,13 +170,13 @@ class _Run:
 
     def _route_effect(self, e):
         self._register(e.txid)
-        self.node.transact(self._start_route, e.txid, e.amount, e.meeting_point)
+        self.ledger.transact(self._start_route, e.txid, e.amount, e.meeting_point)
 
     def _lock_effect(self, e):
         self._lock(e.txid)
 
     def _cancel_route_effect(self, e):
-        self.node.transact(self.node.engine.cancel_route, e.txid, self.side,
+        self.ledger.transact(self.engine.cancel_route, e.txid, self.side,
                            self._reason(self.session.reason) or "cancelled")
 
     def _timer_effect(self, e):
@@ -196,8 +197,8 @@ class _Run:
 
     def _stored_reason(self):
         """The reason the engine stored when it ended this payment, if it did."""
-        with self.node.store.read() as db:
-            row = self.node.engine.payment(db, self.session.txid, self.session.ROLE)
+        with self.ledger.read() as db:
+            row = self.engine.payment(db, self.session.txid, self.session.ROLE)
         return row["reason"] if row and row["state"] == "cancelled" else None
 
     def _reason(self, reason):
@@ -206,24 +207,24 @@ class _Run:
     def _lock(self, txid):
         delay = self.links.knobs.get("lock_delay")
         if delay is None:
-            self.node.transact(self.node.engine.lock, txid)
+            self.ledger.transact(self.engine.lock, txid)
         elif delay == "never":
             log.warning("DEVELOPER --dev-lock-delay never: payer does not lock %s", _hex(txid))
         else:
             log.warning("DEVELOPER --dev-lock-delay: payer locks %s in %s s", _hex(txid), delay)
-            self.node.loop.call_later(delay, self._late_lock, txid)
+            asyncio.get_running_loop().call_later(delay, self._late_lock, txid)
 
     def _late_lock(self, txid):
         if self.session.outcome is not None:
             return
         try:
-            self.node.transact(self.node.engine.lock, txid)
+            self.ledger.transact(self.engine.lock, txid)
         except AmikoError as e:
             self.apply(self.session.handle("abort", self._stored_reason() or e.reason))
 
     def _start_route(self, db, txid, amount, mp):
         self.record(db, txid, amount)
-        return self.node.engine.start_route(db, txid, self.side, amount, mp, payment_id=self.session.payment_id)
+        return self.engine.start_route(db, txid, self.side, amount, mp, payment_id=self.session.payment_id)
 
     def record(self, db, txid, amount):
         pass
@@ -249,17 +250,17 @@ class _Run:
         log.info("%s %s (%s): %s%s", self.session.ROLE, self.session.payment_id,
                  _hex(self.session.txid), outcome, ": " + reason if reason else "")
         if self.session.txid is not None:
-            self.node.transact(self._record_outcome, outcome, reason)
+            self.ledger.transact(self._record_outcome, outcome, reason)
         if not self.done.done():
             self.done.set_result((outcome, reason))
-        self.links.node.loop.call_soon(self.close)
+        asyncio.get_running_loop().call_soon(self.close)
 
     def _record_outcome(self, db, outcome, reason):
         fields = {"state": outcome, "reason": reason}
         if outcome == paylink.COMMITTED and self.session.token is not None:
             fields["token"] = bytes(self.session.token)
         try:
-            self.node.engine.update_payment(db, self.session.txid, self.session.ROLE, **fields)
+            self.engine.update_payment(db, self.session.txid, self.session.ROLE, **fields)
         except AmikoError as e:
             log.debug("update_payment: %s", e.reason)
 
@@ -330,7 +331,7 @@ class _Run:
         s = self.session
         if kind == "settled":
             if s.accepts("settled"):
-                self.apply(s.handle("settled", self.node.payment_token(s.txid)))
+                self.apply(s.handle("settled", self.links.payments.token(s.txid)))
         elif kind in ("route_found", "route_failed", "rolled_back"):
             self.apply(s.handle(kind, reason))
 
@@ -345,7 +346,7 @@ class PayeeRun(_Run):
 
     def record(self, db, txid, amount):
         r = self.session.receipt_message
-        self.node.engine.update_payment(db, bytes(txid), "payee", state="confirmed",
+        self.engine.update_payment(db, bytes(txid), "payee", state="confirmed",
                                         meeting_point=self.session.meeting_point, payee_key=r.payee_key,
                                         signature=r.signature)
 
@@ -361,16 +362,16 @@ class PayeeRun(_Run):
             if not self.done.done():
                 self.done.set_result((outcome, reason))
             self.links.active_payees.pop(self.session.payment_id, None)
-            self.links.node.loop.call_soon(self.close)
+            asyncio.get_running_loop().call_soon(self.close)
             return
         super()._done(outcome, reason)
         self.links.active_payees.pop(self.session.payment_id, None)
         if outcome == paylink.CANCELLED:
-            self.node.transact(self._cancel_request, reason)
+            self.ledger.transact(self._cancel_request, reason)
 
     def _cancel_request(self, db, reason):
         # A cancelled request never releases its token, even if a lock arrives later.
-        self.node.cancel_request(db, self.session.payment_id)
+        self.links.payments.cancel_request(db, self.session.payment_id)
 
 
 class PayerRun(_Run):
@@ -384,7 +385,7 @@ class PayerRun(_Run):
 
     def record(self, db, txid, amount):
         r = self.session.receipt
-        self.node.engine.record_payment(
+        self.engine.record_payment(
             db, txid=bytes(txid), role="payer", payment_id=self.session.payment_id, amount=amount,
             receipt=r.receipt, state="confirmed", payee_key=r.payee_key, signature=r.signature,
             signed_receipt=m.receipt_signed_bytes(r), meeting_point=self.session.meeting_point)
@@ -427,7 +428,7 @@ class PayerRun(_Run):
             self.offer.set_result({"result": outcome, "reason": reason, "payment_id": self.session.payment_id})
         if outcome == paylink.COMMITTED and self.session.token is not None:
             # The payer learned the token: commit its own channel (idempotent in the engine).
-            self.node.transact(self.node.engine.release_token, self.session.txid, self.session.token)
+            self.ledger.transact(self.engine.release_token, self.session.txid, self.session.token)
 
     def on_disconnect(self):
         self.apply(self.session.handle("abandon", "payee disconnected"))
@@ -445,10 +446,14 @@ class PayerRun(_Run):
 
 
 class PaymentLinks:
-    """All payment-link sessions of a node. node: the daemon (engine, identity, config, transact)."""
+    """All payment-link sessions of a node (amiko.node.ports: ledger, payments)."""
 
-    def __init__(self, node, dev_options=None):
-        self.node = node
+    def __init__(self, ledger, engine, payments, identity, config, dev_options=None):
+        self.ledger = ledger
+        self.engine = engine
+        self.payments = payments
+        self.identity = identity
+        self.config = config
         self.by_tx = {}  # (txid, side) -> _Run
         self.active_payees = {}  # payment id -> PayeeRun
         self.payers = {}  # handle -> PayerRun (between pay_start and the outcome)
@@ -457,10 +462,10 @@ class PaymentLinks:
         if self.knobs:
             log.warning("DEVELOPER options active: %s", self.knobs)
         if self.knobs.get("withhold_token"):
-            node.engine.cfg.auto_release = False
+            engine.cfg.auto_release = False
 
     def timeouts(self):
-        c = self.node.config
+        c = self.config
         return {"receipt": CONNECT_TIMEOUT, "confirm": 120, "routing": 3 * c.route_timeout,
                 "locking": 3 * c.lock_timeout + 8 * c.timeout_increment}
 
@@ -483,7 +488,7 @@ class PaymentLinks:
         elif payment_id in self.active_payees:
             refusal = "payment %s is already in progress with another payer" % payment_id
         else:
-            request = self.node.find_request(payment_id)
+            request = self.payments.request(payment_id)
             if request is None:
                 refusal = "unknown payment id %s" % payment_id
             elif request["state"] != "open":
@@ -494,11 +499,11 @@ class PaymentLinks:
             log.info("payee: refused Pay{%s} from %s: %s", payment_id, stream.peer, refusal)
             await _send_close(stream, m.to_frame(m.Message(m.CANCEL, {"id": payment_id, "reason": refusal})))
             return
-        identity = self.node.identity
+        identity = self.identity
         session = paylink.PayeeSession(
             payment_id, request["amount"], request["receipt"], request["token"], request["meeting_points"],
             timeouts=self.timeouts(), payee_key=identity.pubkey, sign=identity.sign,
-            payee_name=self.node.config.name)
+            payee_name=self.config.name)
         run = PayeeRun(self, session)
         run.request = request
         run.stream = stream
@@ -518,7 +523,7 @@ class PaymentLinks:
         key = payee_key(url)
         if len(self.sessions) >= MAX_SESSIONS:
             raise PayError("too many payments in progress on this node: wait for some to finish", "refused")
-        stream = await connect_payee(url, self.node.identity, key)
+        stream = await connect_payee(url, self.identity, key)
         session = paylink.PayerSession(url.path, timeouts=self.timeouts())
         run = PayerRun(self, session, url)
         run.stream = stream
@@ -586,22 +591,22 @@ class PaymentLinks:
         return results[0] if len(results) == 1 else {"result": "cancelled", "sessions": results}
 
     def _stored_state(self, txid):
-        with self.node.store.read() as db:
-            row = self.node.engine.payment(db, txid, "payee")
+        with self.ledger.read() as db:
+            row = self.engine.payment(db, txid, "payee")
         return row["state"] if row else None
 
     def _cancel_stored(self, ident, reason):
         """No session: an open request nobody is paying yet can still be cancelled."""
         from amiko.node import endpoints
 
-        with self.node.store.read() as db:
+        with self.ledger.read() as db:
             req = endpoints.get_request(db, payment_id=ident)
             if req is None and len(ident) == 40:
                 try:
                     req = endpoints.get_request(db, txid=bytes.fromhex(ident))
                 except ValueError:
                     req = None
-            row = self.node.engine.payment(db, req["txid"], "payee") if req is not None else None
+            row = self.engine.payment(db, req["txid"], "payee") if req is not None else None
         if req is None:
             raise PayError("no payment %s in progress at this node (see `amiko status`)" % ident, "not_found")
         if req["state"] != "open" or (row is not None and row["state"] != "requested"):
@@ -614,9 +619,9 @@ class PaymentLinks:
 
         def cancel(db):
             endpoints.cancel_request(db, req["payment_id"])
-            self.node.engine.update_payment(db, req["txid"], "payee", state="cancelled", reason=why)
+            self.engine.update_payment(db, req["txid"], "payee", state="cancelled", reason=why)
 
-        self.node.transact(cancel)
+        self.ledger.transact(cancel)
         return {"role": "payee", "result": "cancelled", "reason": why}
 
     def abandon_payer(self, handle):

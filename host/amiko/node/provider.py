@@ -105,8 +105,11 @@ def _day(t):
 
 
 class Provider:
-    def __init__(self, node, clock=time.time):
-        self.node = node
+    def __init__(self, ledger, engine, identity, config, clock=time.time):
+        self.ledger = ledger
+        self.engine = engine
+        self.identity = identity
+        self.config = config
         self.clock = clock
         self._waiters = {}  # txid -> asyncio.Event, set on an engine event for it
 
@@ -193,13 +196,13 @@ class Provider:
                 receipts.record(db, msg)
                 autoconfirm.record(db, w["id"], msg)
                 try:
-                    self.node.engine.record_payment(db, txid=msg.txid, role="payer", amount=msg.amount,
+                    self.engine.record_payment(db, txid=msg.txid, role="payer", amount=msg.amount,
                                                     state="confirmed", meeting_point=msg.meeting_point,
                                                     payment_id=w["id"])
                 except Exception as e:  # a payer row for this txid exists already
                     log.info("wallet %s: %s", w["id"], e)
                 try:
-                    self.node.engine.start_route(db, msg.txid, 0, msg.amount, msg.meeting_point)
+                    self.engine.start_route(db, msg.txid, 0, msg.amount, msg.meeting_point)
                 except AmikoError as e:
                     self._set(db, p, state="cancelled", reason=e.reason)
                 p = self.sync(db, p)
@@ -208,13 +211,13 @@ class Provider:
         elif p is None:
             return self._status(db, w, msg, wl.CANCELLED, "no payment with this transaction id"), None
         elif action == wl.LOCK and p["state"] == "routed":
-            self.node.engine.lock(db, msg.txid)
+            self.engine.lock(db, msg.txid)
             p = self.sync(db, p)
         elif action == wl.COMMIT and p["state"] == "locked" and token_matches(msg.token, msg.txid):
-            self.node.engine.release_token(db, msg.txid, msg.token)
+            self.engine.release_token(db, msg.txid, msg.token)
             p = self.sync(db, p)
         elif action == wl.CANCEL and p["state"] in ("routing", "routed"):
-            self.node.engine.cancel_route(db, msg.txid, 0, "cancelled by the wallet")
+            self.engine.cancel_route(db, msg.txid, 0, "cancelled by the wallet")
             p = self.sync(db, p)
         if p["state"] == "cancelled":
             reason = p["reason"]
@@ -275,7 +278,7 @@ class Provider:
             if p is not None:
                 self.sync(db, p)
 
-        self.node.transact(update)
+        self.ledger.transact(update)
         ev = self._waiters.get(txid)
         if ev is not None:
             ev.set()
@@ -322,7 +325,7 @@ class Provider:
     async def _answer(self, stream, msg):
         """Answer at once; while the payment is routing, send a fresh Status (same ref, next
         counter) when the route is found or fails (at most WAIT s later)."""
-        answer, wait = self.node.transact(self.handle_auth, msg)
+        answer, wait = self.ledger.transact(self.handle_auth, msg)
         if stream.is_closing():
             return
         _send(stream, answer if isinstance(answer, bytes) else m.to_frame(answer))
@@ -336,7 +339,7 @@ class Provider:
         finally:
             if self._waiters.get(wait) is ev:
                 del self._waiters[wait]
-        answer = self.node.transact(self._fresh_status, msg)
+        answer = self.ledger.transact(self._fresh_status, msg)
         if not stream.is_closing():
             _send(stream, m.to_frame(answer))
 
@@ -353,8 +356,8 @@ class Provider:
                 "wallet_info": self.rpc_info}
 
     def provider_url(self, wallet_id):
-        cfg = self.node.config
-        return str(AmikoURL(LINK, cfg.host, cfg.port, wallet_id, {"key": self.node.identity.pubkey.hex()}))
+        cfg = self.config
+        return str(AmikoURL(LINK, cfg.host, cfg.port, wallet_id, {"key": self.identity.pubkey.hex()}))
 
     @staticmethod
     def _limits(params):
@@ -383,7 +386,7 @@ class Provider:
         except ValueError as e:
             raise ControlError("invalid", str(e)) from None
 
-        self.node.transact(self.create_account, wallet_id, key, values)
+        self.ledger.transact(self.create_account, wallet_id, key, values)
         return {"wallet": wallet_id, "provider": self.provider_url(wallet_id), "balance": 0, **values}
 
     def create_account(self, db, wallet_id, key, values):
@@ -404,7 +407,7 @@ class Provider:
         ttl = params.get("ttl", provisioning.DEFAULT_TTL)
         if type(ttl) is not int or not 0 < ttl <= provisioning.MAX_TTL:
             raise ControlError("invalid", "ttl must be a whole number of seconds in 1..%d" % provisioning.MAX_TTL)
-        code, expires = provisioning.create_invitation(self.node, values["limit"], values["daily"],
+        code, expires = provisioning.create_invitation(self.ledger, values["limit"], values["daily"],
                                                        values["auto"], ttl, self.clock)
         url = self.provider_url("w-" + os.urandom(4).hex())
         return {"code": provisioning.format_code(code), "expires": expires, "url": url, **values}
@@ -424,12 +427,12 @@ class Provider:
             db.execute("UPDATE wallets SET balance = balance + ? WHERE id = ?", (amount, wallet_id))
             return balance + amount
 
-        balance = self.node.transact(topup)
+        balance = self.ledger.transact(topup)
         return {"wallet": wallet_id, "amount": amount, "balance": balance}
 
     def rpc_info(self, params, conn):
         wallet_id = params.get("wallet")
-        with self.node.store.read() as db:
+        with self.ledger.read() as db:
             w = self.wallet(db, wallet_id)
             if w is None:
                 raise ControlError("not_found", "no wallet %r on this provider" % (wallet_id,))

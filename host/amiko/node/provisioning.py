@@ -195,7 +195,7 @@ def _error(reason):
 
 # ---------------------------------------------------------------- provider side
 
-def create_invitation(node, limit, daily, auto, ttl, clock=time.time):
+def create_invitation(ledger, limit, daily, auto, ttl, clock=time.time):
     code = os.urandom(CODE_SIZE)
     now = int(clock())
 
@@ -204,7 +204,7 @@ def create_invitation(node, limit, daily, auto, ttl, clock=time.time):
                    "VALUES (?, ?, ?, ?, ?, ?, ?)", (invite_id(code), invite_key(code), limit, daily, auto,
                                                     now + ttl, now))
 
-    node.transact(insert)
+    ledger.transact(insert)
     return code, now + ttl
 
 
@@ -227,7 +227,7 @@ def check_request(provider, db, req, now):
         raise ProvisionError("the invitation was used already (wallet %s)" % inv["wallet"])
     if now >= inv["expires"]:
         raise ProvisionError("the invitation expired %d s ago" % (now - inv["expires"]))
-    own = provider.node.identity.pubkey
+    own = provider.identity.pubkey
     if bytes(req.provider_key) != own:
         raise ProvisionError("the request pins provider key %s but this provider's key is %s: check the URL"
                              % (bytes(req.provider_key).hex()[:16], own.hex()[:16]))
@@ -261,21 +261,21 @@ async def serve(provider, stream, first):
         stream.send(paylink_tcp.error_frame(codes.PROTOCOL, e.reason, first.type))
         await _drain(stream)
         return
-    node = provider.node
+    identity = provider.identity
     try:
-        with node.store.read() as db:
+        with provider.ledger.read() as db:
             _inv, values = check_request(provider, db, req, int(provider.clock()))
         url = provider.provider_url(req.wallet)
         try:
-            shared = node.identity.ecdh(req.ephemeral)
+            shared = identity.ecdh(req.ephemeral)
         except Exception:
             raise ProvisionError("the ephemeral key is not a valid secp256k1 point") from None
-        t = transcript(first.body, node.identity.pubkey, req.wallet, url, values["limit"], values["daily"],
+        t = transcript(first.body, identity.pubkey, req.wallet, url, values["limit"], values["daily"],
                        values["auto"])
         key = os.urandom(32)
         box, tag = seal(shared, t, key)
         grant = m.Message(GRANT, wallet=req.wallet, provider=url, box=box, tag=tag,
-                          signature=node.identity.sign(signed_bytes(t, box, tag)), **values)
+                          signature=identity.sign(signed_bytes(t, box, tag)), **values)
         stream.send_message(grant)
         try:
             confirm = await stream.recv_message(timeout=CONFIRM_TIMEOUT)
@@ -292,7 +292,7 @@ async def serve(provider, stream, first):
                        (int(provider.clock()), req.wallet, bytes(req.invite)))
             provider.create_account(db, req.wallet, key, values)
 
-        node.transact(commit)
+        provider.ledger.transact(commit)
         log.info("wallet %s provisioned through an invitation", req.wallet)
         stream.send_message(m.Message(DONE, mac=hmac_sha256(shared, b"amiko provision done" + t)))
     except ProvisionError as e:

@@ -29,8 +29,9 @@ BATCH = 200
 
 
 class TimerLoop:
-    def __init__(self, node, clock=time.time, grace=STARTUP_GRACE):
-        self.node = node
+    def __init__(self, ledger, engine, clock=time.time, grace=STARTUP_GRACE):
+        self.ledger = ledger
+        self.engine = engine
         self.clock = clock
         self.grace = grace
         self.task = None
@@ -58,26 +59,26 @@ class TimerLoop:
             if now >= self._next_purge:
                 self._next_purge = now + PURGE_EVERY
                 try:
-                    self.node.transact(self.node.engine.purge, now)
+                    self.ledger.transact(self.engine.purge, now)
                 except Exception:
                     log.exception("purging old route entries")
-            with self.node.store.read() as db:
-                nxt = self.node.engine.next_timer(db)
+            with self.ledger.read() as db:
+                nxt = self.engine.next_timer(db)
             delay = MAX_SLEEP if nxt is None else min(max(nxt - self.clock(), 0.0), MAX_SLEEP)
             await asyncio.sleep(delay)
 
     def fire_due(self, now):
-        engine = self.node.engine
-        with self.node.store.read() as db:
+        engine = self.engine
+        with self.ledger.read() as db:
             due = engine.due_timers(db, now, limit=BATCH)
         for t in due:
             try:
-                if self.node.transact(engine.fire_timer, t["txid"], t["side"], t["kind"], now):
+                if self.ledger.transact(engine.fire_timer, t["txid"], t["side"], t["kind"], now):
                     self.fired += 1
             except Exception:
                 log.exception("firing the %s timer of %s/%d", t["kind"], bytes(t["txid"]).hex()[:12], t["side"])
                 try:
-                    self.node.transact(_postpone, t, now + RETRY_DELAY)
+                    self.ledger.transact(_postpone, t, now + RETRY_DELAY)
                 except Exception:
                     log.exception("postponing a failed timer")
         return len(due)

@@ -31,8 +31,8 @@ def _hex(v):
 
 
 class Watches:
-    def __init__(self, node):
-        self.node = node
+    def __init__(self, ledger):
+        self.ledger = ledger
         self._next = 1
         self._watches = {}  # watch id -> [conn, txid bytes, last state]
         self._by_txid = {}  # txid bytes -> {watch id}
@@ -60,14 +60,14 @@ class Watches:
             return raw
         if not isinstance(payment_id, str) or not payment_id:
             raise ControlError("invalid", "payment_id must be a non-empty string")
-        with self.node.store.read() as db:
+        with self.ledger.read() as db:
             req = endpoints.get_request(db, payment_id=payment_id)
         if req is None:
             raise ControlError("not_found", "no payment request %r on this node" % payment_id)
         return bytes(req["txid"])
 
     def _state(self, wid, txid):
-        with self.node.store.read() as db:
+        with self.ledger.read() as db:
             row = endpoints.get_payment(db, txid, "payee")
         out = {"watch": wid, "txid": txid.hex()}
         out.update((k, _hex((row or {}).get(k))) for k in _FIELDS)
@@ -107,7 +107,7 @@ class Watches:
 
     def _changed(self, txid):
         ids = self._by_txid.get(txid)
-        if not ids or self.node.store is None:
+        if not ids:
             return
         for wid in sorted(ids):
             w = self._watches.get(wid)
@@ -124,7 +124,7 @@ class Watches:
         since = params.get("since", 0)
         if type(since) is not int or since < 0:
             raise ControlError("invalid", "since must be a unix time (whole seconds)")
-        with self.node.store.read() as db:
+        with self.ledger.read() as db:
             rows = db.execute("SELECT %s FROM payments WHERE role = 'payee' AND created >= ? "
                               "ORDER BY updated DESC, created DESC LIMIT 500" % ", ".join(_ROW_COLS),
                               (since,)).fetchall()

@@ -28,7 +28,6 @@ that failed once refuses everything afterwards (code "state").
 """
 
 import hashlib
-import os
 
 import coincurve
 from cryptography.exceptions import InvalidTag
