@@ -602,7 +602,7 @@ def profile_report(prof):
 def reading(results, levels, prof):
     """The figures that explain the tables, as one paragraph."""
     hops_list = sorted(results)
-    hi, c_lo, c_hi = hops_list[-1], levels[0], levels[-1]
+    hi = hops_list[-1]
     w_lo, w_hi = prof[0], prof[-1]
     hops_inner = [n for n in chain_names(6)[0] if n not in ("payer", "payee", w_lo["traced"])]
 

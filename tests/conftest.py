@@ -16,8 +16,5 @@ def root():
 # under the real micropython binary; pytest must not collect them itself.
 collect_ignore = ["mp"]
 
-# Every control call the clients make (the CLI in its own process too, through the environment)
-# is checked against schemas/control/METHOD.json: see amiko.node.schemas.
-import os  # noqa: E402
-
-os.environ["AMIKO_CHECK_SCHEMAS"] = "1"
+# Every control call is checked against schemas/control/METHOD.json by the node itself: the
+# test nodes run with `--developer --dev-check-schemas` (amiko_testing.network.CHECKED_ARGS).

@@ -52,7 +52,7 @@ from amiko_core.errors import DecodeError, ProtocolError
 from amiko_core import paylink as pl
 from amiko_core.paylink import PayerSession
 from amiko_core.token import token_matches
-from amiko_core.walletlink import ERR_BAD_FRAME, ERR_BUSY, ERR_INTERNAL, ERR_REFUSED, ERR_UNPROVISIONED
+from amiko_core.walletlink import ERR_BAD_FRAME, ERR_BUSY, ERR_INTERNAL, ERR_REFUSED
 
 MAX_HISTORY = 32
 MAX_PAYEES = 16

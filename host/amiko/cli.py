@@ -181,6 +181,9 @@ def _node_args(p):
                    help="with --developer: as payee, never release the token (failure tests)")
     p.add_argument("--dev-lock-delay", metavar="S|never",
                    help="with --developer: as payer, lock S seconds after routing, or never (failure tests)")
+    p.add_argument("--dev-check-schemas", action="store_true",
+                   help="with --developer: check every control call, answer and notification against "
+                        "schemas/control/ (the tests' nodes)")
 
 
 def _node_run(args, out):
@@ -194,8 +197,10 @@ def _node_run(args, out):
             dev["lock_delay"] = paylink_tcp.parse_lock_delay(args.dev_lock_delay)
         except ValueError:
             raise AmikoError("--dev-lock-delay takes seconds or never, not %r" % args.dev_lock_delay) from None
+    if args.dev_check_schemas:
+        dev["check_schemas"] = True
     if dev and not args.developer:
-        raise AmikoError("--dev-withhold-token and --dev-lock-delay need --developer")
+        raise AmikoError("--dev-withhold-token, --dev-lock-delay and --dev-check-schemas need --developer")
     return daemon.main(_home(args), json_ready=out.as_json, stdout=out.stdout, developer=args.developer,
                        dev_options=dev)
 

@@ -2,7 +2,8 @@
 
 A route still pending after both its deadlines passed is state the timers should have ended:
 every payment ends by its deadline, whatever the peers did. Checked on every node still
-running when a test that passed tears its net down."""
+running when a test that passed tears its net down. Also: no node logged a SCHEMA VIOLATION
+(a control answer or notification outside schemas/control/, which the client may not see)."""
 
 import time
 
@@ -31,3 +32,17 @@ def check_nodes(nodes, grace=GRACE):
         if stale:
             leaked[node.name] = stale
     assert not leaked, "payment state outlived its deadline: %r" % leaked
+
+
+def check_schema_logs(nodes):
+    """Raise AssertionError quoting each node's SCHEMA VIOLATION log lines."""
+    found = {}
+    for node in nodes:
+        try:
+            lines = (node.home / "node.log").read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        bad = [line for line in lines if "SCHEMA VIOLATION" in line]
+        if bad:
+            found[node.name] = bad
+    assert not found, "control calls outside the schemas: %r" % found

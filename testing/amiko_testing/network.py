@@ -158,7 +158,8 @@ class Node:
         if args is not None:
             self.node_args = list(args)
         self._stderr = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen(amiko_argv() + ["node", "--home", str(self.home)] + self.node_args,
+        args = (CHECKED_ARGS if self.net.checked else []) + self.node_args
+        self.proc = subprocess.Popen(amiko_argv() + ["node", "--home", str(self.home)] + args,
                                      stdin=subprocess.DEVNULL,
                                      stdout=self._stderr, stderr=self._stderr, env=amiko_env(self.env))
         if wait:
@@ -231,11 +232,16 @@ def _balance_fields(ch):
     return ch["local"], ch["remote"], ch.get("reserved", 0), ch.get("locked", 0)
 
 
-class Net:
-    """A set of nodes of one test; close() stops them all."""
+CHECKED_ARGS = ["--developer", "--dev-check-schemas"]  # every test node checks the control API's schemas
 
-    def __init__(self, tmp_path):
+
+class Net:
+    """A set of nodes of one test; close() stops them all. checked: every node runs with
+    CHECKED_ARGS (a benchmark turns that off: it measures the node as it runs in production)."""
+
+    def __init__(self, tmp_path, checked=True):
         self.dir = Path(tmp_path)
+        self.checked = checked
         self.nodes = {}
         self._children = []
 
@@ -360,11 +366,13 @@ def total_local(status):
 @pytest.fixture
 def net(tmp_path, request):
     """A Net torn down after the test; a test that passed must leave no payment state past its
-    deadline on the nodes still running (amiko_testing.leaks)."""
+    deadline on the nodes still running, and no node may have logged a control call outside the
+    schemas (amiko_testing.leaks)."""
     n = Net(tmp_path)
     try:
         yield n
         if getattr(request.node, "amiko_passed", False):
             leaks.check_nodes(n.nodes.values())
+            leaks.check_schema_logs(n.nodes.values())
     finally:
         n.close()

@@ -5,13 +5,11 @@ wallet's Pay), the sale ends cancelled with the reason on the page and in the br
 the fake wallet gets a Cancel for its payment. Plus the policy's rules in-process."""
 
 import asyncio
-import json
 import os
 import select
 import socket
 import time
 import tty
-import urllib.request
 
 import pytest
 

@@ -42,7 +42,7 @@ class FakeNode:
     """The control methods the bridge uses, with scripted payee states pushed to its watches.
     It offers only methods a real node has (real_node_methods): a call to any other gets the
     real node's unknown_method; every call's params and every answer are checked against the
-    method's schema (schemas/control/METHOD.json), as the real client checks them."""
+    method's schema (schemas/control/METHOD.json), as the test nodes check themselves."""
 
     def __init__(self):
         self.calls = []

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from amiko_core import cbor, frame, url
+from amiko_core import frame, url
 from amiko_core import messages as m
 from amiko_core.errors import DecodeError, EncodeError
 

@@ -6,6 +6,10 @@ import signal
 import stat
 import tomllib
 
+import pytest
+
+from amiko.node.control import ControlError
+
 from amiko_testing.network import amiko_env, free_port, run_amiko  # noqa: F401  (net is a fixture)
 
 
@@ -252,9 +256,27 @@ def test_long_home_path_still_has_a_control_socket(net):
 def test_node_developer_options_need_developer_and_a_valid_delay(tmp_path):
     home = tmp_path / "d"
     assert run_amiko(["init", "--home", home, "--listen", "127.0.0.1:%d" % free_port()]).returncode == 0
-    for flags in (["--dev-withhold-token"], ["--dev-lock-delay", "3"]):
+    for flags in (["--dev-withhold-token"], ["--dev-lock-delay", "3"], ["--dev-check-schemas"]):
         r = run_amiko(["node", "--home", home] + flags, timeout=30)
         one_line_error(r, "need --developer")
     for bad in ("soon", "-1", "nan"):
         r = run_amiko(["node", "--home", home, "--developer", "--dev-lock-delay", bad], timeout=30)
         one_line_error(r, "--dev-lock-delay takes seconds or never")
+
+
+def test_a_production_node_has_no_developer_methods(tmp_path):
+    """The tests' nodes are developer nodes (amiko_testing.network.CHECKED_ARGS); one started as
+    an operator starts it answers neither developer method and checks no schemas."""
+    from amiko_testing.network import Net
+
+    n = Net(tmp_path, checked=False)
+    try:
+        a = n.node("a")
+        assert "--developer" not in a.proc.args
+        for method, params in (("developer_refuse_settle", {"link": "b"}), ("debug_drop_link", {"link": "b"})):
+            with pytest.raises(ControlError) as e:
+                a.rpc(method, params)
+            assert e.value.code == "unknown_method"
+        assert "DEVELOPER MODE" not in (a.home / "node.log").read_text()
+    finally:
+        n.close()

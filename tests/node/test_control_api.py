@@ -244,3 +244,45 @@ def test_an_internal_error_logs_no_parameter_values(caplog):
     text = caplog.text
     assert "'link' failed (params: invite, name)" in text
     assert secret not in text
+
+
+def _ask(method, params, fn, check, caplog):
+    from amiko.node.control import Connection, dispatch
+
+    raw = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+    with caplog.at_level("ERROR"):
+        return asyncio.run(dispatch({method: fn}, raw.encode(), Connection(check=check)))
+
+
+def test_a_checking_node_answers_nothing_outside_its_schemas(caplog):
+    """`--dev-check-schemas` (every test node): an answer the schema does not allow, or a call it
+    forbids that the method took anyway, is an internal error logged as SCHEMA VIOLATION; a method
+    refusing a forbidden call is right. Without the option the node answers as it always does."""
+    info = {"name": "n", "listen": "127.0.0.1:1", "key": "02" * 33, "pid": 1, "home": "/h", "started": 0}
+    bad = dict(info, started="yesterday")
+    assert _ask("info", {}, lambda p, c: info, True, caplog)["result"] == info
+    r = _ask("info", {}, lambda p, c: bad, True, caplog)
+    assert r["error"]["data"]["reason"] == "internal" and "result of info" in r["error"]["message"]
+    assert "SCHEMA VIOLATION: result of info" in caplog.text
+    assert _ask("info", {}, lambda p, c: bad, False, caplog)["result"] == bad
+    caplog.clear()
+
+    def lenient(params, conn):  # takes a parameter its schema does not have
+        return {"url": "x", "payment_id": "p", "txid": "00" * 20, "amount": 5, "receipt": "", "meeting_points": []}
+
+    r = _ask("request", {"amount": 5, "memo": "x"}, lenient, True, caplog)
+    assert r["error"]["data"]["reason"] == "internal" and "params of request" in r["error"]["message"]
+
+    def strict(params, conn):
+        raise ControlError("invalid", "amount must be positive")
+
+    r = _ask("request", {"amount": -5}, strict, True, caplog)
+    assert r["error"]["data"]["reason"] == "invalid"
+
+
+def test_test_nodes_check_their_schemas(net):
+    """The nodes of the tests run with --developer --dev-check-schemas (amiko_testing.network)."""
+    a = net.node("a")
+    assert "--dev-check-schemas" in a.proc.args and "--developer" in a.proc.args
+    log = (a.home / "node.log").read_text()
+    assert "DEVELOPER MODE" in log

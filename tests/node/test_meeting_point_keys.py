@@ -201,7 +201,7 @@ def test_forged_have_route_cannot_make_the_payer_lock(tmp_path, caplog, forgery,
 def test_make_route_toward_an_unkeyed_meeting_point_is_answered_have_no_route(tmp_path):
     """A MakeRoute naming a meeting point that is not NAME@KEY is refused: nobody could verify it."""
     sim, nodes = build(tmp_path)
-    x, h = nodes["x"], nodes["h"]
+    x = nodes["x"]
     cid = x.query("SELECT id FROM channels WHERE link = 'h' AND local = ?", (FUNDING,))[0][0]
     with x.tx() as db:
         x.engine.on_link_message(db, "h", m.Message(m.MAKE_ROUTE, txid=b"\x42" * 20, side=1, amount=5,

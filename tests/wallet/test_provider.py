@@ -11,8 +11,6 @@ from amiko_core.token import new_token, transaction_id
 
 from amiko.node.control import ControlClient
 from amiko.node.identity import Identity
-
-from amiko.node.identity import Identity
 from amiko.wire import stream as streams
 
 from amiko_testing.bolt8 import ciphertext, exchange, open_stream, plain_exchange, read_all, send_raw

@@ -20,7 +20,10 @@ with every method), one message per line, at most MAX_REQUEST bytes; and BOLT 8 
 the node's TCP port for a key the operator granted some methods (amiko.node.control_stream,
 amiko.node.grants). Requests on one connection are answered in order. State a method creates
 for its connection (a payment waiting for the user's answer, a watch) is dropped when the
-connection closes: see Connection.on_close.
+connection closes: see Connection.on_close. A node started with `--developer --dev-check-schemas`
+(every node of the tests) checks its control API against the schemas: a call the schema forbids
+must be refused by the method, and every answer and notification must fit; what breaks that is
+answered with an internal error and logged as SCHEMA VIOLATION.
 (asyncio is imported where the server needs it: the CLI's client starts faster without it.)
 """
 
@@ -31,6 +34,8 @@ import os
 import socket
 
 from amiko_core.errors import AmikoError
+
+from amiko.node import schemas
 
 log = logging.getLogger("amiko.control")
 
@@ -142,14 +147,16 @@ class Connection:
 
     send(obj) writes one message to the client (set by the transport); permissions is None
     (every method: the unix socket) or the set of method names the client's key may call;
-    key is the client's BOLT 8 static key (None on the unix socket)."""
+    key is the client's BOLT 8 static key (None on the unix socket); check: every call, answer
+    and notification is validated against schemas/control/ (`amiko node --dev-check-schemas`)."""
 
-    def __init__(self, send=None, permissions=None, key=None):
+    def __init__(self, send=None, permissions=None, key=None, check=False):
         self._on_close = []
         self.closed = False
         self.send = send
         self.permissions = permissions
         self.key = key
+        self.check = check
 
     def on_close(self, fn):
         """Call fn() (sync, or a coroutine function) when the client disconnects."""
@@ -159,6 +166,12 @@ class Connection:
         """Push a JSON-RPC notification to the client (False if it is gone)."""
         if self.closed or self.send is None:
             return False
+        if self.check:
+            try:
+                schemas.validate_notification_named(method, params)
+            except schemas.SchemaViolation as e:
+                log.error("control: SCHEMA VIOLATION: %s", e)
+                raise
         try:
             self.send({"jsonrpc": JSONRPC, "method": method, "params": params})
             return True
@@ -175,6 +188,14 @@ class Connection:
             except Exception:
                 log.exception("control: error in close handler")
         self._on_close = []
+
+
+def _outside_schema(method, params):
+    try:
+        schemas.validate_call(method, params)
+    except schemas.SchemaViolation as e:
+        return e
+    return None
 
 
 async def dispatch(methods, raw, conn):
@@ -215,14 +236,22 @@ async def dispatch(methods, raw, conn):
         if conn.permissions is not None and method not in conn.permissions:
             raise ControlError("forbidden", "method %r is not granted to this key (granted: %s): only the node's "
                                "operator may call it, on the node's own machine" % (method, ", ".join(sorted(allowed))))
+        outside = _outside_schema(method, params) if conn.check else None
         result = fn(params, conn)
         if inspect.isawaitable(result):
             result = await result
+        if outside is not None:
+            raise outside  # the node did what its schema forbids (a method refusing it is fine)
+        if conn.check:
+            schemas.validate_result(method, result)
         response = {"jsonrpc": JSONRPC, "id": req_id, "result": result}
     except ControlError as e:
         response = error_response(req_id, e)
     except AmikoError as e:
         response = error_response(req_id, ControlError("refused", e.reason))
+    except schemas.SchemaViolation as e:  # only with conn.check (a developer node under test)
+        log.error("control: SCHEMA VIOLATION: %s", e)
+        response = error_response(req_id, ControlError("internal", "outside the control API's schema: %s" % e))
     except asyncio.CancelledError:
         raise
     except Exception as e:
@@ -236,11 +265,12 @@ async def dispatch(methods, raw, conn):
 
 class ControlServer:
     """Serves methods {name: fn(params: dict, conn: Connection) -> JSON value (or awaitable)}
-    on the unix socket, with every permission."""
+    on the unix socket, with every permission. check: validate against the schemas (Connection)."""
 
-    def __init__(self, path, methods):
+    def __init__(self, path, methods, check=False):
         self.path = path
         self.methods = dict(methods)
+        self.check = check
         self._server = None
         self._tasks = set()
 
@@ -282,7 +312,7 @@ class ControlServer:
 
         task = asyncio.current_task()
         self._tasks.add(task)
-        conn = Connection(send=lambda obj: writer.write(_line(obj)))
+        conn = Connection(send=lambda obj: writer.write(_line(obj)), check=self.check)
         try:
             while True:
                 try:
@@ -363,9 +393,6 @@ class ControlClient:
 
     def call(self, method, params=None, timeout=None):
         """Send one request and wait for its answer (timeout seconds; None = the client's)."""
-        from amiko.node import schemas
-
-        schemas.check_call(method, params or {})  # only under AMIKO_CHECK_SCHEMAS=1 (the tests)
         self.connect()
         req_id = self._next_id
         self._next_id += 1
@@ -392,7 +419,6 @@ class ControlClient:
             if e.code == "internal" and e.number is None:
                 self.close()
             raise
-        schemas.check_result(method, result)
         return result
 
     def close(self):

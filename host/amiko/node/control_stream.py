@@ -73,9 +73,10 @@ def _request_id(raw):
         return None
 
 
-async def serve(grants, methods, stream, first):
+async def serve(grants, methods, stream, first, check=False):
     """One control connection from a BOLT 8 peer; returns when it closes. grants: the node's
-    amiko.node.grants.Grants; methods: the control methods by name."""
+    amiko.node.grants.Grants; methods: the control methods by name; check: see
+    amiko.node.control.Connection."""
     key = bytes(stream.remote_key)
     granted = grants.lookup(key)
     assembler = Assembler(controls.MAX_REQUEST)
@@ -93,7 +94,8 @@ async def serve(grants, methods, stream, first):
             "--permissions request,cancel,watch`" % (key.hex(), key.hex()))))
         await _drain(stream)
         return
-    conn = controls.Connection(send=lambda obj: _send(stream, obj), permissions=methods_of(granted), key=key)
+    conn = controls.Connection(send=lambda obj: _send(stream, obj), permissions=methods_of(granted), key=key,
+                               check=check)
     live = grants.live.setdefault(key, set())
     live.add(stream)
     log.info("control connection from %s, key %s (%s)", stream.peer, key.hex(), ",".join(granted))

@@ -27,7 +27,9 @@
   node then cheats that peer on purpose (takes the token, settles nothing, answers its
   RequestCommit with an Error), for the attack tests; never use it in production. It also adds
   debug_drop_link and allows the payment links' developer options (--dev-withhold-token,
-  --dev-lock-delay; see amiko.node.paylink_tcp). No environment variable changes behaviour.
+  --dev-lock-delay; see amiko.node.paylink_tcp) and --dev-check-schemas (every control call,
+  answer and notification checked against schemas/control/, amiko.node.schemas). No environment
+  variable changes behaviour.
 - Logs go to stderr and to HOME/node.log (level from $AMIKO_LOG_LEVEL, default INFO).
 - umask 077, and HOME made private (filemodes.make_private: 0700, files 0600) before anything is
   opened; every mode it had to fix is logged, one line per path.
@@ -140,6 +142,7 @@ class Node:
         self.home = home
         self.developer = developer
         self.dev_options = dict(dev_options or {}) if developer else {}  # paylink_tcp's developer options
+        self.check_schemas = bool(self.dev_options.pop("check_schemas", False))  # --dev-check-schemas
         self.config = config
         self.identity = identity
         self.loop = None
@@ -182,7 +185,7 @@ class Node:
             max_connections=cfg.max_connections, max_per_address=cfg.max_connections_per_address),
             name="node %s" % cfg.name)
         await self.listener.start(cfg.host, cfg.port)
-        self.control = controls.ControlServer(self.home.socket_path, self.methods())
+        self.control = controls.ControlServer(self.home.socket_path, self.methods(), check=self.check_schemas)
         await self.control.start()
         with self.ledger.read() as db:
             rows = [_jsonable(r) for r in self.engine.links(db)]
@@ -262,7 +265,7 @@ class Node:
         elif first.type == provisioning.REQUEST:  # a wallet provisioned through an invitation
             await provisioning.serve(self.provider, stream, first)
         elif first.type == control_stream.CONTROL:  # the control API for a granted key
-            await control_stream.serve(self.grants, self.control.methods, stream, first)
+            await control_stream.serve(self.grants, self.control.methods, stream, first, check=self.check_schemas)
         else:
             reason = "first message must be ConnectLink, Pay, Auth, ProvisionRequest or Control, got type %d" % first.type
             log.info("connection from %s: %s", stream.peer, reason)

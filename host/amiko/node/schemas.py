@@ -6,10 +6,12 @@ subscription method pushes ({method name: params schema}). "permission" is what 
 needs to call it (amiko.node.grants): a permission name, "any" (every granted key) or
 "operator" (the unix socket only).
 
-The clients (amiko.node.control.ControlClient, amiko.bridge.nodeclient.NodeClient) call
-check_call / check_result / check_notification: no-ops unless $AMIKO_CHECK_SCHEMAS is set
-(the tests set it), then a call to a method without a schema, or with params or a result the
-schema does not allow, raises SchemaViolation. jsonschema is a development dependency only.
+A node started with `amiko node --developer --dev-check-schemas` (every node the tests start,
+amiko_testing.network) validates each call, answer and notification on its control connections
+(amiko.node.control.dispatch, Connection.notify): a method without a schema, params the schema
+does not allow that the method accepted anyway (a method refusing them is right), or a result or
+notification the schema does not allow, raises SchemaViolation, which the node logs and answers
+as an internal error. jsonschema is a development dependency only.
 """
 
 import functools
@@ -21,10 +23,6 @@ SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."
 
 class SchemaViolation(AssertionError):
     """A control call or answer outside the contract (raised only when checking is on)."""
-
-
-def checking():
-    return os.environ.get("AMIKO_CHECK_SCHEMAS", "") not in ("", "0")
 
 
 def names(directory=SCHEMA_DIR):
@@ -70,16 +68,10 @@ def validate_notification(method, name, params):
     _validate(params, schema, "notification %s of %s" % (name, method))
 
 
-def check_call(method, params):
-    if checking():
-        validate_call(method, params)
-
-
-def check_result(method, result):
-    if checking():
-        validate_result(method, result)
-
-
-def check_notification(method, name, params):
-    if checking():
-        validate_notification(method, name, params)
+def validate_notification_named(name, params):
+    """A notification as a connection sends it (by its name alone): the subscription method
+    whose schema lists it decides."""
+    for method in names():
+        if name in load(method).get("notifications", {}):
+            return validate_notification(method, name, params)
+    raise SchemaViolation("no control method's schema describes a notification %r" % name)
