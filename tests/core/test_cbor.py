@@ -14,34 +14,11 @@ from hypothesis import strategies as st
 
 from amiko_core import cbor
 from amiko_core.errors import AmikoError, DecodeError, EncodeError
+from mptest import from_json, strict_eq  # the vectors' helpers, shared with the MicroPython tests
 
 VECTORS = json.loads((Path(__file__).resolve().parent.parent / "vectors" / "cbor.json").read_text(encoding="utf-8"))
 LIFTED = {"max_size": 1 << 20, "max_depth": 1000, "max_items": 1 << 20, "max_str": 1 << 20}
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def from_json(v):
-    """Tagged vector value -> Python value: {"bytes": hex}, {"map": [[k, v], ...]}, else as is."""
-    if isinstance(v, dict):
-        if "bytes" in v:
-            return bytes.fromhex(v["bytes"])
-        return {from_json(k): from_json(x) for k, x in v["map"]}
-    if isinstance(v, list):
-        return [from_json(x) for x in v]
-    return v
-
-
-def strict_eq(a, b):
-    """Equality that tells 1 from True and bytes from str, also inside containers and map keys."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, list):
-        return len(a) == len(b) and all(strict_eq(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        ta = {(type(k), k): v for k, v in a.items()}
-        tb = {(type(k), k): v for k, v in b.items()}
-        return ta.keys() == tb.keys() and all(strict_eq(ta[k], tb[k]) for k in ta)
-    return a == b
 
 
 def _id(v):

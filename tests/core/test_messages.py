@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from amiko_core import frame, url
 from amiko_core import messages as m
 from amiko_core.errors import DecodeError, EncodeError
+from mptest import strict_eq, untag  # the vectors' helpers, shared with the MicroPython tests
 
 VECTORS = json.loads((Path(__file__).resolve().parent.parent / "vectors" / "messages.json").read_text(encoding="utf-8"))
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -34,25 +35,6 @@ def _core_types():
 
 # The core's own message types: host and wallet modules imported by other tests register more.
 CODES = sorted(_core_types())
-
-
-def untag(v):
-    if isinstance(v, dict):
-        return bytes.fromhex(v["hex"]) if "hex" in v else {k: untag(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [untag(x) for x in v]
-    return v
-
-
-def strict_eq(a, b):
-    """Equality that tells 1 from True and bytes from str, also inside lists."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, list):
-        return len(a) == len(b) and all(strict_eq(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(strict_eq(a[k], b[k]) for k in a)
-    return a == b
 
 
 def key_map(code, named):

@@ -1,45 +1,10 @@
 """amiko_core.cbor under MicroPython: shared vectors, round trips, encoder
 errors and a seeded mutation fuzz (value or DecodeError, nothing else)."""
 
-from mptest import eq, raises, unhex, vectors
+from mptest import XorShift32, eq, from_json, raises, strict_eq, unhex, vectors
 
 from amiko_core import cbor
 from amiko_core.errors import DecodeError, EncodeError
-
-
-def from_json(v):
-    """Tagged vector value -> Python value: {"bytes": hex}, {"map": [[k, v], ...]}, else as is."""
-    if isinstance(v, dict):
-        if "bytes" in v:
-            return unhex(v["bytes"])
-        return {from_json(k): from_json(x) for k, x in v["map"]}
-    if isinstance(v, list):
-        return [from_json(x) for x in v]
-    return v
-
-
-def strict_eq(a, b):
-    """Equality that tells 1 from True and bytes from str, also inside containers and map keys."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, list):
-        if len(a) != len(b):
-            return False
-        for i in range(len(a)):
-            if not strict_eq(a[i], b[i]):
-                return False
-        return True
-    if isinstance(a, dict):
-        if len(a) != len(b):
-            return False
-        for k in a:
-            if k not in b or not strict_eq(a[k], b[k]):
-                return False
-            for k2 in b:
-                if k2 == k and type(k2) is not type(k):
-                    return False
-        return True
-    return a == b
 
 
 def _limits(vec):
@@ -111,22 +76,6 @@ def test_hostile_lengths_and_depth():
     for _ in range(1000):
         value = value[0]
     eq(value, 0, "deep value")
-
-
-class XorShift32:
-    def __init__(self, seed):
-        self.state = seed
-
-    def next(self):
-        x = self.state
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.state = x
-        return x
-
-    def below(self, n):
-        return self.next() % n
 
 
 def _check_decoder(data, **limits):

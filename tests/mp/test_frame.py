@@ -4,7 +4,7 @@ feeding, a seeded random-mutation loop, the CRC-32 fallback, allocation bounds."
 import binascii
 import gc
 
-from mptest import eq, raises, unhex, vectors
+from mptest import XorShift32, eq, raises, unhex, vectors
 
 from amiko_core import frame as fr
 from amiko_core.errors import DecodeError, EncodeError
@@ -33,27 +33,6 @@ def _check_accounting(decoder, fed, frames, what):
     if decoder.pending() > decoder.max_frame:
         raise AssertionError("%s: pending %d over max_frame" % (what, decoder.pending()))
 
-
-class XorShift32:
-    def __init__(self, seed):
-        self.state = seed & 0xFFFFFFFF
-
-    def next(self):
-        x = self.state
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
-        self.state = x
-        return x
-
-    def below(self, n):
-        return self.next() % n
-
-    def bytes(self, n):
-        out = bytearray(n)
-        for i in range(n):
-            out[i] = self.next() & 0xFF
-        return out
 
 
 def test_constants():

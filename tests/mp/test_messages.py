@@ -1,21 +1,11 @@
 """amiko_core.messages under MicroPython: the shared vectors, construction errors,
 register(), and a seeded mutation fuzz over valid bodies (Message or DecodeError)."""
 
-from mptest import eq, raises, unhex, vectors
+from mptest import XorShift32, eq, raises, unhex, untag, vectors
 
 from amiko_core import cbor, frame
 from amiko_core import messages as m
 from amiko_core.errors import DecodeError, EncodeError
-
-
-def untag(v):
-    if isinstance(v, dict):
-        if "hex" in v:
-            return unhex(v["hex"])
-        return {k: untag(v[k]) for k in v}
-    if isinstance(v, list):
-        return [untag(x) for x in v]
-    return v
 
 
 def check_reason(e, want, what):
@@ -157,24 +147,6 @@ def test_register_extends_the_schema():
     assert 201 not in m.SCHEMA
 
 
-class Rng:
-    """xorshift32: the same sequence on MicroPython and CPython."""
-
-    def __init__(self, seed):
-        self.s = seed or 1
-
-    def next(self):
-        s = self.s
-        s ^= (s << 13) & 0xFFFFFFFF
-        s ^= s >> 17
-        s ^= (s << 5) & 0xFFFFFFFF
-        self.s = s
-        return s
-
-    def below(self, n):
-        return self.next() % n
-
-
 def mutate(rng, data):
     b = bytearray(data)
     for _ in range(1 + rng.below(3)):
@@ -199,7 +171,7 @@ def mutate(rng, data):
 
 
 def test_mutation_fuzz():
-    rng = Rng(20240601)
+    rng = XorShift32(20240601)
     valid = vectors("messages")["valid"]
     codes = sorted(m.SCHEMA) + [0, 7, 99, 255]
     accepted = 0

@@ -1,7 +1,7 @@
 """amiko_core.url under MicroPython: the shared vectors and a seeded mutation fuzz
 (AmikoURL or URLError, and whatever parses is stable under str/parse)."""
 
-from mptest import eq, raises, vectors
+from mptest import XorShift32, eq, raises, vectors
 
 from amiko_core import url
 from amiko_core.errors import URLError
@@ -77,24 +77,11 @@ def test_api_edges():
     assert url.id_problem("a:b")
 
 
-class Rng:
-    def __init__(self, seed):
-        self.s = seed or 1
-
-    def below(self, n):
-        s = self.s
-        s ^= (s << 13) & 0xFFFFFFFF
-        s ^= s >> 17
-        s ^= (s << 5) & 0xFFFFFFFF
-        self.s = s
-        return s % n
-
-
 ALPHABET = "az09.-_~:/[]@?=&#% AZ\t\u00e9"
 
 
 def test_mutation_fuzz():
-    rng = Rng(4321)
+    rng = XorShift32(4321)
     seeds = [v["text"] for v in vectors("url")["valid"]]
     accepted = 0
     rejected = 0

@@ -80,6 +80,18 @@ class H:
         rmtree(self.root)
 
 
+def _tapped(world, rounds=400, tamper_to_wallet=None, tamper_from_wallet=None, **wallet):
+    """A provisioned wallet (H(world, **wallet)) tapped and pumped for rounds steps."""
+    if tamper_to_wallet is not None:
+        world.tamper_to_wallet = tamper_to_wallet
+    if tamper_from_wallet is not None:
+        world.tamper_from_wallet = tamper_from_wallet
+    h = H(world, **wallet)
+    h.tap()
+    h.pump(rounds)
+    return h
+
+
 def _committed(h, world, amount):
     eq([d.state for d in world.done], [wl.COMMITTED], "done")
     st = h.state()
@@ -101,9 +113,7 @@ def _committed(h, world, amount):
 
 def test_happy_path_auto_confirm():
     world = World(amount=500)
-    h = H(world)
-    h.tap()
-    h.pump()
+    h = _tapped(world)
     e = _committed(h, world, 500)
     eq(e.signature is not None and e.payee_key == PAYEE_KEY, True, "signed receipt kept")
     eq(e.payee, "Corner cafe", "payee name kept")
@@ -114,9 +124,7 @@ def test_happy_path_auto_confirm():
 
 def test_button_confirm_and_display():
     world = World(amount=1500, receipt="big coffee")
-    h = H(world, auto=100)
-    h.tap()
-    h.pump(40)
+    h = _tapped(world, auto=100, rounds=40)
     eq(h.board.display.lines[0], "Pay 1500 ?", "display asks")
     eq(world.provider.counter, 0, "nothing authorised before the button")
     h.board.buttons.events.append("confirm")
@@ -127,9 +135,7 @@ def test_button_confirm_and_display():
 
 def test_button_cancel_declines():
     world = World(amount=1500)
-    h = H(world, auto=100)
-    h.tap()
-    h.pump(40)
+    h = _tapped(world, auto=100, rounds=40)
     h.board.buttons.events.append("cancel")
     h.pump()
     eq([d.state for d in world.done], [wl.CANCELLED], "done")
@@ -141,9 +147,7 @@ def test_button_cancel_declines():
 
 def test_confirm_timeout_declines():
     world = World(amount=1500)
-    h = H(world, auto=100)
-    h.tap()
-    h.pump(200)
+    h = _tapped(world, auto=100, rounds=200)
     eq(world.payee.outcome, "cancelled", "payee told")
     eq(h.state()["pay"], None, "nothing pending")
     h.close()
@@ -151,9 +155,7 @@ def test_confirm_timeout_declines():
 
 def test_per_payment_limit():
     world = World(amount=6000)
-    h = H(world, limit=5000)
-    h.tap()
-    h.pump()
+    h = _tapped(world, limit=5000)
     eq(world.payee.outcome, "cancelled", "payee told")
     eq(world.provider.counter, 0, "provider never asked")
     eq("per-payment limit" in world.done[0].reason, True, world.done[0].reason)
@@ -180,9 +182,7 @@ def test_daily_limit():
 
 def test_provider_refuses_over_balance():
     world = World(amount=900, provider=Provider(balance=800))
-    h = H(world)
-    h.tap()
-    h.pump()
+    h = _tapped(world)
     eq(world.payee.outcome, "cancelled", "payee told")
     eq(h.state()["pay"], None, "resolved")
     eq(h.state()["spent"], 0, "spent restored")
@@ -191,7 +191,6 @@ def test_provider_refuses_over_balance():
 
 def test_forged_status_refused_then_genuine_one_accepted():
     world = World(amount=500)
-    h = H(world)
     forged = []
 
     def tamper(msg):
@@ -202,9 +201,7 @@ def test_forged_status_refused_then_genuine_one_accepted():
             return m.Message(wl.STATUS, f)
         return msg
 
-    world.tamper_to_wallet = tamper
-    h.tap()
-    h.pump()
+    h = _tapped(world, tamper_to_wallet=tamper)
     eq(len(forged), 1, "forged once")
     eq(any("not authenticated" in e for e in world.errors if isinstance(e, str)), True, "refused")
     _committed(h, world, 500)
@@ -213,7 +210,6 @@ def test_forged_status_refused_then_genuine_one_accepted():
 
 def test_replayed_status_refused():
     world = World(amount=500)
-    h = H(world)
     seen = []
 
     def keep(msg):
@@ -221,9 +217,7 @@ def test_replayed_status_refused():
             seen.append(msg)
         return msg
 
-    world.tamper_to_wallet = keep
-    h.tap()
-    h.pump()
+    h = _tapped(world, tamper_to_wallet=keep)
     before = dict(h.state())
     world.errors = []
     for st in seen:
@@ -236,7 +230,6 @@ def test_replayed_status_refused():
 
 def test_replayed_and_altered_auth_refused_by_provider():
     world = World(amount=500)
-    h = H(world)
     auths = []
 
     def alter(msg):
@@ -252,9 +245,7 @@ def test_replayed_and_altered_auth_refused_by_provider():
                 return m.Message(wl.AUTH, f)
         return msg
 
-    world.tamper_from_wallet = alter
-    h.tap()
-    h.pump()
+    h = _tapped(world, tamper_from_wallet=alter)
     eq(world.provider.refusals[:2], ["mac", "mac"], "altered auths refused")
     _committed(h, world, 500)
     n = len(world.provider.refusals)
@@ -266,9 +257,7 @@ def test_replayed_and_altered_auth_refused_by_provider():
 
 def test_forged_status_wrong_meeting_point():
     world = World(amount=500)
-    h = H(world)
-    h.tap()
-    h.pump(3)
+    h = _tapped(world, rounds=3)
     pay = h.state()["pay"]
     eq(pay is not None, True, "payment started")
     c = h.state()["counter"]
@@ -284,16 +273,13 @@ def test_forged_status_wrong_meeting_point():
 
 def test_token_that_does_not_hash_to_txid():
     world = World(amount=500, settle=False)
-    h = H(world)
 
     def bad_token(msg):
         if msg.type == m.COMMIT:
             return m.Message(m.COMMIT, id=msg.id, token=bytes(32))
         return msg
 
-    world.tamper_to_wallet = bad_token
-    h.tap()
-    h.pump(30)
+    h = _tapped(world, rounds=30, tamper_to_wallet=bad_token)
     eq(any("does not hash" in e for e in world.errors if isinstance(e, str)), True, "refused")
     pay = h.state()["pay"]
     eq(pay["phase"], "lock", "still waiting, not paid")
@@ -327,9 +313,7 @@ def test_garbage_and_oversized_frames():
 def test_unprovisioned_and_reprovision_refused():
     world = World()
     root = _root()
-    h = H(world, root=root)
-    h.tap()
-    h.pump(3)
+    h = _tapped(world, root=root, rounds=3)
     eq(any("not provisioned" in e for e in world.errors if isinstance(e, str)), True, "unprovisioned")
     h.world = None
     h.give(m.to_frame(provision_msg()))
@@ -345,9 +329,7 @@ def test_unprovisioned_and_reprovision_refused():
 
 def test_contact_lost_after_route_resumes_and_cancels():
     world = World(amount=500, payee_routes=False)
-    h = H(world)
-    h.tap()
-    h.pump(4)
+    h = _tapped(world, rounds=4)
     eq(h.state()["pay"]["phase"], "route", "route authorised")
     eq(h.state()["spent"], 500, "counted")
     h.reboot()
@@ -368,9 +350,7 @@ def test_contact_lost_after_route_resumes_and_cancels():
 
 def test_contact_lost_after_lock_resumes_and_commits():
     world = World(amount=500, release=False, settle=False)
-    h = H(world)
-    h.tap()
-    h.pump(6)
+    h = _tapped(world, rounds=6)
     eq(h.state()["pay"]["phase"], "lock", "lock authorised")
     h.reboot()
     world.provider.settle(world.payee.txid, world.payee.token)
@@ -446,9 +426,7 @@ def test_auth_binds_the_receipt_and_carries_it_on_route_only():
 
 def test_unsigned_receipt_is_not_paid():
     world = World(amount=500, payee_key=None)
-    h = H(world)
-    h.tap()
-    h.pump()
+    h = _tapped(world)
     eq(world.payee.outcome, "cancelled", "payee told")
     eq("did not sign" in world.done[0].reason, True, world.done[0].reason)
     eq(world.provider.counter, 0, "provider never asked")
@@ -549,9 +527,7 @@ def test_cumulative_limit_then_a_press_resets_it():
 
 def test_payee_name_is_sanitised_and_truncated():
     world = World(amount=1500, payee_name="Cafe\u0421orner\tbar and a much longer tail")
-    h = H(world, auto=100)
-    h.tap()
-    h.pump(40)
+    h = _tapped(world, auto=100, rounds=40)
     eq(h.board.display.lines[1], "to Cafe?orner?bar and", "shown")
     h.board.buttons.events.append("cancel")
     h.pump()
