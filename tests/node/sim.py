@@ -3,7 +3,7 @@
 Each SimNode is a real Store (SQLite file under the test's tmp dir) with a real Engine.
 Links are the outbox tables themselves: delivering a message reads the sender's next
 unacknowledged outbox row (amiko.node.outbox) after the receiver's last_in, and applies it
-the way the link layer does (notes/node_design.md, "Exactly-once link delivery"):
+the way the link layer does (host/amiko/node/links.py, exactly-once LinkMsg/Ack):
 handler + set_last_in in ONE transaction; a handler that raises rolls back, then a second
 transaction consumes the seq and enqueues an Error to the sender; acks (outbox.acked at the
 sender) are separate steps that the scheduler may delay.
