@@ -38,8 +38,8 @@ Flash writes (each one storage write: a power cut leaves all of it or none). A p
      Done and Auth{commit} leave (a cancelled payment: its history entry and the cleared
      payment, once the provider says so).
 Everything else stays in RAM until the next write, as a cut may lose it: the Auths of a payment
-take counters from the reserved range (one more write only when it runs out); the phase lock
-(a cut reads route: the resume asks to cancel, and a provider that has locked says so); the
+take counters from the reserved range (one more write only when it runs out); phase `lock`
+(a cut leaves `route`: the resume asks to cancel, and a provider that has locked says so); the
 provider's Status (pcounter, time, balance: a Status is accepted only if it answers the
 current Auth, whose counter is never used twice, so a stale pcounter lets no old one in); the
 Auth{commit} after write 2 (`paid`: the provider learns the token from the network too; it is
