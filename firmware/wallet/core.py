@@ -16,22 +16,35 @@ Flow of one payment:
   HavePayeeRoute -> Auth{lock} -> Commit{token} with hash160(token) == txid: paid (proof
   stored in history) -> Auth{commit, token} -> Status{committed, balance}: done.
 
-Persistent state (record "state", storage.Storage): counter (last Auth counter used),
-pcounter (last provider Status counter accepted), balance, time (provider's clock, last
-authenticated), day/spent (daily limit), hist (number of history entries written), pay (the
-payment in progress or None), acount/atotal/anew and payees (auto-confirm, below). Every Auth is sent only after the state holding its counter
-is saved. pay.phase is one of:
+Persistent state (record "state", storage.Storage): counter (last Auth counter used), climit
+(counters up to it may have been used: after a boot counting goes on above it), pcounter (last
+provider Status counter accepted), balance, time (provider's clock, last authenticated),
+day/spent (daily limit), hist (number of history entries written), pay (the payment in progress
+or None), acount/atotal/anew and payees (auto-confirm, below). pay.phase is one of:
   route  - Auth{route} may have left; the provider may be routing
   lock   - Auth{lock} may have left; the funds may be locked
   cancel - we asked the provider to drop the route
-  paid   - the token is held (history entry written, state committed); the provider is
-           told with Auth{commit}
-  done   - final outcome known (pay.outcome); history entry to (re)write, then pay cleared
+  done   - final outcome known (pay.outcome): written with its history entry, pay cleared
 After a restart (or contact lost) the payment link to the payee is gone; the payment is
 resolved with the provider alone at the next contact: route -> cancel; lock -> query (a
 provider that has not locked is asked to cancel; locked ones are settled by the network,
-the provider's Status{committed} carries the token); cancel -> cancel again; paid -> commit.
+the provider's Status{committed} carries the token); cancel -> cancel again.
 No new payment starts while one is unresolved.
+
+Flash writes (each one storage write: a power cut leaves all of it or none). A payment makes two:
+  1. the point of no return, before Confirm and Auth{route} leave: pay (phase route), the
+     counter reserved up to climit = counter + COUNTER_RESERVE, spent, auto-confirm counts;
+  2. the token: its history entry (the proof) and the cleared payment, in one group, before
+     Done and Auth{commit} leave (a cancelled payment: its history entry and the cleared
+     payment, once the provider says so).
+Everything else stays in RAM until the next write, as a cut may lose it: the Auths of a payment
+take counters from the reserved range (one more write only when it runs out); phase `lock`
+(a cut leaves `route`: the resume asks to cancel, and a provider that has locked says so); the
+provider's Status (pcounter, time, balance: a Status is accepted only if it answers the
+current Auth, whose counter is never used twice, so a stale pcounter lets no old one in); the
+Auth{commit} after write 2 (`paid`: the provider learns the token from the network too; it is
+told again while in contact). balance on flash is the last Status's, less the payment's amount
+when write 2 comes before the provider's Status{committed}.
 
 Auto-confirm (config from Provision: auto, auto_count, auto_total, auto_new): a payment is
 confirmed without the button only if amount <= auto, and with it the payments confirmed so
@@ -61,6 +74,7 @@ AUTH_RETRY_MS = 1500  # no answer at all: send the Auth again (with a new counte
 WAIT_RETRY_MS = 7500  # an answer that says "in progress": ask again after this
 CONTACT_MS = 15000
 DAY = 86400
+COUNTER_RESERVE = 16  # Auth counters a state write reserves (a payment takes 3, retries more)
 
 _PAY_TYPES = (m.RECEIPT, m.CANCEL, m.HAVE_PAYEE_ROUTE, m.COMMIT)
 # decoded at all (anything else is refused by its type code, before its body is looked at)
@@ -70,7 +84,7 @@ _RECEIPT_KEYS = ("id", "amount", "receipt", "txid", "meeting_points", "payee_key
 
 
 def _new_state():
-    return {"counter": 0, "pcounter": 0, "balance": 0, "time": 0, "day": 0, "spent": 0, "hist": 0, "pay": None,
+    return {"counter": 0, "climit": 0, "pcounter": 0, "balance": 0, "time": 0, "day": 0, "spent": 0, "hist": 0, "pay": None,
             "acount": 0, "atotal": 0, "anew": 0, "payees": []}
 
 
@@ -108,6 +122,7 @@ class Wallet:
         self.asking = False  # waiting for the user's button
         self.pressed = False  # the payment being confirmed was confirmed by the button
         self.url_key = None  # the payee key the Tap's URL names
+        self.paid = None  # a payment paid and cleared from flash whose provider is told (Auth{commit})
         self._effect_handlers = self._effects()
         self._recover()
 
@@ -140,7 +155,9 @@ class Wallet:
     # ---------------------------------------------------------------- state
 
     def save(self):
-        self.store.save("state", self.state)
+        st = self.state
+        st["climit"] = max(st["climit"], st["counter"] + COUNTER_RESERVE)
+        self.store.save("state", st)
 
     def _load_state(self):
         st = self.store.load("state")
@@ -150,6 +167,7 @@ class Wallet:
         for k in fresh:  # (a state written by an older firmware lacks the auto-confirm keys)
             if k not in st:
                 st[k] = fresh[k]
+        st["counter"] = max(st["counter"], st["climit"])
         return st
 
     def _recover(self):
@@ -158,11 +176,12 @@ class Wallet:
         if pay is None:
             self.show("Amiko wallet", "ready")
             return
-        if pay["phase"] in ("paid", "done"):
-            self._write_history(pay)
-            if pay["phase"] == "done":
-                self._clear_pay()
-                return
+        if pay["phase"] in ("paid", "done"):  # (written by an older firmware)
+            self._finish(pay)
+            if pay["phase"] == "paid":
+                self.paid = pay
+            self.show("Amiko wallet", "ready")
+            return
         self.show("resolving", pay["id"])
 
     def provisioned(self):
@@ -198,6 +217,7 @@ class Wallet:
         except Exception as e:  # a bug must not take the wallet down: back to what flash says
             self.error(ERR_INTERNAL, "internal error on %s: %r" % (msg.name, e), msg.type)
             self.state = self._load_state()
+            self.paid = None
             self.session = None
             self.timer_at = None
             self.asking = False
@@ -266,11 +286,20 @@ class Wallet:
         if n >= MAX_HISTORY:
             self.store.drop_once(self._history_name(n - MAX_HISTORY))
 
-    def _clear_pay(self):
+    def _finish(self, pay):
+        """The payment's history entry and the cleared payment: one flash write."""
+        self.store.begin()
+        self._write_history(pay)
         self.state["pay"] = None
         self.state["hist"] += 1
         self.save()
+        self.store.commit()
         self.retry_at = None
+
+    def _outstanding(self):
+        """The payment the provider is being asked about: the one in progress, or the one paid."""
+        pay = self.state["pay"]
+        return self.paid if pay is None else pay
 
     # ---------------------------------------------------------------- tap
 
@@ -290,6 +319,8 @@ class Wallet:
                 self.error(ERR_BUSY, "wallet busy: payment %s is not resolved yet" % self.state["pay"]["id"], wl.TAP)
             return
         if msg.url is None:
+            if self.paid is not None and self.session is None:
+                self._send_auth(wl.COMMIT)
             return
         if self.session is not None and self.session.outcome is None:
             self.error(ERR_BUSY, "wallet busy: a payment is in progress", wl.TAP)
@@ -406,7 +437,9 @@ class Wallet:
             st["spent"] = 0
         st["spent"] += amount
         st["pay"] = pay
-        self._send_auth(wl.ROUTE)  # saves the state (counter and payment) first
+        self.paid = None  # (its provider learns the token from the network)
+        self.save()  # the point of no return: before Confirm and Auth{route} leave
+        self._send_auth(wl.ROUTE)
         self.show("Paying %d" % amount, payee_line(pay), "routing...")
 
     def _set_phase(self, phase):
@@ -414,11 +447,14 @@ class Wallet:
         self._send_auth(_PHASE_ACTION[phase])
 
     def _send_auth(self, action):
-        """Persist the next counter (and whatever else changed), then send the Auth."""
-        pay = self.state["pay"]
+        """Send the Auth with the next counter (reserved on flash: a write only when the
+        reserved range is used up)."""
+        pay = self._outstanding()
         cfg = self.config
-        self.state["counter"] += 1
-        self.save()
+        st = self.state
+        st["counter"] += 1
+        if st["counter"] > st["climit"]:
+            self.save()
         token = pay["token"] if action == wl.COMMIT else None
         receipt = None
         if action == wl.ROUTE:  # the provider verifies the payee's signature before it routes
@@ -445,8 +481,11 @@ class Wallet:
         if outcome == "committed":
             pay["token"] = s.token
             pay["phase"] = "paid"
-            self._send_auth(wl.COMMIT)  # saves the token before anything else
-            self._write_history(pay)
+            if not pay.get("settled"):
+                self.state["balance"] = max(0, self.state["balance"] - pay["amount"])
+            self._finish(pay)  # the proof, before anything leaves
+            self.paid = pay
+            self._send_auth(wl.COMMIT)
             self.send(m.Message(wl.DONE, {"id": s.payment_id, "state": wl.COMMITTED}))
             self.show("PAID %d" % pay["amount"], payee_line(pay), (pay.get("receipt") or "")[:21])
             self.led("ok")
@@ -468,7 +507,7 @@ class Wallet:
     def _on_status(self, msg):
         cfg = self.config
         st = self.state
-        pay = st["pay"]
+        pay = self._outstanding()
         if msg.wallet != cfg["wallet"] or not wl.verify(cfg["key"], msg):
             raise ProtocolError("Status refused: not authenticated by the provider")
         if msg.counter <= st["pcounter"]:
@@ -493,7 +532,7 @@ class Wallet:
         live = s is not None and s.outcome is None
         if state in (wl.CANCELLED, wl.REFUSED):
             if phase == "paid":
-                self.save()  # the provider lost track; we hold the token: keep asking
+                self.retry_at = self.now + AUTH_RETRY_MS  # the provider lost track; we hold the token: keep asking
                 return
             self._mark_done(pay, wl.CANCELLED, msg.reason or "cancelled by the provider")
             if live:
@@ -503,20 +542,20 @@ class Wallet:
                 self._finish(pay)
             return
         if state == wl.COMMITTED:
-            if phase != "paid":
-                effects = s.handle("settled", msg.token) if live else None
-                if effects:
-                    self._apply(effects)  # -> _session_done: paid, Auth{commit}
-                    return
-                pay["token"] = msg.token
-                pay["phase"] = "paid"
-                self.save()
-                self._write_history(pay)
-                self.send(m.Message(wl.DONE, {"id": pay["id"], "state": wl.COMMITTED}))
+            if phase == "paid":
+                self.paid = None  # told: nothing to write (the proof is on flash, the payment cleared)
+                self.retry_at = None
+                return
+            pay["settled"] = True  # (the balance is the one after the payment)
+            effects = s.handle("settled", msg.token) if live else None
+            if effects:
+                self._apply(effects)  # -> _session_done: paid, Auth{commit}
+                return
+            pay["token"] = msg.token
             self._mark_done(pay, wl.COMMITTED, None)
             self._finish(pay)
+            self.send(m.Message(wl.DONE, {"id": pay["id"], "state": wl.COMMITTED}))
             return
-        self.save()
         if phase == "route" and state == wl.ROUTED:
             if live:
                 self._apply(s.handle("route_found"))
@@ -526,7 +565,6 @@ class Wallet:
             self._set_phase("cancel")  # the lock never reached the provider: drop the route
         elif phase == "cancel" and state == wl.LOCKED:
             pay["phase"] = "lock"  # too late to cancel: the network decides
-            self.save()
             self.retry_at = self.now + WAIT_RETRY_MS
         elif phase == "lock" and state == wl.LOCKED and not live:
             self.retry_at = self.now + WAIT_RETRY_MS  # the network decides; ask now and then
@@ -544,13 +582,6 @@ class Wallet:
         if outcome == wl.CANCELLED and self.state["day"] == self._day_of(self.state["time"]):
             self.state["spent"] = max(0, self.state["spent"] - pay["amount"])
         pay["phase"] = "done"
-        self.save()
-
-    def _finish(self, pay):
-        self.store.begin()  # the history entry and the cleared payment: one flash write
-        self._write_history(pay)
-        self._clear_pay()
-        self.store.commit()
 
     # ---------------------------------------------------------------- time and buttons
 
@@ -573,9 +604,9 @@ class Wallet:
             self.timer_at = None
             self.asking = False
             self._apply(self.session.handle("timeout"))
-        if self.retry_at is not None and now - self.retry_at >= 0 and self.state["pay"] is not None:
+        if self.retry_at is not None and now - self.retry_at >= 0 and self._outstanding() is not None:
             if self.in_contact():
-                pay = self.state["pay"]
+                pay = self._outstanding()
                 self._send_auth(wl.QUERY if pay["phase"] == "lock" else _PHASE_ACTION[pay["phase"]])
             else:
                 self.retry_at = None  # resumed at the next contact (Tap)

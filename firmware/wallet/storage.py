@@ -16,9 +16,10 @@ save / put_once / remove / drop_once append one record: one positioned write, fl
 at the end of the chain, the only flash write of the operation. A cut before the write completes
 leaves a record whose checksum fails, so the operation did not happen; after it, it did.
 
-When a record does not fit, the live records (latest of each name, removals dropped) are written
-as one snapshot at the start of the other file, with new seqs that continue the chain, the first
-record of kind "c" whose payload is the number of records that follow. A file is valid only if its
+When a record does not fit, the live records (latest of each name, removals dropped, the
+operation's own records applied) are written instead as one snapshot at the start of the other
+file, with new seqs that continue the chain, the first record of kind "c" whose payload is the
+number of records that follow: still one flash write for the operation. A file is valid only if its
 chain starts at seq 1 or with a complete snapshot; the valid file whose chain starts with the
 higher seq is current. A cut during compaction therefore leaves the old file current.
 
@@ -34,7 +35,7 @@ from amiko_core.errors import DecodeError
 from amiko_core.hashing import sha256
 
 BLOCK = 64
-JOURNAL_SIZE = 65536  # ~3 KiB a payment: a compaction (one more write, the live records) every ~20 payments
+JOURNAL_SIZE = 65536  # 1 KiB a payment (two writes): a compaction (~11 KiB, in its write) every ~50 payments
 _OWN_JOURNAL = {"config": 2048, "ble_bonds": 8192}  # name -> its journal's file size
 _HEADER = 16
 _MAX_PAYLOAD = 4096
@@ -223,32 +224,34 @@ class Journal:
         if self.store.step is not None:
             self.store.step("record-written")
 
-    def _compact(self, extra):
-        """Write the live records as one snapshot at the start of the other file."""
+    def _compact(self, records):
+        """Write the live records, with `records` applied, as one snapshot at the start of the
+        other file: the operation's one flash write."""
         other = 1 - self._cur
         self._prepare(other)
-        names = list(self._index)
-        seq = self._last + 1
-        parts = [None]
+        live = {}
         with open(self._path(self._cur), "rb") as f:
-            for name in names:
+            for name in self._index:
                 pos, n = self._index[name]
                 f.seek(pos + _HEADER)
-                seq += 1
-                parts.append(encode_record(seq, "s", f.read(n)))
-        parts[0] = encode_record(self._last + 1, "c", cbor.dumps(len(names)))
+                live[name] = f.read(n)
+        for kind, payload, name in records:
+            if kind == "s":
+                live[name] = payload
+            elif kind == "d":
+                live.pop(name, None)
+        seq = self._last + 1
+        snapshot = bytearray(encode_record(seq, "c", cbor.dumps(len(live))))
         index = {}
-        pos = len(parts[0])
-        for k, name in enumerate(names):
-            index[name] = (pos, self._index[name][1])
-            pos += len(parts[k + 1])
-        if pos + extra > self.size:
+        for name in live:
+            seq += 1
+            payload = live[name]
+            index[name] = (len(snapshot), len(payload))
+            snapshot.extend(encode_record(seq, "s", payload))
+        if len(snapshot) > self.size:
             raise OSError(28)  # ENOSPC: the live state does not fit a journal file
-        snapshot = bytearray()
-        for p in parts:
-            snapshot.extend(p)
         self._put(other, 0, snapshot)
-        self._cur, self._last, self._end, self._index = other, seq, pos, index
+        self._cur, self._last, self._end, self._index = other, seq, len(snapshot), index
 
     def _append(self, kind, payload, name):
         if len(payload) > _MAX_PAYLOAD:
@@ -274,7 +277,8 @@ class Journal:
         for r in records:
             size += _blocks(_HEADER + len(r[1]))
         if self._end + size > self.size:
-            self._compact(size)
+            self._compact(records)
+            return
         data = bytearray()
         seq = self._last
         for kind, payload, name in records:

@@ -544,3 +544,28 @@ def test_confirmed_payee_set_is_bounded():
     eq(st["payees"][-1], wl.payee_tag(bytes([2, 19]) + bytes(31)), "newest kept")
     eq(wl.payee_tag(bytes([2, 0]) + bytes(31)) in st["payees"], False, "oldest dropped")
     h.close()
+
+
+# ---------------------------------------------------------------- flash writes
+
+MAX_WRITES_PER_PAYMENT = 2  # the point of no return, the proof (firmware/wallet/core.py)
+MAX_BYTES_PER_PAYMENT = 1280  # measured 1024 (bench/RESULTS.md, "Wallet flash writes per payment")
+
+
+def test_two_flash_writes_per_payment():
+    provider = Provider(balance=100000)
+    h = H(None, auto=1000, auto_count=100, auto_total=100000, auto_new=100)
+    store = h.w.store
+    for n in range(4):
+        if n == 2:  # a wallet that boots at each tap (powered by the reader's field) writes no more
+            h.reboot()
+            store = h.w.store
+        writes, written = store.writes, store.bytes_written
+        w = _tap_world(h, provider, n, amount=500)
+        h.pump()
+        eq(w.payee.outcome, "committed", "paid %d" % n)
+        eq(h.state()["pay"], None, "resolved %d" % n)
+        eq(store.writes - writes <= MAX_WRITES_PER_PAYMENT, True, "writes of payment %d: %d" % (n, store.writes - writes))
+        eq(store.bytes_written - written <= MAX_BYTES_PER_PAYMENT, True,
+           "bytes of payment %d: %d" % (n, store.bytes_written - written))
+    h.close()

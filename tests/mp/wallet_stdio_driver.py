@@ -2,9 +2,11 @@
 
     micropython wallet_stdio_driver.py ROOT CRASH_AT
 
-Storage steps are counted (wallet.storage step hook); at step number CRASH_AT (1-based; -1 =
-never) the driver writes "CRASH <step>" to stderr and hangs, so that the test kills it there:
-a power cut at exactly that point. Used by tests/wallet/test_wallet_powercut.py.
+Steps are counted: the storage steps of wallet.storage's step hook, and "sent" after each frame
+the wallet wrote to its serial port (it has left: a power cut then cannot take it back). Every
+step is reported on stderr as "STEP <n> <name>"; at step number CRASH_AT (1-based; -1 = never)
+the driver writes "CRASH <n> <name>" instead and hangs, so that the test kills it there: a power
+cut at exactly that point. Used by tests/wallet/test_wallet_powercut.py.
 """
 
 import select
@@ -18,7 +20,8 @@ FAST = {"receipt": 2, "confirm": 5, "routing": 3, "locking": 2}
 
 
 class StdioSerial:
-    def __init__(self):
+    def __init__(self, step):
+        self.step = step
         self.inp = sys.stdin.buffer
         self.out = sys.stdout.buffer
         self.poll = select.poll()
@@ -38,11 +41,12 @@ class StdioSerial:
         self.out.write(data)
         if hasattr(self.out, "flush"):
             self.out.flush()
+        self.step("sent")
 
 
 class Board:
-    def __init__(self, root):
-        self.serial = StdioSerial()
+    def __init__(self, root, step):
+        self.serial = StdioSerial(step)
         self.transports = [self.serial]
         self.display = None
         self.buttons = None
@@ -68,8 +72,9 @@ def main():
             sys.stderr.write("CRASH %d %s\n" % (count[0], name))
             while True:
                 time.sleep_ms(1000)
+        sys.stderr.write("STEP %d %s\n" % (count[0], name))
 
-    board = Board(root)
+    board = Board(root, step)
     app = App(board, Storage(root, step), FAST)
     sys.stderr.write("READY\n")
     while True:

@@ -108,3 +108,25 @@ def test_compaction_cut_at_any_byte_keeps_a_consistent_wallet(tmp_path, monkeypa
             assert r._journal("state")._cur == 1
             return
     raise AssertionError("the compaction never completed")
+
+
+def test_a_write_that_does_not_fit_is_one_write_with_the_compaction(tmp_path):
+    root = str(tmp_path / "w")
+    s = Storage(root)
+    n = 0
+    while s._journal("state")._end + 1024 < storage.JOURNAL_SIZE:
+        n += 1
+        s.save("state", {"n": n, "pad": b"p" * 200})
+        s.put_once("h%d" % (n % 4), {"n": n})
+    writes = s.writes
+    s.begin()
+    s.put_once("h9", {"n": "new"})
+    s.drop_once("h1")
+    s.save("state", {"n": n + 1, "pad": b"q" * 900})
+    s.commit()
+    assert s.writes == writes + 1  # the snapshot holds the group's records: no second write
+    assert s._journal("state")._cur == 1
+    r = Storage(root)
+    assert r.load("state") == {"n": n + 1, "pad": b"q" * 900}
+    assert r.get_once("h9") == {"n": "new"} and r.get_once("h1") is None
+    assert [r.get_once("h%d" % k)["n"] % 4 for k in (0, 2, 3)] == [0, 2, 3]
