@@ -42,17 +42,71 @@ _KEY = object()  # decoder map frame marker: the next item is a key
 def _head(out, major, n):
     if n < 24:
         out.append(major << 5 | n)
-        return
-    if n < 0x100:
-        size, ai = 1, 24
+    elif n < 0x100:
+        out.append(major << 5 | 24)
+        out.append(n)
     elif n < 0x10000:
-        size, ai = 2, 25
+        out.append(major << 5 | 25)
+        out.extend(n.to_bytes(2, "big"))
     elif n < 0x100000000:
-        size, ai = 4, 26
+        out.append(major << 5 | 26)
+        out.extend(n.to_bytes(4, "big"))
     else:
-        size, ai = 8, 27
-    out.append(major << 5 | ai)
-    out.extend(n.to_bytes(size, "big"))
+        out.append(major << 5 | 27)
+        out.extend(n.to_bytes(8, "big"))
+
+
+def _int(out, x):
+    if x > _UINT64_MAX or x < -1 - _UINT64_MAX:
+        raise EncodeError("cbor: integer out of 64-bit range: %d" % x)
+    if x >= 0:
+        _head(out, 0, x)
+    else:
+        _head(out, 1, -1 - x)
+
+
+def _text_bytes(x):
+    try:
+        return x.encode("utf-8")
+    except UnicodeError:
+        raise EncodeError("cbor: text is not encodable as UTF-8 (lone surrogate)")
+
+
+def _key_order(x):
+    """The keys of dict x in canonical order (shorter encoding first, then bytewise)."""
+    ints = True
+    texts = True
+    for k in x:
+        if type(k) is str:
+            ints = False
+        elif type(k) is int and 0 <= k <= _UINT64_MAX:
+            texts = False
+        else:
+            ints = texts = False
+            break
+    if ints:
+        # The messages' case: for unsigned integers the canonical order (shorter head
+        # first, then bytewise) is numeric order.
+        return sorted(x)
+    # Sorted by an encoding-derived key (not sorted(x, key=...): MicroPython skips the key
+    # function for one item). Sort keys are unique, so the keys themselves are never compared.
+    keyed = []
+    if texts:
+        # The wallet's records: a text key's encoding is a head that grows with the byte
+        # length, then the bytes, so (byte length, bytes) sorts as the encodings do.
+        for k in x:
+            b = _text_bytes(k)
+            keyed.append((len(b), b, k))
+    else:
+        for k in x:
+            if isinstance(k, bool) or not isinstance(k, (int, str)):
+                raise EncodeError("cbor: map key must be int or str, not %s" % type(k).__name__)
+            enc = dumps(k)
+            keyed.append((len(enc), enc, k))
+    keyed.sort()
+    for i in range(len(keyed)):
+        keyed[i] = keyed[i][2]
+    return keyed
 
 
 def dumps(obj):
@@ -62,7 +116,28 @@ def dumps(obj):
     depth = 0
     while todo:
         x = todo.pop()
-        if x is _CLOSE:
+        t = type(x)
+        if t is str:
+            b = _text_bytes(x)
+            n = len(b)
+            if n < 24:
+                out.append(0x60 | n)
+            else:
+                _head(out, 3, n)
+            out.extend(b)
+        elif t is int:
+            if 0 <= x < 24:
+                out.append(x)
+            else:
+                _int(out, x)
+        elif t is bytes or t is bytearray:
+            n = len(x)
+            if n < 24:
+                out.append(0x40 | n)
+            else:
+                _head(out, 2, n)
+            out.extend(x)
+        elif x is _CLOSE:
             depth -= 1
         elif x is None:
             out.append(0xF6)
@@ -70,23 +145,6 @@ def dumps(obj):
             out.append(0xF4)
         elif x is True:
             out.append(0xF5)
-        elif isinstance(x, int):
-            if x > _UINT64_MAX or x < -1 - _UINT64_MAX:
-                raise EncodeError("cbor: integer out of 64-bit range: %d" % x)
-            if x >= 0:
-                _head(out, 0, x)
-            else:
-                _head(out, 1, -1 - x)
-        elif isinstance(x, (bytes, bytearray)):
-            _head(out, 2, len(x))
-            out.extend(x)
-        elif isinstance(x, str):
-            try:
-                b = x.encode("utf-8")
-            except UnicodeError:
-                raise EncodeError("cbor: text is not encodable as UTF-8 (lone surrogate)")
-            _head(out, 3, len(b))
-            out.extend(b)
         elif isinstance(x, (list, tuple, dict)):
             depth += 1
             if depth > MAX_ENCODE_DEPTH:
@@ -94,25 +152,7 @@ def dumps(obj):
             todo.append(_CLOSE)
             if isinstance(x, dict):
                 _head(out, 5, len(x))
-                keys = None
-                for k in x:
-                    if type(k) is not int or k < 0 or k > _UINT64_MAX:
-                        # Not all unsigned integers: sort by encoding (not sorted(x, key=...):
-                        # MicroPython skips the key function for one item). Encodings are
-                        # unique, so keys themselves are never compared.
-                        keys = []
-                        for k in x:
-                            if isinstance(k, bool) or not isinstance(k, (int, str)):
-                                raise EncodeError("cbor: map key must be int or str, not %s" % type(k).__name__)
-                            enc = dumps(k)
-                            keys.append(((len(enc), enc), k))
-                        keys.sort()
-                        keys = [pair[1] for pair in keys]
-                        break
-                if keys is None:
-                    # The messages' case: for unsigned integers the canonical order (shorter
-                    # head first, then bytewise) is numeric order; no keys encoded to sort.
-                    keys = sorted(x)
+                keys = _key_order(x)
                 for i in range(len(keys) - 1, -1, -1):
                     k = keys[i]
                     todo.append(x[k])
@@ -120,6 +160,15 @@ def dumps(obj):
             else:
                 _head(out, 4, len(x))
                 todo.extend(reversed(x))
+        elif isinstance(x, int):  # a subclass (a bool never gets here: handled above)
+            _int(out, x)
+        elif isinstance(x, (bytes, bytearray)):
+            _head(out, 2, len(x))
+            out.extend(x)
+        elif isinstance(x, str):
+            b = _text_bytes(x)
+            _head(out, 3, len(b))
+            out.extend(b)
         else:
             raise EncodeError("cbor: cannot encode type %s" % type(x).__name__)
     return bytes(out)
