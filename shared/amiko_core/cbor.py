@@ -56,22 +56,6 @@ def _head(out, major, n):
         out.extend(n.to_bytes(8, "big"))
 
 
-def _int(out, x):
-    if x > _UINT64_MAX or x < -1 - _UINT64_MAX:
-        raise EncodeError("cbor: integer out of 64-bit range: %d" % x)
-    if x >= 0:
-        _head(out, 0, x)
-    else:
-        _head(out, 1, -1 - x)
-
-
-def _text_bytes(x):
-    try:
-        return x.encode("utf-8")
-    except UnicodeError:
-        raise EncodeError("cbor: text is not encodable as UTF-8 (lone surrogate)")
-
-
 def _key_order(x):
     """The keys of dict x in canonical order (shorter encoding first, then bytewise)."""
     ints = True
@@ -95,7 +79,10 @@ def _key_order(x):
         # The wallet's records: a text key's encoding is a head that grows with the byte
         # length, then the bytes, so (byte length, bytes) sorts as the encodings do.
         for k in x:
-            b = _text_bytes(k)
+            try:
+                b = k.encode("utf-8")
+            except UnicodeError:
+                raise EncodeError("cbor: text is not encodable as UTF-8 (lone surrogate)")
             keyed.append((len(b), b, k))
     else:
         for k in x:
@@ -118,7 +105,10 @@ def dumps(obj):
         x = todo.pop()
         t = type(x)
         if t is str:
-            b = _text_bytes(x)
+            try:
+                b = x.encode("utf-8")
+            except UnicodeError:
+                raise EncodeError("cbor: text is not encodable as UTF-8 (lone surrogate)")
             n = len(b)
             if n < 24:
                 out.append(0x60 | n)
@@ -128,8 +118,12 @@ def dumps(obj):
         elif t is int:
             if 0 <= x < 24:
                 out.append(x)
+            elif x > _UINT64_MAX or x < -1 - _UINT64_MAX:
+                raise EncodeError("cbor: integer out of 64-bit range: %d" % x)
+            elif x >= 0:
+                _head(out, 0, x)
             else:
-                _int(out, x)
+                _head(out, 1, -1 - x)
         elif t is bytes or t is bytearray:
             n = len(x)
             if n < 24:
@@ -161,12 +155,15 @@ def dumps(obj):
                 _head(out, 4, len(x))
                 todo.extend(reversed(x))
         elif isinstance(x, int):  # a subclass (a bool never gets here: handled above)
-            _int(out, x)
+            todo.append(int(x))
         elif isinstance(x, (bytes, bytearray)):
             _head(out, 2, len(x))
             out.extend(x)
         elif isinstance(x, str):
-            b = _text_bytes(x)
+            try:
+                b = x.encode("utf-8")
+            except UnicodeError:
+                raise EncodeError("cbor: text is not encodable as UTF-8 (lone surrogate)")
             _head(out, 3, len(b))
             out.extend(b)
         else:
