@@ -299,10 +299,9 @@ def hash160(data):
     return ripemd160(hashlib.sha256(_byte_view(data)).digest())
 
 
-def hmac_sha256(key, data):
-    """HMAC-SHA256 (RFC 2104): SHA256((K ^ opad) || SHA256((K ^ ipad) || data))."""
-    key = _byte_view(key)
-    data = _byte_view(data)
+def _hmac_pads_of(key):
+    global _hmac_pads
+    given = bytes(key)
     if len(key) > 64:  # longer than SHA-256's 64-byte block
         key = hashlib.sha256(key).digest()
     inner_key = bytearray(b"\x36" * 64)  # ipad
@@ -312,6 +311,21 @@ def hmac_sha256(key, data):
     for i in range(64):
         # 0x36 ^ 0x5c: turns K ^ ipad into K ^ opad
         outer_key[i] = inner_key[i] ^ 0x6A
+    _hmac_pads = (given, bytes(inner_key), bytes(outer_key))
+    return _hmac_pads
+
+
+_hmac_pads = (None, None, None)  # (key, K ^ ipad, K ^ opad) of the last key used
+
+
+def hmac_sha256(key, data):
+    """HMAC-SHA256 (RFC 2104): SHA256((K ^ opad) || SHA256((K ^ ipad) || data))."""
+    key = _byte_view(key)
+    data = _byte_view(data)
+    pads = _hmac_pads
+    if pads[0] != key:  # a wallet MACs with one key: its pads are made once
+        pads = _hmac_pads_of(key)
+    inner_key, outer_key = pads[1], pads[2]
     inner = hashlib.sha256(inner_key)
     inner.update(data)
     outer = hashlib.sha256(outer_key)

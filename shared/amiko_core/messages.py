@@ -242,11 +242,14 @@ def _problem(kind, v):
 
 def _normalize(kind, v):
     """Construction accepts bytearray/memoryview for bytes and tuples for lists."""
-    if kind[0] == "bytes" and isinstance(v, (bytearray, memoryview)):
-        return bytes(v)
-    if kind[0] == "list" and isinstance(v, tuple):
+    k = kind[0]
+    if k == "bytes":
+        return bytes(v) if isinstance(v, (bytearray, memoryview)) else v
+    if k != "list":
+        return v
+    if isinstance(v, tuple):
         v = list(v)
-    if kind[0] == "list" and type(v) is list:
+    if type(v) is list:
         out = []
         for x in v:
             out.append(_normalize(kind[1], x))
@@ -310,6 +313,9 @@ class Message:
     def __getattr__(self, attr):
         if attr in ("type", "name", "fields") or attr[:1] == "_":
             raise AttributeError(attr)
+        fields = self.fields
+        if attr in fields:  # (only field names get in there)
+            return fields[attr]
         entry = _entry(self.type)
         if entry is None or _find(entry[1], 1, attr) is None:
             raise AttributeError("message %s has no field %r" % (self.name, attr))
