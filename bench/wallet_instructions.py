@@ -3,14 +3,18 @@
     valgrind --tool=callgrind --collect-atstart=no --toggle-collect=filter_iternext \\
         micropython bench/wallet_instructions.py wallet ROOT PAYMENTS SKIP [pure]
     ... micropython bench/wallet_instructions.py ripemd160 pure|viper COUNT
+    ... micropython bench/wallet_instructions.py pystone PYSTONE_PY LOOPS
 
 The unix port has no cycle counter; callgrind counts the host instructions executed while
 collection is on, deterministic whatever the machine's load. Collection is toggled by the C
 function filter_iternext: only the work run inside `list(filter(step, (0,)))` counts (neither
 the wallet nor the core call filter()).
 wallet: the wallet of bench/wallet_micropython.py (same scripted world) pays PAYMENTS times;
-its App.step() calls count from payment SKIP on (the world's own work does not). File I/O of
-its storage counts too (host libc, user space only). "pure": RIPEMD-160 without the viper code.
+its App.step() calls count from payment SKIP on (the world's own work does not). The file I/O of
+its storage counts too (MicroPython's stream layer and libc in user space; not the kernel):
+LittleFS on a board costs CPU as well. "pure": RIPEMD-160 without the viper code.
+pystone: LOOPS of pystone 1.2 (CPython's Lib/test/pystone.py, any copy): instructions a pystone
+on this port, to project instructions to an ESP32's pystones/s.
 ripemd160: COUNT hashes of 32 bytes (a token: the wallet's hash160) by one implementation.
 """
 
@@ -68,7 +72,13 @@ def wallet(root, payments, skip):
 
 
 def main():
-    if sys.argv[1] == "wallet":
+    if sys.argv[1] == "pystone":
+        src = open(sys.argv[2]).read().replace("if __name__ == '__main__':", "if False:")
+        g = {"__name__": "pystone"}
+        exec(src, g)
+        loops = int(sys.argv[3])
+        counted(lambda: g["pystones"](loops))
+    elif sys.argv[1] == "wallet":
         if sys.argv[5:] == ["pure"]:
             hashing._viper = None
         wallet(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
