@@ -33,7 +33,6 @@ from amiko_core.errors import DecodeError, EncodeError
 
 MAX_ENCODE_DEPTH = 64
 _UINT64_MAX = 0xFFFFFFFFFFFFFFFF
-_CLOSE = object()  # encoder work-stack marker: a container's items are all written
 _KEY = object()  # decoder map frame marker: the next item is a key
 
 
@@ -99,10 +98,20 @@ def _key_order(x):
 def dumps(obj):
     """Encode obj as deterministic CBOR bytes."""
     out = bytearray()
-    todo = [obj]
-    depth = 0
-    while todo:
-        x = todo.pop()
+    # Depth-first over the open containers: `items` are the innermost one's (a dict's as key,
+    # value, key, value... in canonical key order), i the next to write; `stack` holds the
+    # enclosing ones' (items, i). Scalars are written where they are met, nothing is pushed.
+    items = (obj,)
+    i = 0
+    stack = []
+    while True:
+        if i == len(items):
+            if not stack:
+                return bytes(out)
+            items, i = stack.pop()
+            continue
+        x = items[i]
+        i += 1
         t = type(x)
         if t is str:
             try:
@@ -112,6 +121,9 @@ def dumps(obj):
             n = len(b)
             if n < 24:
                 out.append(0x60 | n)
+            elif n < 0x100:
+                out.append(0x78)
+                out.append(n)
             else:
                 _head(out, 3, n)
             out.extend(b)
@@ -128,11 +140,12 @@ def dumps(obj):
             n = len(x)
             if n < 24:
                 out.append(0x40 | n)
+            elif n < 0x100:
+                out.append(0x58)
+                out.append(n)
             else:
                 _head(out, 2, n)
             out.extend(x)
-        elif x is _CLOSE:
-            depth -= 1
         elif x is None:
             out.append(0xF6)
         elif x is False:
@@ -140,22 +153,21 @@ def dumps(obj):
         elif x is True:
             out.append(0xF5)
         elif isinstance(x, (list, tuple, dict)):
-            depth += 1
-            if depth > MAX_ENCODE_DEPTH:
+            stack.append((items, i))
+            if len(stack) > MAX_ENCODE_DEPTH:
                 raise EncodeError("cbor: nesting deeper than %d (cyclic value?)" % MAX_ENCODE_DEPTH)
-            todo.append(_CLOSE)
             if isinstance(x, dict):
                 _head(out, 5, len(x))
-                keys = _key_order(x)
-                for i in range(len(keys) - 1, -1, -1):
-                    k = keys[i]
-                    todo.append(x[k])
-                    todo.append(k)
+                items = []
+                for k in _key_order(x):
+                    items.append(k)
+                    items.append(x[k])
             else:
                 _head(out, 4, len(x))
-                todo.extend(reversed(x))
+                items = x
+            i = 0
         elif isinstance(x, int):  # a subclass (a bool never gets here: handled above)
-            todo.append(int(x))
+            out.extend(dumps(int(x)))
         elif isinstance(x, (bytes, bytearray)):
             _head(out, 2, len(x))
             out.extend(x)
@@ -168,7 +180,6 @@ def dumps(obj):
             out.extend(b)
         else:
             raise EncodeError("cbor: cannot encode type %s" % type(x).__name__)
-    return bytes(out)
 
 
 # ---- decoding ----
