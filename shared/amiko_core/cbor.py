@@ -298,7 +298,17 @@ def loads(data, max_size=4096, max_depth=16, max_items=256, max_str=2048):
     stack = []
     while True:
         start = pos
-        major, arg, pos = _read_head(mv, pos, end)
+        head = mv[pos] if pos < end else 0xFF
+        if head < 0xC0 and head & 31 < 24:  # major 0..5 with the argument in the head: inline
+            major = head >> 5
+            arg = head & 31
+            pos += 1
+        elif head < 0xC0 and head & 31 == 24 and pos + 1 < end and mv[pos + 1] >= 24:  # one argument byte
+            major = head >> 5
+            arg = mv[pos + 1]
+            pos += 2
+        else:
+            major, arg, pos = _read_head(mv, pos, end)
         if stack and stack[-1][2] is _KEY and major not in (0, 1, 3):
             _fail("map key must be an integer or text string", start)
         if major == 0:
@@ -333,7 +343,8 @@ def loads(data, max_size=4096, max_depth=16, max_items=256, max_str=2048):
             if key is None:
                 frame[0].append(value)
             elif key is _KEY:  # value is a scalar key spanning start..pos
-                _check_key_order(mv, frame[3], frame[4], start, pos)
+                if pos - start != 1 or frame[4] - frame[3] != 1 or mv[start] <= mv[frame[3]]:
+                    _check_key_order(mv, frame[3], frame[4], start, pos)  # (one-byte keys in order pass)
                 frame[2], frame[3], frame[4] = value, start, pos
                 break
             else:
