@@ -187,6 +187,8 @@ def _text_problem(v, max_bytes):
     n = len(b)
     if n > max_bytes:
         return "is %d bytes long, at most %d allowed" % (n, max_bytes)
+    if not n or (min(b) >= 0x20 and max(b) < 0x7F):  # printable ASCII (min/max run in C)
+        return None
     # Over the UTF-8 bytes, not the characters: see ids.safe_problem. C0 controls and DEL
     # are one byte, the C1 controls U+0080..U+009F are C2 80..C2 9F.
     for i in range(n):
