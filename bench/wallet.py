@@ -231,6 +231,9 @@ PYSTONE_LOOPS = 2000
 
 
 def render_cpu(before, payments, rounds, rows, instr, rmd, rmd_instr, pystones, pystone_path, ratio, per_pystone):
+    rev = subprocess.run(["git", "-C", str(before), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if rev.returncode == 0:
+        before = "%s (commit %s)" % (before, rev.stdout.strip())
     labels = list(rows)
     med = {}
     for label in labels:
