@@ -1,6 +1,6 @@
 """Wallet time per payment on the MicroPython unix port, split by kind of work. Prints JSON lines.
 
-    MICROPYPATH=<flashed .mpy set>:tests/mp micropython bench/wallet_micropython.py ROOT PAYMENTS
+    MICROPYPATH=<flashed .mpy set>:tests/mp micropython bench/wallet_micropython.py ROOT PAYMENTS [pure]
 
 The wallet (wallet.app.App, from the .mpy files `amiko flash` deploys) pays PAYMENTS times against
 the scripted payee and provider of tests/mp/wallet_world.py, in one process (no serial port, no
@@ -14,6 +14,9 @@ are not counted.
     storage  wallet.storage.Storage load/save/put_once/get_once/drop_once (file I/O, minus the
              checksum and CBOR they call)
     other    everything else inside App.step() (wallet logic, payer state machine, frame loop)
+"pure": the RIPEMD-160 of amiko_core.hashing runs its pure-Python compression even where the
+viper one loaded (as on a port built without the viper emitter): the interpreted-only figure.
+Each row says which one ran ("ripemd160").
 The filesystem layer of wallet.storage (its module globals `open` and `os`) is replaced by a
 counting one: per payment, files opened for writing (each is a flash write: LittleFS commits it
 at close/sync), bytes written, os.remove, os.rename and os.sync calls ("fs_*" fields).
@@ -159,9 +162,16 @@ def count_writes(fn):
     return wrapper
 
 
+def interpreted_only():
+    hashing._viper = None
+    hashing.RIPEMD160_BACKEND = "pure"
+
+
 def main():
     root = sys.argv[1]
     payments = int(sys.argv[2])
+    if sys.argv[3:] == ["pure"]:
+        interpreted_only()
     instrument()
     instrument_fs()
     board = FakeBoard(root)
@@ -204,7 +214,8 @@ def main():
         total = run_until(world, lambda: app.wallet.state["pay"] is None and app.wallet.state["hist"] == i + 1)
         if not world.done or world.done[-1].state != wl.COMMITTED:
             raise RuntimeError("payment %d not committed" % i)
-        row = {"kind": "payment", "i": i, "total_us": total, "file_writes": writes[0]}
+        row = {"kind": "payment", "i": i, "total_us": total, "file_writes": writes[0],
+               "ripemd160": getattr(hashing, "RIPEMD160_BACKEND", "pure")}
         for k in CATEGORIES:
             row[k + "_us"] = acc[k]
             row[k + "_calls"] = calls[k]

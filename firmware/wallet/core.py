@@ -91,8 +91,15 @@ def _new_state():
 def printable(text, n=DISPLAY_COLUMNS):
     """text as the display may show it: printable ASCII only (anything else, a look-alike
     letter or a control, becomes ?), at most n characters."""
+    text = text[:n]
+    try:
+        b = text.encode()
+    except UnicodeError:  # (CPython: a lone surrogate)
+        b = b"\x00"
+    if not b or (min(b) >= 0x20 and max(b) <= 0x7E):  # printable ASCII already (min/max run in C)
+        return text
     out = []
-    for ch in text[:n]:
+    for ch in text:
         out.append(ch if " " <= ch <= "~" else "?")
     return "".join(out)
 

@@ -33,7 +33,6 @@ from amiko_core.errors import DecodeError, EncodeError
 
 MAX_ENCODE_DEPTH = 64
 _UINT64_MAX = 0xFFFFFFFFFFFFFFFF
-_CLOSE = object()  # encoder work-stack marker: a container's items are all written
 _KEY = object()  # decoder map frame marker: the next item is a key
 
 
@@ -42,41 +41,133 @@ _KEY = object()  # decoder map frame marker: the next item is a key
 def _head(out, major, n):
     if n < 24:
         out.append(major << 5 | n)
-        return
-    if n < 0x100:
-        size, ai = 1, 24
+    elif n < 0x100:
+        out.append(major << 5 | 24)
+        out.append(n)
     elif n < 0x10000:
-        size, ai = 2, 25
+        out.append(major << 5 | 25)
+        out.extend(n.to_bytes(2, "big"))
     elif n < 0x100000000:
-        size, ai = 4, 26
+        out.append(major << 5 | 26)
+        out.extend(n.to_bytes(4, "big"))
     else:
-        size, ai = 8, 27
-    out.append(major << 5 | ai)
-    out.extend(n.to_bytes(size, "big"))
+        out.append(major << 5 | 27)
+        out.extend(n.to_bytes(8, "big"))
+
+
+def _key_order(x):
+    """The keys of dict x in canonical order (shorter encoding first, then bytewise)."""
+    ints = True
+    texts = True
+    for k in x:
+        if type(k) is str:
+            ints = False
+        elif type(k) is int and 0 <= k <= _UINT64_MAX:
+            texts = False
+        else:
+            ints = texts = False
+            break
+    if ints:
+        # The messages' case: for unsigned integers the canonical order (shorter head
+        # first, then bytewise) is numeric order.
+        return sorted(x)
+    # Sorted by an encoding-derived key (not sorted(x, key=...): MicroPython skips the key
+    # function for one item). Sort keys are unique, so the keys themselves are never compared.
+    keyed = []
+    if texts:
+        # The wallet's records: a text key's encoding is a head that grows with the byte
+        # length, then the bytes, so (byte length, bytes) sorts as the encodings do.
+        for k in x:
+            try:
+                b = k.encode("utf-8")
+            except UnicodeError:
+                raise EncodeError("cbor: text is not encodable as UTF-8 (lone surrogate)")
+            keyed.append((len(b), b, k))
+    else:
+        for k in x:
+            if isinstance(k, bool) or not isinstance(k, (int, str)):
+                raise EncodeError("cbor: map key must be int or str, not %s" % type(k).__name__)
+            enc = dumps(k)
+            keyed.append((len(enc), enc, k))
+    keyed.sort()
+    for i in range(len(keyed)):
+        keyed[i] = keyed[i][2]
+    return keyed
 
 
 def dumps(obj):
     """Encode obj as deterministic CBOR bytes."""
     out = bytearray()
-    todo = [obj]
-    depth = 0
-    while todo:
-        x = todo.pop()
-        if x is _CLOSE:
-            depth -= 1
+    # Depth-first over the open containers: `items` are the innermost one's (a dict's as key,
+    # value, key, value... in canonical key order), i the next to write; `stack` holds the
+    # enclosing ones' (items, i). Scalars are written where they are met, nothing is pushed.
+    items = (obj,)
+    i = 0
+    stack = []
+    while True:
+        if i == len(items):
+            if not stack:
+                return bytes(out)
+            items, i = stack.pop()
+            continue
+        x = items[i]
+        i += 1
+        t = type(x)
+        if t is str:
+            try:
+                b = x.encode("utf-8")
+            except UnicodeError:
+                raise EncodeError("cbor: text is not encodable as UTF-8 (lone surrogate)")
+            n = len(b)
+            if n < 24:
+                out.append(0x60 | n)
+            elif n < 0x100:
+                out.append(0x78)
+                out.append(n)
+            else:
+                _head(out, 3, n)
+            out.extend(b)
+        elif t is int:
+            if 0 <= x < 24:
+                out.append(x)
+            elif x > _UINT64_MAX or x < -1 - _UINT64_MAX:
+                raise EncodeError("cbor: integer out of 64-bit range: %d" % x)
+            elif x >= 0:
+                _head(out, 0, x)
+            else:
+                _head(out, 1, -1 - x)
+        elif t is bytes or t is bytearray:
+            n = len(x)
+            if n < 24:
+                out.append(0x40 | n)
+            elif n < 0x100:
+                out.append(0x58)
+                out.append(n)
+            else:
+                _head(out, 2, n)
+            out.extend(x)
         elif x is None:
             out.append(0xF6)
         elif x is False:
             out.append(0xF4)
         elif x is True:
             out.append(0xF5)
-        elif isinstance(x, int):
-            if x > _UINT64_MAX or x < -1 - _UINT64_MAX:
-                raise EncodeError("cbor: integer out of 64-bit range: %d" % x)
-            if x >= 0:
-                _head(out, 0, x)
+        elif isinstance(x, (list, tuple, dict)):
+            stack.append((items, i))
+            if len(stack) > MAX_ENCODE_DEPTH:
+                raise EncodeError("cbor: nesting deeper than %d (cyclic value?)" % MAX_ENCODE_DEPTH)
+            if isinstance(x, dict):
+                _head(out, 5, len(x))
+                items = []
+                for k in _key_order(x):
+                    items.append(k)
+                    items.append(x[k])
             else:
-                _head(out, 1, -1 - x)
+                _head(out, 4, len(x))
+                items = x
+            i = 0
+        elif isinstance(x, int):  # a subclass (a bool never gets here: handled above)
+            out.extend(dumps(int(x)))
         elif isinstance(x, (bytes, bytearray)):
             _head(out, 2, len(x))
             out.extend(x)
@@ -87,42 +178,8 @@ def dumps(obj):
                 raise EncodeError("cbor: text is not encodable as UTF-8 (lone surrogate)")
             _head(out, 3, len(b))
             out.extend(b)
-        elif isinstance(x, (list, tuple, dict)):
-            depth += 1
-            if depth > MAX_ENCODE_DEPTH:
-                raise EncodeError("cbor: nesting deeper than %d (cyclic value?)" % MAX_ENCODE_DEPTH)
-            todo.append(_CLOSE)
-            if isinstance(x, dict):
-                _head(out, 5, len(x))
-                keys = None
-                for k in x:
-                    if type(k) is not int or k < 0 or k > _UINT64_MAX:
-                        # Not all unsigned integers: sort by encoding (not sorted(x, key=...):
-                        # MicroPython skips the key function for one item). Encodings are
-                        # unique, so keys themselves are never compared.
-                        keys = []
-                        for k in x:
-                            if isinstance(k, bool) or not isinstance(k, (int, str)):
-                                raise EncodeError("cbor: map key must be int or str, not %s" % type(k).__name__)
-                            enc = dumps(k)
-                            keys.append(((len(enc), enc), k))
-                        keys.sort()
-                        keys = [pair[1] for pair in keys]
-                        break
-                if keys is None:
-                    # The messages' case: for unsigned integers the canonical order (shorter
-                    # head first, then bytewise) is numeric order; no keys encoded to sort.
-                    keys = sorted(x)
-                for i in range(len(keys) - 1, -1, -1):
-                    k = keys[i]
-                    todo.append(x[k])
-                    todo.append(k)
-            else:
-                _head(out, 4, len(x))
-                todo.extend(reversed(x))
         else:
             raise EncodeError("cbor: cannot encode type %s" % type(x).__name__)
-    return bytes(out)
 
 
 # ---- decoding ----
@@ -241,7 +298,17 @@ def loads(data, max_size=4096, max_depth=16, max_items=256, max_str=2048):
     stack = []
     while True:
         start = pos
-        major, arg, pos = _read_head(mv, pos, end)
+        head = mv[pos] if pos < end else 0xFF
+        if head < 0xC0 and head & 31 < 24:  # major 0..5 with the argument in the head: inline
+            major = head >> 5
+            arg = head & 31
+            pos += 1
+        elif head < 0xC0 and head & 31 == 24 and pos + 1 < end and mv[pos + 1] >= 24:  # one argument byte
+            major = head >> 5
+            arg = mv[pos + 1]
+            pos += 2
+        else:
+            major, arg, pos = _read_head(mv, pos, end)
         if stack and stack[-1][2] is _KEY and major not in (0, 1, 3):
             _fail("map key must be an integer or text string", start)
         if major == 0:
@@ -276,7 +343,8 @@ def loads(data, max_size=4096, max_depth=16, max_items=256, max_str=2048):
             if key is None:
                 frame[0].append(value)
             elif key is _KEY:  # value is a scalar key spanning start..pos
-                _check_key_order(mv, frame[3], frame[4], start, pos)
+                if pos - start != 1 or frame[4] - frame[3] != 1 or mv[start] <= mv[frame[3]]:
+                    _check_key_order(mv, frame[3], frame[4], start, pos)  # (one-byte keys in order pass)
                 frame[2], frame[3], frame[4] = value, start, pos
                 break
             else:

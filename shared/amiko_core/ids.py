@@ -36,6 +36,12 @@ def safe_problem(text, extra, max_len):
     # The check runs over the UTF-8 bytes: on MicroPython iterating (or indexing) a str
     # interns every character as a qstr, for good, so checking text from the network
     # character by character would grow the heap with each new character seen.
+    # Fast path, in C: nothing left once the allowed characters are stripped from both ends
+    # (then twice, ID_CHARS then extra, for the usual single separator of NAME@KEY); anything
+    # else gets the exact check below.
+    rest = text.strip(ID_CHARS)
+    if not rest or (extra and not rest.strip(extra)):
+        return None
     extra_bytes = extra.encode()
     for b in text.encode("utf-8", "surrogatepass"):
         if not (0x61 <= b <= 0x7A or 0x41 <= b <= 0x5A or 0x30 <= b <= 0x39 or b in b"._~-" or b in extra_bytes):

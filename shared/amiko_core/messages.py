@@ -187,6 +187,8 @@ def _text_problem(v, max_bytes):
     n = len(b)
     if n > max_bytes:
         return "is %d bytes long, at most %d allowed" % (n, max_bytes)
+    if not n or (min(b) >= 0x20 and max(b) < 0x7F):  # printable ASCII (min/max run in C)
+        return None
     # Over the UTF-8 bytes, not the characters: see ids.safe_problem. C0 controls and DEL
     # are one byte, the C1 controls U+0080..U+009F are C2 80..C2 9F.
     for i in range(n):
@@ -242,11 +244,14 @@ def _problem(kind, v):
 
 def _normalize(kind, v):
     """Construction accepts bytearray/memoryview for bytes and tuples for lists."""
-    if kind[0] == "bytes" and isinstance(v, (bytearray, memoryview)):
-        return bytes(v)
-    if kind[0] == "list" and isinstance(v, tuple):
+    k = kind[0]
+    if k == "bytes":
+        return bytes(v) if isinstance(v, (bytearray, memoryview)) else v
+    if k != "list":
+        return v
+    if isinstance(v, tuple):
         v = list(v)
-    if kind[0] == "list" and type(v) is list:
+    if type(v) is list:
         out = []
         for x in v:
             out.append(_normalize(kind[1], x))
@@ -310,6 +315,9 @@ class Message:
     def __getattr__(self, attr):
         if attr in ("type", "name", "fields") or attr[:1] == "_":
             raise AttributeError(attr)
+        fields = self.fields
+        if attr in fields:  # (only field names get in there)
+            return fields[attr]
         entry = _entry(self.type)
         if entry is None or _find(entry[1], 1, attr) is None:
             raise AttributeError("message %s has no field %r" % (self.name, attr))

@@ -74,8 +74,10 @@ def compile_to_mpy(src_dir, out_dir):
         target.parent.mkdir(parents=True, exist_ok=True)
         # -s: the name tracebacks show ("amiko_core/cbor.py"), as on a device; the default,
         # the absolute path, would sit on the heap as a qstr in every module.
-        subprocess.run([mpy_cross_binary(), "-o", str(target), "-s", rel.as_posix(), str(py)], check=True,
-                       capture_output=True)
+        # -march=host: viper/native code for this unix port (amiko_core.ripemd160_viper), as
+        # `amiko flash` compiles it for each board's architecture.
+        subprocess.run([mpy_cross_binary(), "-march=host", "-o", str(target), "-s", rel.as_posix(), str(py)],
+                       check=True, capture_output=True)
         out.append(target)
     return out
 

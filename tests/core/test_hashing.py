@@ -134,6 +134,11 @@ def test_backend_is_hashlib_exactly_when_hashlib_works():
     assert hashing.RIPEMD160_BACKEND == ("hashlib" if HASHLIB_RIPEMD160 else "pure")
 
 
+def test_no_viper_path_on_cpython():
+    # CPython has no micropython module: amiko_core.ripemd160_viper does not import
+    assert hashing.ripemd160_viper(b"abc") is None
+
+
 @pytest.mark.parametrize("v", VECTORS["sha256"], ids=_ids(VECTORS["sha256"]))
 def test_sha256_vectors(v):
     assert hashing.sha256(_message(v)).hex() == v["digest"]

@@ -569,3 +569,48 @@ def test_two_flash_writes_per_payment():
         eq(store.bytes_written - written <= MAX_BYTES_PER_PAYMENT, True,
            "bytes of payment %d: %d" % (n, store.bytes_written - written))
     h.close()
+
+
+def test_cbor_passes_and_pure_hash_blocks_per_payment():
+    # A non-timed guard on the wallet's CPU per payment (issue 13): how many times its steps
+    # (not the world's) enter cbor.dumps (nested calls included: one per text map key before
+    # issue 13) and the pure-Python RIPEMD-160 compression (none where viper is available).
+    from amiko_core import cbor, hashing
+
+    world = World(amount=500)
+    h = H(world)
+    counts = {"dumps": 0, "compress": 0}
+    active = [False]
+    real_dumps, real_compress, real_step = cbor.dumps, hashing._compress, h.app.step
+
+    def dumps(obj):
+        if active[0]:
+            counts["dumps"] += 1
+        return real_dumps(obj)
+
+    def compress(state, block):
+        if active[0]:
+            counts["compress"] += 1
+        return real_compress(state, block)
+
+    def step():
+        active[0] = True
+        try:
+            return real_step()
+        finally:
+            active[0] = False
+
+    cbor.dumps, hashing._compress, h.app.step = dumps, compress, step
+    try:
+        h.tap()
+        h.pump()
+    finally:
+        cbor.dumps, hashing._compress = real_dumps, real_compress
+    _committed(h, world, 500)
+    h.close()
+    # 26 in this tree (about 190 before issue 13): storage records, Auth and Status MACs, frames out,
+    # the Receipt checks
+    if counts["dumps"] > 30:
+        raise AssertionError("cbor.dumps entered %d times in one payment (at most 30)" % counts["dumps"])
+    if hashing.RIPEMD160_BACKEND == "viper":
+        eq(counts["compress"], 0, "pure RIPEMD-160 blocks with viper available")
