@@ -23,7 +23,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "testing"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from amiko_testing import heap32  # noqa: E402
@@ -103,7 +102,7 @@ def markdown(rows):
         "Goal (issue 13): serial or NFC payment <= 48 KiB frozen, <= 96 KiB from .mpy. NFC and BLE are not "
         "in this table: their transports need a PN532 or the `bluetooth` module, which neither build has "
         "in-process (the NFC card's code is frozen with the rest; its buffers are what it adds to the heap).",
-        "Pinned by tests/mp/test_wallet_heap32.py (margin 25%% as tests/wallet: frozen %d KiB, .mpy %d KiB "
+        "Pinned by tests/wallet/test_heap32.py (margin 25%% as tests/wallet: frozen %d KiB, .mpy %d KiB "
         "checked against this table; the WebAssembly .mpy payment's peak live checked in every `make test`)."
         % (-(-f["min_kib"] * 5 // 4), -(-p["min_kib"] * 5 // 4)),
     ]

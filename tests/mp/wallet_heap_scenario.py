@@ -22,10 +22,12 @@ import sys
 
 gc.collect()
 
+from wallet.app import App  # noqa: E402 (first, as main.py imports it before app.main() selects the board)
 import board  # noqa: E402
 from board import NoButtons, NoLed  # noqa: E402
 from board import usb_serial  # noqa: E402,F401 (loaded as board.select() loads it; its I/O is Serial below)
-from wallet.app import App  # noqa: E402
+
+gc.collect()
 
 STEP_MS = 5
 DEBUG = False
