@@ -13,11 +13,14 @@ else in the heap on
     and peak step figures (that port grows its heap instead of collecting during a step, so it has no
     smallest heap to bisect).
 Prints the figures; --write puts them in bench/RESULTS.md, section "Wallet heap on 32-bit MicroPython
-(issue 13)".
+(issue 13)". --before TREE: the same measurement of another checkout (e.g. a `git worktree` of the base
+commit with this script, its helpers and its own build/mp32), run first, shown side by side.
 """
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -73,7 +76,16 @@ def measure():
     return rows
 
 
-def markdown(rows):
+def measure_tree(tree):
+    env = dict(os.environ, PYTHONPATH="%s/host:%s/testing" % (tree, tree))
+    r = subprocess.run([sys.executable, str(Path(tree) / "bench" / "wallet_heap32.py")], env=env, cwd=str(tree),
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode:
+        raise RuntimeError("the run in %s failed: %s" % (tree, r.stderr[-2000:]))
+    return json.loads(r.stdout.splitlines()[0])
+
+
+def markdown(rows, before=None, before_name=None):
     p, f, w = rows["plain"], rows["frozen"], rows["wasm"]
     lines = [
         "One payment over the serial transport (tests/mp/wallet_heap_scenario.py: provision, Tap, the payment "
@@ -91,6 +103,21 @@ def markdown(rows):
         "| unix 32-bit | .mpy set of ESP32_GENERIC on the filesystem | **%d** | %d | %d | %d |"
         % (p["min_kib"], p["boot"], p["live"], p["step"]),
         "| WebAssembly | .mpy set of ESP32_GENERIC | - (heap grows) | %d | %d | %d |" % (w["boot"], w["live"], w["step"]),
+    ]
+    if before:
+        bp, bf, bw = before["plain"], before["frozen"], before["wasm"]
+        lines += [
+            "| *before (%s)*: unix 32-bit | frozen | %d | %d | %d | %d |"
+            % (before_name, bf["min_kib"], bf["boot"], bf["live"], bf["step"]),
+            "| *before*: unix 32-bit | .mpy | %d | %d | %d | %d |" % (bp["min_kib"], bp["boot"], bp["live"], bp["step"]),
+            "| *before*: WebAssembly | .mpy | - | %d | %d | %d |" % (bw["boot"], bw["live"], bw["step"]),
+            "",
+            "Before -> after (same run): the board layer's selection code (board/setup.py) is dropped from "
+            "sys.modules once board.select() has run, and wallet.app loads the modules one at a time with a "
+            "collection after each (the loading garbage of one module no longer leaves holes between the next "
+            "one's objects, which had kept the 2 KiB frame buffers from finding room).",
+        ]
+    lines += [
         "",
         "Smallest heap: bisection in 1 KiB steps of `-X heapsize` (tries, KiB: frozen %s; .mpy %s)."
         % (", ".join("%d %s" % (k, "ok" if ok else "fails") for k, ok in f["tries"]),
@@ -112,13 +139,20 @@ def markdown(rows):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--before", metavar="TREE")
     args = ap.parse_args()
+    before = measure_tree(args.before) if args.before else None
     rows = measure()
     print(json.dumps(rows))
-    text = markdown(rows)
+    name = None
+    if args.before:
+        name = subprocess.run(["git", "-C", args.before, "log", "-1", "--format=%h"], capture_output=True,
+                              text=True).stdout.strip()
+    text = markdown(rows, before, name)
     print(text)
     if args.write:
-        write_section(SECTION, ".venv/bin/python bench/wallet_heap32.py --write", text)
+        command = ".venv/bin/python bench/wallet_heap32.py --write" + (" --before " + args.before if before else "")
+        write_section(SECTION, command, text)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from board import usb_serial  # noqa: E402,F401 (loaded as board.select() loads 
 gc.collect()
 
 STEP_MS = 5
-DEBUG = False
 
 
 class Serial:
@@ -180,8 +179,6 @@ class Replay:
         step = gc.mem_alloc()
         if step > self.step_peak:
             self.step_peak = step
-        if DEBUG:
-            print("step", step)
         gc.collect()
         return True
 
