@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+NODE_STAMP := node_modules/.installed
+
 .PHONY: test test-mp demo bench clean
 
 $(STAMP): requirements.lock pyproject.toml
@@ -13,8 +15,14 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The MicroPython WebAssembly port (tests/wallet/test_heap32.py: a 32-bit MicroPython), pinned in
+# package-lock.json, into ./node_modules; like .venv, installed only when missing or the lock changed.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
 # The cashier page's browser tests drive Debian's chromium; CI runs as root on a clean clone.
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 		|| echo "chromium missing: install it (apt-get install chromium) for tests/bridge" >&2
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
@@ -30,4 +38,4 @@ bench: $(STAMP)
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) node_modules build *.egg-info .pytest_cache .hypothesis

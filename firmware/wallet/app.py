@@ -14,13 +14,25 @@ header, before its body is buffered). Answers go out on the transport the reques
 on (the last one that sent a frame).
 """
 
+import gc
 import os
 
-from amiko_core import frame
-from amiko_core.walletlink import HELLO  # noqa: F401 (registers the wallet-link messages)
+# Start-up as on a device: the modules one at a time with a collection after each, so that a module's
+# loading garbage is freed before the next one loads and the live objects pack into the low heap
+# instead of leaving holes between them (from .mpy files that saved about 5 KiB of a 32-bit heap,
+# enough for the 2 KiB frame buffers to find room; bench/RESULTS.md, issue 13).
+for _name in ("amiko_core.errors", "amiko_core.cbor", "amiko_core.hashing", "amiko_core.frame", "amiko_core.ids",
+              "amiko_core.token", "amiko_core.messages", "amiko_core.walletlink", "amiko_core.paylink",
+              "wallet.storage", "wallet.core"):
+    __import__(_name)
+    gc.collect()
+del _name
 
-from wallet.core import ERR_REFUSED, Wallet
-from wallet.storage import Storage
+from amiko_core import frame  # noqa: E402
+from amiko_core.walletlink import HELLO  # noqa: E402,F401 (registers the wallet-link messages)
+
+from wallet.core import ERR_REFUSED, Wallet  # noqa: E402
+from wallet.storage import Storage  # noqa: E402
 
 MAX_FRAME = 2048
 _READ = 256

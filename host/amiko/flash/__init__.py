@@ -54,6 +54,7 @@ UPDATE_WAIT = 180
 MPY_BUILD_DIR = boards_mod.ROOT / "build" / "mpy"
 
 # board modules and what makes a board need them
+_NOT_FIRMWARE = ("manifest.py",)  # firmware/manifest.py: the build-time FROZEN_MANIFEST, not a module
 _REAL_ONLY = ("board/ssd1306.py", "board/buttons.py", "board/led.py")
 _VIRTUAL_ONLY = ("board/virtual.py",)
 
@@ -96,7 +97,7 @@ def sources(entry):
     skip = _VIRTUAL_ONLY if entry["port"] != "unix" else _REAL_ONLY
     for py in sorted(boards_mod.FIRMWARE_DIR.rglob("*.py")):
         rel = py.relative_to(boards_mod.FIRMWARE_DIR).as_posix()
-        if rel not in skip and "__pycache__" not in rel:
+        if rel not in skip and rel not in _NOT_FIRMWARE and "__pycache__" not in rel:
             found.append((rel, py))
     for py in sorted(boards_mod.CORE_DIR.rglob("*.py")):
         rel = py.relative_to(boards_mod.CORE_DIR.parent).as_posix()
