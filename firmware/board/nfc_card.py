@@ -5,18 +5,21 @@ Application: AMIKO_AID = F0 41 4D 49 4B 4F 01 (proprietary RID F0 + "AMIKO" + ve
 APDUs (ISO/IEC 7816-4 short form; the terminal is always the one that speaks first):
     SELECT        00 A4 04 00 Lc AID [Le]  -> 9000 (FCI-less); wrong AID -> 6A82 and the
                                               card stays deselected
-    EXCHANGE      80 E0 P1 00 Lc data [Le] -> response data + SW
+    EXCHANGE      80 E0 P1 00 Lc data [Le] -> response data + SW (short or extended length:
+                                              80 E0 P1 00 00 Lc1 Lc2 data [Le1 Le2])
                   data: the next bytes of the terminal's message (wallet frame bytes);
                   P1 bit 0 (CHAIN_MORE) = more blocks of this message follow: answered 9000
                   with no data; the last block (P1 = 0) completes the message, the card
                   hands it to the wallet and answers with what the wallet has to send.
-                  An EXCHANGE with Lc = 0 (or no body) is a poll.
+                  An EXCHANGE with Lc = 0 (or no body) is a poll (answered at once).
     GET RESPONSE  00 C0 00 00 Le           -> the next bytes the wallet has to send
-    Answers carry at most min(Le or 256, MAX_CHUNK) bytes; SW 9000 when nothing more is
+    Answers carry at most min(Le, MAX_ANSWER) bytes (Le absent: 256; extended 0000: 65536),
+    so that one extended EXCHANGE carries a whole message each way; SW 9000 when nothing more is
     queued, 61xx when xx (00: 256 or more) bytes are still waiting (GET RESPONSE or the
     next EXCHANGE fetches them: nothing queued is ever dropped by a new command).
 Status words for every error (the card state is unchanged unless said):
-    6700 wrong length (APDU shorter than its header, Lc disagrees with the body)
+    6700 wrong length (APDU shorter than its header, Lc disagrees with the body, an APDU
+         larger than MAX_MESSAGE + 9 arriving in chained parts)
     6A82 SELECT of another AID (deselects: clears both directions)
     6A86 wrong P1/P2          6A84 message larger than MAX_MESSAGE (partial message dropped)
     6985 not selected, or GET RESPONSE with nothing queued
@@ -29,7 +32,13 @@ that ended.
 
 ApduCard is sans-IO (process(apdu) -> response bytes): the same logic runs on CPython in
 the tests. NfcCard drives a PN532 in target mode and is the wallet's transport:
-read_into(buf) -> n (non-blocking), write(data).
+read_into(buf) -> n (non-blocking), write(data). NfcCard holds the answer to the EXCHANGE
+that completes a message (ApduCard(hold=True): process() returns None, answer_held() later)
+until the wallet has handled that message: the answer then carries the wallet's reply, so
+the reader needs no poll to fetch it. "Handled" = the wallet wrote (its loop flushes its
+answers after the frames of a read) with the whole message read, or the wallet's next
+read_into() after the one that took the message's last byte (it had nothing to say).
+Meanwhile the chip keeps the reader waiting (the PN532 sends S(WTX) on its own).
 """
 
 from amiko_core.walletlink import NFC_AID as AMIKO_AID
@@ -41,8 +50,9 @@ INS_EXCHANGE = 0xE0
 INS_GET_RESPONSE = 0xC0
 CHAIN_MORE = 0x01
 
-MAX_CHUNK = 240  # fits TgGetData / TgSetData in one normal PN532 frame
+MAX_ANSWER = 2048  # the wallet's largest burst (Confirm + Auth with its receipt) is ~600 bytes
 MAX_MESSAGE = 4096
+CHIP_PART = 252  # R-APDU bytes per TgSetMetaData / TgSetData: one normal PN532 frame
 
 SW_OK = b"\x90\x00"
 SW_WRONG_LENGTH = b"\x67\x00"
@@ -55,7 +65,8 @@ SW_CLA = b"\x6e\x00"
 
 
 def parse_apdu(apdu):
-    """(cla, ins, p1, p2, data, le) or None if the lengths do not add up (short APDUs only)."""
+    """(cla, ins, p1, p2, data, le) or None if the lengths do not add up (ISO 7816-4 cases
+    1, 2, 3, 4, short and extended)."""
     n = len(apdu)
     if n < 4:
         return None
@@ -65,8 +76,19 @@ def parse_apdu(apdu):
     if n == 5:
         return cla, ins, p1, p2, b"", apdu[4] or 256
     lc = apdu[4]
-    if lc == 0:
-        return None  # extended length: not supported
+    if lc == 0:  # extended length
+        if n < 7:
+            return None
+        ext = (apdu[5] << 8) | apdu[6]
+        if n == 7:
+            return cla, ins, p1, p2, b"", ext or 65536
+        if ext == 0:
+            return None
+        if n == 7 + ext:
+            return cla, ins, p1, p2, bytes(apdu[7:7 + ext]), None
+        if n == 9 + ext:
+            return cla, ins, p1, p2, bytes(apdu[7:7 + ext]), ((apdu[7 + ext] << 8) | apdu[8 + ext]) or 65536
+        return None
     if n == 5 + lc:
         return cla, ins, p1, p2, bytes(apdu[5:5 + lc]), None
     if n == 6 + lc:
@@ -75,9 +97,11 @@ def parse_apdu(apdu):
 
 
 class ApduCard:
-    def __init__(self, aid=AMIKO_AID, max_message=MAX_MESSAGE):
+    def __init__(self, aid=AMIKO_AID, max_message=MAX_MESSAGE, hold=False):
         self.aid = aid
         self.max_message = max_message
+        self.hold = hold
+        self.held = None  # (le,) of the EXCHANGE whose answer waits for the wallet
         self.selected = False
         self.inbound = bytearray()  # the message being chained in
         self.outbound = bytearray()  # what the wallet wrote, not yet answered
@@ -87,14 +111,21 @@ class ApduCard:
 
     def reset_contact(self):
         self.selected = False
+        self.held = None
         self.inbound = bytearray()
         self.outbound = bytearray()
+
+    def answer_held(self):
+        """The answer to the held EXCHANGE: what the wallet queued meanwhile (61xx if more)."""
+        le = self.held[0]
+        self.held = None
+        return self._answer(le)
 
     def queue(self, data):
         self.outbound.extend(data)
 
     def _answer(self, le):
-        n = min(le or 256, MAX_CHUNK, len(self.outbound))
+        n = min(le or 256, MAX_ANSWER, len(self.outbound))
         data = bytes(self.outbound[:n])
         self.outbound = self.outbound[n:]
         left = len(self.outbound)
@@ -139,6 +170,9 @@ class ApduCard:
             if self.inbound:
                 self.ready.append(bytes(self.inbound))
                 self.inbound = bytearray()
+                if self.hold:
+                    self.held = (le,)
+                    return None
             return self._answer(le)
         if cla not in (CLA_ISO, CLA_PROP):
             return self._error(SW_CLA)
@@ -158,8 +192,9 @@ class ApduCard:
         return n
 
 
-# NfcCard states
-_IDLE, _INIT, _GET, _SET, _SAM = 0, 1, 2, 3, 4
+# NfcCard states (_HOLD: an EXCHANGE waits for the wallet, no chip command in flight;
+# _META: a part of an R-APDU is out, the rest follows)
+_IDLE, _INIT, _GET, _SET, _SAM, _HOLD, _META = 0, 1, 2, 3, 4, 5, 6
 
 
 class NfcCard:
@@ -169,12 +204,15 @@ class NfcCard:
     def __init__(self, chip, uid3=None, aid=AMIKO_AID):
         self.chip = chip
         self.uid3 = uid3
-        self.card = ApduCard(aid)
+        self.card = ApduCard(aid, hold=True)
         self.state = _IDLE
         chip.abort()
         self.chip.send(*chip.sam_configuration())
         self.state = _SAM
         self.released = 0
+        self.rx = bytearray()  # the parts of a chained C-APDU (status MI) so far
+        self.rx_over = False
+        self.tx = b""  # the rest of an R-APDU sent in parts
 
     def _step(self):
         """Advance the chip dialogue by at most one answer; True if something happened."""
@@ -194,10 +232,33 @@ class NfcCard:
             status = data[0] if data else 0xFF
             if status & 0x3F:
                 self._released()
+            elif status & p.STATUS_MI:
+                if len(self.rx) + len(data) - 1 > MAX_MESSAGE + 9:
+                    self.rx_over = True
+                    self.rx = bytearray()
+                elif not self.rx_over:
+                    self.rx.extend(memoryview(data)[1:])
+                self.chip.send(p.TG_GET_DATA)
             else:
-                answer = self.card.process(data[1:])
-                self.chip.send(p.TG_SET_DATA, answer)
-                self.state = _SET
+                if self.rx_over:
+                    answer = self.card._error(SW_WRONG_LENGTH)
+                elif self.rx:
+                    self.rx.extend(memoryview(data)[1:])
+                    answer = self.card.process(self.rx)
+                else:
+                    answer = self.card.process(memoryview(data)[1:])
+                self.rx = bytearray()
+                self.rx_over = False
+                if answer is None:
+                    self.state = _HOLD
+                else:
+                    self._send_answer(answer)
+        elif self.state == _META:
+            status = data[0] if data else 0xFF
+            if status & 0x3F:
+                self._released()
+            else:
+                self._send_answer(self.tx)
         elif self.state == _SET:
             status = data[0] if data else 0xFF
             if status & 0x3F:
@@ -207,9 +268,24 @@ class NfcCard:
                 self.state = _GET
         return True
 
+    def _send_answer(self, answer):
+        from board import pn532 as p
+
+        if len(answer) > CHIP_PART:
+            self.chip.send(p.TG_SET_META_DATA, answer[:CHIP_PART])
+            self.tx = answer[CHIP_PART:]
+            self.state = _META
+        else:
+            self.chip.send(p.TG_SET_DATA, answer)
+            self.tx = b""
+            self.state = _SET
+
     def _released(self):
         self.released += 1
         self.card.reset_contact()
+        self.rx = bytearray()
+        self.rx_over = False
+        self.tx = b""
         self._init_target()
 
     def _init_target(self):
@@ -223,14 +299,19 @@ class NfcCard:
         self.chip.send(*self.chip.tg_init_as_target(uid3))
         self.state = _INIT
 
+    def _answer_held(self):
+        self._send_answer(self.card.answer_held())
+
     def read_into(self, buf):
+        if self.state == _HOLD and not self.card.ready:
+            self._answer_held()  # the wallet took the whole message last time and had nothing to say
         for _ in range(4):
             if not self._step():
                 break
         return self.card.read_into(buf)
 
     def write(self, data):
-        self.card.queue(data)
+        self.card.queue(data)  # a held answer goes at the next read_into: after all this round's writes
 
 
 def open_card(spec):

@@ -21,8 +21,12 @@ Commands used (User Manual 7.2.10, 7.3.14, 7.3.16, 7.3.18):
     TgInitAsTarget   8C mode Mifare(6) FeliCa(18) NFCID3t(10) LEN Gt LEN Tk -> 8D mode cmd..
                      mode 04 = PICC only: the chip answers anticollision and RATS itself
                      (SEL_RES bit 0x20: ISO/IEC 14443-4 compliant), the answer carries the RATS
-    TgGetData        86                                         -> 87 status data..  (one APDU)
-    TgSetData        8E data..                                  -> 8F status         (one R-APDU)
+    TgGetData        86                                         -> 87 status data..  (an APDU, or
+                     a part of it with status bit MI: TgGetData again for the rest)
+    TgSetData        8E data..                                  -> 8F status         (an R-APDU, or
+                     its last part)
+    TgSetMetaData    94 data..                                  -> 95 status         (a part of an
+                     R-APDU, sent chained; TgSetData sends the last part)
 status: 00 ok; bit 0x40 MI (more ISO-DEP chained data follows); 0x29 the initiator released
 us (DESELECT), 0x01 time-out, 0x13/0x25 RF field gone or invalid state: all end the contact.
 
@@ -50,6 +54,7 @@ SAM_CONFIGURATION = 0x14
 TG_INIT_AS_TARGET = 0x8C
 TG_GET_DATA = 0x86
 TG_SET_DATA = 0x8E
+TG_SET_META_DATA = 0x94
 GET_FIRMWARE_VERSION = 0x02
 
 MODE_PICC_ONLY = 0x04

@@ -107,16 +107,16 @@ def check_chaining_both_ways():
     buf = bytearray(4096)
     n = c.read_into(buf)
     assert bytes(buf[:n]) == msg
-    # answer: 600 bytes queued -> 240 + 6100 (256 or more left), GET RESPONSE, ...
+    # answer: 600 bytes queued, short Le 00 -> 256 + 6100 (256 or more left), GET RESPONSE, ...
     c.queue(msg[:600])
     r = _exchange(c, b"")
-    assert r[-2:] == b"\x61\x00" and r[:-2] == msg[:240], r[-2:]
+    assert r[-2:] == b"\x61\x00" and r[:-2] == msg[:256], r[-2:]
     r = c.process(b"\x00\xc0\x00\x00\x00")
-    assert r[-2:] == b"\x61\x78" and r[:-2] == msg[240:480]
+    assert r[-2:] == b"\x61\x58" and r[:-2] == msg[256:512]
     r = c.process(b"\x00\xc0\x00\x00\x10")  # Le 16 is honoured
-    assert r[-2:] == b"\x61\x68" and r[:-2] == msg[480:496]
+    assert r[-2:] == b"\x61\x48" and r[:-2] == msg[512:528]
     r = _exchange(c, b"")  # a new EXCHANGE continues the queue: nothing dropped
-    assert r == msg[496:600] + nc.SW_OK
+    assert r == msg[528:600] + nc.SW_OK
     assert c.process(b"\x00\xc0\x00\x00\x00") == nc.SW_CONDITIONS
     r = c.process(b"\x00\xc0\x00\x00\x00")
     assert r == nc.SW_CONDITIONS
@@ -132,7 +132,9 @@ def check_hostile_apdus():
         (b"\x80\xe0\x00", nc.SW_WRONG_LENGTH),
         (b"\x80\xe0\x00\x00\x05ab", nc.SW_WRONG_LENGTH),  # Lc larger than the body
         (b"\x80\xe0\x00\x00\x02abcdef", nc.SW_WRONG_LENGTH),  # body longer than Lc + Le
-        (b"\x80\xe0\x00\x00\x00\x01\x00", nc.SW_WRONG_LENGTH),  # extended length
+        (b"\x80\xe0\x00\x00\x00\x01", nc.SW_WRONG_LENGTH),  # extended Le cut short
+        (b"\x80\xe0\x00\x00\x00\x00\x05ab", nc.SW_WRONG_LENGTH),  # extended Lc larger than the body
+        (b"\x80\xe0\x00\x00\x00\x00\x00\x01a", nc.SW_WRONG_LENGTH),  # extended Lc 0
         (b"\x80\xe0\x02\x00\x01a", nc.SW_WRONG_P1P2),
         (b"\x80\xe0\x00\x01\x01a", nc.SW_WRONG_P1P2),
         (b"\x80\x12\x00\x00", nc.SW_INS),
@@ -153,6 +155,50 @@ def check_hostile_apdus():
     buf = bytearray(10)
     assert c.read_into(buf) == 2 and bytes(buf[:2]) == b"ok"
     assert c.errors == len(cases) + 1
+
+
+def _exchange_ext(card, data, more=False, le=0):
+    apdu = bytes([0x80, 0xE0, 1 if more else 0, 0, 0])
+    if data:
+        apdu += bytes([len(data) >> 8, len(data) & 0xFF]) + data
+    return card.process(apdu + bytes([le >> 8, le & 0xFF]))
+
+
+def check_extended_length():
+    c = nc.ApduCard()
+    _select(c)
+    msg = bytes([(i * 5) & 0xFF for i in range(1500)])
+    c.queue(msg)
+    r = _exchange_ext(c, msg[:700])  # Le 0000: up to MAX_ANSWER at once
+    assert r == msg + nc.SW_OK, r[-2:]
+    buf = bytearray(2000)
+    n = c.read_into(buf)
+    assert bytes(buf[:n]) == msg[:700]
+    c.queue(msg)
+    r = _exchange_ext(c, b"", le=1000)  # an extended poll with Le 1000
+    assert r[:-2] == msg[:1000] and r[-2:] == b"\x61\x00" and len(r) == 1002, r[-2:]
+    r = c.process(b"\x00\xc0\x00\x00\x00\x00\x00")
+    assert r == msg[1000:] + nc.SW_OK
+    c.queue(bytes(nc.MAX_ANSWER + 10))
+    r = _exchange_ext(c, b"")
+    assert len(r) == nc.MAX_ANSWER + 2 and r[-2:] == b"\x61\x0a"
+    assert c.errors == 0
+
+
+def check_held_answer():
+    c = nc.ApduCard(hold=True)
+    _select(c)
+    c.queue(b"old")
+    assert _exchange_ext(c, b"") == b"old" + nc.SW_OK  # a poll is answered at once
+    assert _exchange_ext(c, b"part", more=True) == nc.SW_OK  # and so are chained blocks
+    assert _exchange_ext(c, b" two") is None and c.held is not None  # the last block waits
+    buf = bytearray(20)
+    n = c.read_into(buf)
+    assert bytes(buf[:n]) == b"part two"
+    c.queue(b"reply")
+    assert c.answer_held() == b"reply" + nc.SW_OK and c.held is None
+    assert _exchange_ext(c, b"x") is None
+    assert _select(c) == nc.SW_OK and c.held is None  # a new contact drops the held answer
 
 
 def check_new_contact_clears_state():
@@ -216,10 +262,10 @@ def check_nfc_card_over_chip():
         n = card.read_into(buf)
         got += bytes(buf[:n])
         if n:
-            card.write(b"reply")  # the answer comes too late for this contact: dropped at release
+            card.write(b"reply")  # the card held the EXCHANGE's answer: the reply goes with it
     assert got == b"abc", got
     answers = [p for c, p in bus.sent if c == 0x8E]
-    assert answers[0] == b"\x90\x00" and answers[1] == b"\x90\x00", answers
+    assert answers[0] == b"\x90\x00" and answers[1] == b"reply\x90\x00", answers
     assert card.released >= 1  # the scripted chip then reported the target released
     assert [c for c, _ in bus.sent][:3] == [0x14, 0x8C, 0x86]
     # after the release the card re-armed (TgInitAsTarget again) and the queue was cleared

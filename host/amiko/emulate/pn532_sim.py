@@ -6,7 +6,7 @@ then takes commands on stdin, one per line, and answers each with one JSON line:
     leave   the card leaves the field: RF goes silent, the firmware sees the target released
     leave_after N   leave when the N-th APDU from now arrives (that APDU is lost in the air)
     enter   the card is in the field again (the start state)
-    stats   {"activations", "apdus", "released", "wtx", "in_field"[, "oversized", "bytes_in", "bytes_out"]}
+    stats   {"activations", "apdus", "released", "wtx", "in_field"[, "bytes_in", "bytes_out"]}
             (bytes_in/out: C-APDU bytes from the reader, R-APDU bytes answered)
     quit
 
@@ -14,7 +14,7 @@ UART side (what the firmware's board/pn532.py talks to): the chip's host-link fr
 (preamble, LEN, LCS, TFI, data, DCS; ACK after every accepted command; the error frame for a
 frame with a bad checksum; an ACK from the host aborts the command in flight), with the
 commands SAMConfiguration (14), GetFirmwareVersion (02), TgInitAsTarget (8C, mode 04 = PICC
-only), TgGetData (86) and TgSetData (8E). Any other command is answered with the error
+only), TgGetData (86), TgSetMetaData (94) and TgSetData (8E). Any other command is answered with the error
 frame (a simplification: the real chip answers most other commands; the firmware sends none).
 
 RF side (what nfcpy's reader sees): nfcpy's own udp driver (nfc.clf.udp.Device) in listen
@@ -27,8 +27,9 @@ does what the PN532 does in PICC mode: it answers the ATS itself (FSCI 8 = 256 b
 ~ 619 ms), runs the ISO-DEP block protocol (I-blocks with block numbers and chaining, R(ACK),
 R(NAK) retransmission and presence checks, S(DESELECT)), hands each complete APDU to the
 firmware in the answer to TgGetData (extended frame above 255 bytes; an APDU larger than
-the chip's 261-byte buffer is answered 6700 by the chip itself) and sends the firmware's TgSetData back as the I-block
-answer. While the firmware has not answered, it asks the reader for more time with S(WTX)
+the chip's 261-byte buffer in parts, status MI on all but the last, one TgGetData each) and
+sends the firmware's answer (TgSetMetaData parts, then TgSetData) back as the I-block answer,
+chained in blocks of the reader's FSD (from its RATS). While the firmware has not answered, it asks the reader for more time with S(WTX)
 (WTXM 4) every FWT/2, as a card must. Limits of the udp link: one card per udp port (two
 cards in one field cannot be simulated), 106 kbit/s type A only, no RF collisions or bit errors.
 """
@@ -58,6 +59,8 @@ WTX_LIMIT = 60  # ~19 s of extensions: a firmware that stopped answering release
 IDLE_FIELD_OFF = 3.0  # seconds without a reader frame: the field is gone
 STATUS_RELEASED = 0x29
 MAX_APDU = 261  # the chip's data buffer (262 bytes with the status byte of TgGetData's answer)
+STATUS_MI = 0x40
+FSD = (16, 24, 32, 40, 48, 64, 96, 128, 256)
 
 
 def frame(data):
@@ -128,6 +131,7 @@ class SimPN532:
         self.activated = None  # RATS bytes once a reader activated us (for TgInitAsTarget's answer)
         self.apdus = []  # complete APDUs from the reader, for TgGetData
         self.answer = None  # the firmware's R-APDU (TgSetData), for the RF thread
+        self.answer_parts = bytearray()  # TgSetMetaData parts before it
         self.released = False
         self.generation = 0  # bumps at every release: stale answers are dropped
         self.pending = None  # command waiting for RF: "init" | "get"
@@ -174,16 +178,22 @@ class SimPN532:
                 self.sel_res = params[6]
                 self.activated = None
                 self.apdus = []
+                self.answer_parts = bytearray()
                 self.released = False
                 self.pending = "init"
                 self.lock.notify_all()
             elif cmd == 0x86:
                 self.pending = "get"
-            elif cmd == 0x8E:
+            elif cmd in (0x8E, 0x94):
                 if self.released:
-                    self.write_uart(frame(bytes([0x8F, STATUS_RELEASED])))
+                    self.answer_parts = bytearray()
+                    self.write_uart(frame(bytes([cmd + 1, STATUS_RELEASED])))
+                elif cmd == 0x94:
+                    self.answer_parts.extend(params)
+                    self.write_uart(frame(b"\x95\x00"))
                 else:
-                    self.answer = (self.generation, bytes(params))
+                    self.answer = (self.generation, bytes(self.answer_parts) + bytes(params))
+                    self.answer_parts = bytearray()
                     self.lock.notify_all()
                     self.write_uart(frame(b"\x8f\x00"))
             else:
@@ -196,7 +206,12 @@ class SimPN532:
                 self.pending = None
             elif self.pending == "get":
                 if self.apdus:
-                    self.write_uart(frame(b"\x87\x00" + self.apdus.pop(0)))
+                    apdu = self.apdus.pop(0)
+                    if len(apdu) > MAX_APDU:  # the rest at the next TgGetData
+                        self.apdus.insert(0, apdu[MAX_APDU:])
+                        self.write_uart(frame(bytes([0x87, STATUS_MI]) + apdu[:MAX_APDU]))
+                    else:
+                        self.write_uart(frame(b"\x87\x00" + apdu))
                     self.pending = None
                 elif self.released:
                     self.write_uart(frame(bytes([0x87, STATUS_RELEASED])))
@@ -213,6 +228,7 @@ class SimPN532:
             self.activated = None
             self.apdus = []
             self.answer = None
+            self.answer_parts = bytearray()
 
     def rf_loop(self):
         dev = CardDevice(*self.udp)
@@ -260,6 +276,8 @@ class SimPN532:
         block = 1  # the PICC's block number starts at 1 (ISO 14443-4 7.5.3.2)
         last = None
         chained = bytearray()
+        inf = FSD[min(rats[1] >> 4, 8)] - 3  # INF bytes per block the reader takes (PCB, CRC)
+        rest = b""  # the answer's blocks still to send (the reader asks with R(ACK))
         idle_since = time.monotonic()
         while True:
             if self.gone(field):
@@ -282,27 +300,34 @@ class SimPN532:
                 if pcb & 0x0C:
                     continue  # CID / NAD not negotiated: ignore the block
                 block = pcb & 1
+                rest = b""
                 chained.extend(cmd[1:])
                 if pcb & 0x10:
                     send = last = bytes([0xA2 | block])
                     continue
                 apdu, chained = bytes(chained), bytearray()
-                if len(apdu) > MAX_APDU:
-                    answer = b"\x67\x00"  # overflows the chip's buffer: refused before the firmware
-                    with self.lock:
-                        self.stats["oversized"] = self.stats.get("oversized", 0) + 1
-                else:
-                    answer = self.ask_firmware(dev, target, apdu, gen, field)
-                send = last = bytes([0x02 | block]) + answer
+                answer = self.ask_firmware(dev, target, apdu, gen, field)
+                send, rest = self.i_block(block, answer, inf)
+                last = send
             elif pcb & 0xE6 == 0xA2:  # R-block
                 if pcb & 0x10 and (pcb & 1) == block and last is not None:
                     send = last  # R(NAK) for our current block: retransmit
+                elif not pcb & 0x10 and rest and (pcb & 1) != block:
+                    block = pcb & 1  # R(ACK) of our chained block: the next one
+                    send, rest = self.i_block(block, rest, inf)
+                    last = send
                 else:
                     send = bytes([0xA2 | block])
             elif pcb & 0xF7 == 0xC2:  # S(DESELECT)
                 dev.send_rsp_recv_cmd(target, bytes([0xC2]), 0)
                 raise nfc.clf.BrokenLinkError("deselected")
             # anything else (S(WTX) answers outside a wait, garbage): silence, as a card keeps
+
+    @staticmethod
+    def i_block(block, data, inf):
+        """(the I-block carrying the first `inf` bytes of data, chained if more follow; the rest)"""
+        more = len(data) > inf
+        return bytes([0x02 | block | (0x10 if more else 0)]) + data[:inf], data[inf:]
 
     def ask_firmware(self, dev, target, apdu, gen, field):
         with self.lock:

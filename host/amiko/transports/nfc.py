@@ -17,10 +17,19 @@ error, a status word other than 9000/61xx) ends the contact: the card "left".
 Two cards in the field: the reader's anticollision selects one; a contact is bound to that
 card's UID, and a different UID is always a new contact (no bytes of one card reach the other).
 
-Contact traffic: the terminal's bytes go out in EXCHANGE APDUs (80 E0 P1 00 Lc data 00) of at
-most CHUNK bytes, P1 bit 0 set on all but the last block of a write; answers are appended to
-what the card has to send, fetched with GET RESPONSE (00 C0 00 00 00) while the card says 61xx.
-With nothing to send the reader polls with an empty EXCHANGE every POLL seconds.
+Contact traffic: the terminal's bytes go out in extended-length EXCHANGE APDUs (80 E0 P1 00 00
+Lc1 Lc2 data 00 00) of at most CHUNK bytes, P1 bit 0 set on all but the last block of a message
+(ISO-DEP chains each APDU over the air, the PN532 hands it to the card's firmware in parts);
+the answer carries up to the card's MAX_ANSWER bytes, the rest is fetched with GET RESPONSE
+(00 C0 00 00 00 00 00) while the card says 61xx. A poll is 80 E0 00 00 00 00 00.
+Everything written while the reader was busy goes out as one message. The card answers the
+last block of a message once the wallet has handled it (the chip asks for waiting time
+meanwhile), so that answer is the wallet's reply: no poll is needed to fetch it. With nothing
+to send the reader polls with an empty EXCHANGE after IDLE_POLL seconds of quiet (the wallet
+speaking on its own: a button press, a retry).
+Frames that the wallet answers nothing to by themselves during a payment (the provider's
+Status routing / locked, the first of HavePayeeRoute and Status routed: see WalletBound) wait
+up to COALESCE seconds for the next frame, so that they share its EXCHANGE.
 
 NfcTransport (what open_transport returns) is one contact, like a plugged serial port: it
 binds to the card in the field (or the next one to arrive); read() returns its bytes, b""
@@ -33,13 +42,17 @@ import logging
 import threading
 import time
 
+from amiko_core import frame
+from amiko_core import messages as m
 from amiko_core import walletlink as wl
+from amiko_core.errors import DecodeError
 
 log = logging.getLogger("amiko.nfc")
 
 AMIKO_AID = wl.NFC_AID
-CHUNK = 240
-POLL = 0.01
+CHUNK = 1024  # bytes of a message per EXCHANGE (the card takes up to 4096 per message)
+IDLE_POLL = 0.5  # longer than the network's gaps within a payment: a poll finds nothing there
+COALESCE = 0.3
 SENSE_INTERVAL = 0.02
 SENS_RES_WAIT = 0.03  # udp link: how long a poll waits for a card's SENS_RES (nfcpy's udp driver waits 1 s)
 GONE_CHECKS = 2  # senses without that UID before a non-wallet card counts as gone
@@ -49,16 +62,64 @@ class ContactLost(Exception):
     pass
 
 
+class WalletBound:
+    """Says which frames for the wallet may wait for the next one: during a payment (after a Tap
+    with a URL), the provider's Status routing and locked (the wallet answers them nothing; the
+    next Status or the payee's Commit follows), and the first of the two route halves
+    (HavePayeeRoute, Status routed: the wallet locks once it has both). Anything else, and any
+    frame of a contact without a payment, goes at once."""
+
+    def __init__(self):
+        self.decoder = frame.FrameDecoder(4096)
+        self.paying = False
+        self.halves = set()  # (txid, "payee" | "provider") sent so far
+
+    def can_wait(self, data):
+        frames = self.decoder.feed(data)
+        waits = bool(frames)
+        for fr in frames:
+            if not self._can_wait(fr):
+                waits = False
+        return waits
+
+    def _half(self, txid, side, other):
+        if (txid, other) in self.halves:
+            return False
+        self.halves.add((txid, side))
+        return True
+
+    def _can_wait(self, fr):
+        try:
+            msg = m.from_frame(fr)
+        except DecodeError:
+            return False
+        if msg.type == wl.TAP:
+            self.paying = msg.url is not None
+            return False
+        if not self.paying:
+            return False
+        if msg.type == wl.STATUS:
+            if msg.state in (wl.ROUTING, wl.LOCKED):
+                return True
+            return msg.state == wl.ROUTED and self._half(msg.txid, "provider", "payee")
+        if msg.type == m.HAVE_PAYEE_ROUTE:
+            return self._half(msg.txid, "payee", "provider")
+        return False
+
+
 class Contact:
-    """One card, from SELECT until it leaves. Thread-safe queues both ways."""
+    """One card, from SELECT until it leaves. Thread-safe queues both ways; stats: its APDUs,
+    bytes_out (C-APDU bytes to the card) and bytes_in (R-APDU bytes from it), SELECT included."""
 
     def __init__(self, uid):
         self.uid = uid
         self.cond = threading.Condition()
         self.inbound = bytearray()
-        self.outbound = []  # messages (each one write()), sent whole
+        self.outbound = []  # (bytes of one write(), monotonic time it must go by)
+        self.bound = WalletBound()
         self.gone = False
         self.listeners = []  # callables run (from the reader thread) when bytes arrive or it ends
+        self.stats = {"apdus": 0, "bytes_out": 0, "bytes_in": 0}
 
     def _notify(self):
         for fn in list(self.listeners):
@@ -83,14 +144,23 @@ class Contact:
 
     def send(self, data):
         with self.cond:
-            self.outbound.append(bytes(data))
+            now = time.monotonic()
+            self.outbound.append((bytes(data), now + COALESCE if self.bound.can_wait(data) else now))
             self.cond.notify_all()
 
     def next_message(self, timeout):
+        """Everything queued, as one message, once something is due; after `timeout` of quiet
+        whatever is queued (b"": a poll)."""
         with self.cond:
-            if not self.outbound:
-                self.cond.wait(timeout)
-            return self.outbound.pop(0) if self.outbound else None
+            end = time.monotonic() + timeout
+            while True:
+                now = time.monotonic()
+                due = min([t for _, t in self.outbound] + [end])
+                if due <= now:
+                    data = b"".join(d for d, _ in self.outbound)
+                    self.outbound = []
+                    return data
+                self.cond.wait(due - now)
 
 
 def sw_of(rapdu):
@@ -105,8 +175,8 @@ def exchange_message(transceive, msg):
     r = b""
     for i, block in enumerate(blocks):
         more = i < len(blocks) - 1
-        apdu = bytes([0x80, 0xE0, 0x01 if more else 0x00, 0x00])
-        apdu += (bytes([len(block)]) + block if block else b"") + b"\x00"
+        apdu = bytes([0x80, 0xE0, 0x01 if more else 0x00, 0x00, 0x00])
+        apdu += (bytes([len(block) >> 8, len(block) & 0xFF]) + block if block else b"") + b"\x00\x00"
         r = bytes(transceive(apdu))
         sw = sw_of(r)
         if more:
@@ -120,7 +190,7 @@ def exchange_message(transceive, msg):
             raise ContactLost("EXCHANGE answered %s" % (sw.hex() or "nothing"))
         if sw[:1] != b"\x61":
             return bytes(out)
-        r = bytes(transceive(b"\x00\xc0\x00\x00\x00"))
+        r = bytes(transceive(b"\x00\xc0\x00\x00\x00\x00\x00"))
 
 
 def select_apdu(aid=AMIKO_AID):
@@ -185,7 +255,8 @@ class Reader:
         self.contact = None
         self.stopping = False
         self.failed = None
-        self.stats = {"contacts": 0, "left": 0, "not_wallet": 0, "apdus": 0, "seen": 0}
+        self.stats = {"contacts": 0, "left": 0, "not_wallet": 0, "apdus": 0, "seen": 0, "bytes_out": 0,
+                      "bytes_in": 0}
         self.thread = threading.Thread(target=self._run, name="nfc-reader %s" % path, daemon=True)
         self.thread.start()
 
@@ -247,12 +318,14 @@ class Reader:
         if tag is None or not hasattr(tag, "transceive"):
             self._not_wallet(uid, tag, "not ISO-DEP")
             return
-        r = bytes(tag.transceive(select_apdu()))
-        self.stats["apdus"] += 1
+        select = select_apdu()
+        r = bytes(tag.transceive(select))
+        self._count(self.stats, select, r)
         if sw_of(r) != b"\x90\x00":
             self._not_wallet(uid, tag, "SELECT answered %s" % sw_of(r).hex())
             return
         contact = Contact(uid)
+        self._count(contact.stats, select, r)
         self.stats["contacts"] += 1
         with self.cond:
             self.contact = contact
@@ -260,13 +333,15 @@ class Reader:
         log.info("nfc: wallet %s in the field", uid.hex())
 
         def transceive(apdu):
-            self.stats["apdus"] += 1
-            return tag.transceive(apdu)
+            r = bytes(tag.transceive(apdu))
+            self._count(contact.stats, apdu, r)
+            self._count(self.stats, apdu, r)
+            return r
 
         try:
             while not self.stopping:
-                msg = contact.next_message(POLL)
-                data = exchange_message(transceive, msg or b"")
+                msg = contact.next_message(IDLE_POLL)
+                data = exchange_message(transceive, msg)
                 if data:
                     contact.deliver(data)
         finally:
@@ -275,6 +350,11 @@ class Reader:
                 if self.contact is contact:
                     self.contact = None
             contact.end()
+
+    @staticmethod
+    def _count(stats, apdu, rapdu):
+        for key, n in (("apdus", 1), ("bytes_out", len(apdu)), ("bytes_in", len(rapdu))):
+            stats[key] = stats.get(key, 0) + n
 
     def _not_wallet(self, uid, tag, why):
         """Leave a card that is not a wallet alone until it leaves the field: presence checks with
