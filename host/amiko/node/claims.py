@@ -39,6 +39,8 @@ import logging
 from amiko_core import messages as m
 
 from amiko.node import credit, disputes, routing
+from amiko.node import events
+from amiko.node.events import Event
 from amiko.node import store as _store
 from amiko.node.routing import IN_LEG, get, leg_channel, txid_text, update
 
@@ -139,7 +141,7 @@ def _dispute(eng, db, r, reason):
                 "deadline (%s); the channel forwards no new payment; open disputes on this link total %d, "
                 "its credit limit is %d", channel, link, r["amount"], txid_text(r["txid"]), r["side"], reason,
                 disputes.open_total(db, link), credit.limit(db, link))
-    eng.emit(db, ("dispute", r["txid"], r["side"], reason))
+    eng.emit(db, Event(events.DISPUTE, r["txid"], r["side"], reason))
     return d
 
 

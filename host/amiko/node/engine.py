@@ -13,14 +13,9 @@ Events for the daemon are delivered only after that transaction commits.
         external_meeting_points (NAME@KEY of other nodes), route_timeout, lock_timeout,
         timeout_increment, max_pending_per_link, max_outbox_per_link,
         max_channels_per_link, max_deadline_window, auto_release
-    subscribe(fn)                   fn(event) after commit; events:
-        ("route_found", txid, side)          an endpoint's half reached the meeting point
-        ("route_failed", txid, side, reason) an endpoint's search is exhausted
-        ("locked", txid, 1)                  the lock reached the payee
-        ("settled", txid, side)              every leg of this node's (txid, side) entry settled
-        ("rolled_back", txid, side, reason)  an endpoint's half was rolled back
-        ("peer_error", link, code, reason)   the peer refused one of our messages
-        ("dispute", txid, side, reason)      a claim not settled by its deadline (amiko.node.claims)
+    subscribe(fn)                   fn(event) after commit; event: amiko.node.events.Event
+        (kind, txid, side, reason: route_found, route_failed, locked, settled, rolled_back,
+        dispute) or PeerError(link, code, reason) (the peer refused one of our messages)
     on_link_message(db, link, msg)  a message the link layer received on link (after its
         sequencing): MakeRoute, HaveNoRoute, CancelRoute, HaveRoute, Lock, RequestCommit,
         SettleCommit, SettleRollback, Deposit, Withdraw, Error. Peer input is hostile: the
@@ -68,6 +63,7 @@ from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 
 from amiko.node import channels, claims, credit, disputes, endpoints, meetingpoints, outbox, routing, settlement, timeouts
+from amiko.node.events import PeerError
 
 log = logging.getLogger("amiko.engine")
 
@@ -159,7 +155,7 @@ class Engine:
             try:
                 fn(event)
             except Exception:
-                log.exception("engine: event subscriber failed on %s", event[0])
+                log.exception("engine: event subscriber failed on %r", event)
 
     def send(self, db, link, msg):
         return outbox.enqueue(db, link, msg, limit=None)
@@ -214,7 +210,7 @@ class Engine:
             credit.deposit_refused(self, db, link, msg.ref_seq, msg.reason)
         log.warning("link %s refused our %s (seq %s): %s", link, m.name_of(msg.ref_type) if msg.ref_type else "message",
                     msg.ref_seq, msg.reason)
-        self.emit(db, ("peer_error", link, msg.code, msg.reason))
+        self.emit(db, PeerError(link, msg.code, msg.reason))
 
     # ---- links and channels ----
 

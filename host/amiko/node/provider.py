@@ -50,10 +50,11 @@ from amiko_core.errors import AmikoError, DecodeError
 from amiko_core.token import token_matches
 from amiko_core.url import AmikoURL, LINK
 
-from amiko.node import autoconfirm, paylink_tcp, receipts
+from amiko.node import autoconfirm, events, paylink_tcp, receipts
 from amiko.node import routing, settlement
 from amiko.node import store as _store
 from amiko.node.control import ControlError
+from amiko.node.events import Event
 from amiko.wire import stream as streams
 
 log = logging.getLogger("amiko.provider")
@@ -90,6 +91,8 @@ _store.register_schema(SCHEMA)
 WAIT = 15
 MAX_PENDING_ANSWERS = 16
 HELD = ("routing", "routed", "locked")
+# the payer-side engine events that move a wallet payment on (sync reads the route entry)
+_PAYER_KINDS = (events.ROUTE_FOUND, events.ROUTE_FAILED, events.SETTLED, events.ROLLED_BACK)
 FINAL = ("committed", "cancelled")
 STATE_CODES = {"routing": wl.ROUTING, "routed": wl.ROUTED, "locked": wl.LOCKED,
                "committed": wl.COMMITTED, "cancelled": wl.CANCELLED}
@@ -268,10 +271,9 @@ class Provider:
     # ---------------------------------------------------------------- events
 
     def on_event(self, event):
-        kind = event[0]
-        if kind not in ("route_found", "route_failed", "settled", "rolled_back") or event[2] != 0:
+        if not isinstance(event, Event) or event.side != 0 or event.kind not in _PAYER_KINDS:
             return
-        txid = bytes(event[1])
+        txid = event.txid
 
         def update(db):
             p = self.payment(db, txid)

@@ -64,6 +64,8 @@ from amiko_core.errors import AmikoError
 from amiko.node import channels
 from amiko.node import disputes
 from amiko.node import endpoints
+from amiko.node import events
+from amiko.node.events import Event
 from amiko.node import meetingpoints
 from amiko.node import store as _store
 
@@ -297,7 +299,7 @@ def fail(eng, db, r, reason):
         eng.send(db, r["up_link"], m.Message(m.HAVE_NO_ROUTE, txid=r["txid"], side=r["side"]))
     else:
         endpoints.payment_outcome(db, r["txid"], "cancelled", eng.now(), reason=reason, role=ROLES[r["side"]])
-        eng.emit(db, ("route_failed", r["txid"], r["side"], reason))
+        eng.emit(db, Event(events.ROUTE_FAILED, r["txid"], r["side"], reason))
 
 
 def on_have_no_route(eng, db, link, msg):
@@ -359,7 +361,7 @@ def route_found(eng, db, r, signature=None):
                                              deadline=r["up_deadline"] if r["side"] == 0 else None,
                                              signature=signature))
     else:
-        eng.emit(db, ("route_found", r["txid"], r["side"]))
+        eng.emit(db, Event(events.ROUTE_FOUND, r["txid"], r["side"]))
 
 
 def on_have_route(eng, db, link, msg):

@@ -57,6 +57,8 @@ from amiko_core import token as tokens
 from amiko_core.errors import AmikoError
 
 from amiko.node import claims, endpoints
+from amiko.node import events
+from amiko.node.events import Event
 from amiko.node import routing
 from amiko.node import store as _store
 from amiko.node.routing import IN_LEG, OUT_LEG, get, leg_channel, txid_text, update
@@ -165,7 +167,7 @@ def forward_lock(eng, db, r):
             rollback_upstream(eng, db, r, "the lock reached the payee too late (after its commit deadline)")
             return
         endpoints.payment_outcome(db, txid, "locked", eng.now(), role="payee")
-        eng.emit(db, ("locked", txid, side))
+        eng.emit(db, Event(events.LOCKED, txid, side))
         if deadline is not None:
             routing.set_timer(db, r, "commit", deadline)
         if eng.cfg.auto_release and request is not None and request["state"] == "open":
@@ -219,7 +221,7 @@ def _check_settled(eng, db, r):
             return
     update(eng, db, r, state="settled")
     routing.clear_timers(db, r)
-    eng.emit(db, ("settled", r["txid"], r["side"]))
+    eng.emit(db, Event(events.SETTLED, r["txid"], r["side"]))
 
 
 def release_token(eng, db, txid, token):
@@ -308,7 +310,7 @@ def rollback_upstream(eng, db, r, reason):
         # The token must never be released after this: the claim is given up.
         db.execute("UPDATE requests SET state = 'cancelled' WHERE txid = ? AND state = 'open'", (txid,))
         endpoints.payment_outcome(db, txid, "cancelled", eng.now(), reason=reason, role="payee")
-        eng.emit(db, ("rolled_back", txid, side, reason))
+        eng.emit(db, Event(events.ROLLED_BACK, txid, side, reason))
     if r[inn + "_link"] is not None:
         status = r[inn + "_status"]
         if status in ("requested", "settled"):
@@ -322,4 +324,4 @@ def rollback_upstream(eng, db, r, reason):
             rollback_upstream(eng, db, e0, reason)
     else:
         endpoints.payment_outcome(db, txid, "cancelled", eng.now(), reason=reason, role="payer")
-        eng.emit(db, ("rolled_back", txid, side, reason))
+        eng.emit(db, Event(events.ROLLED_BACK, txid, side, reason))

@@ -40,6 +40,8 @@ from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 
 from amiko.node import claims, endpoints, routing, settlement
+from amiko.node import events
+from amiko.node.events import Event
 from amiko.node.routing import ROLES, get, release_leg, txid_text, update
 
 log = logging.getLogger("amiko.timeouts")
@@ -105,7 +107,7 @@ def give_up_route(eng, db, r, reason):
         eng.send(db, r["up_link"], m.Message(m.HAVE_NO_ROUTE, txid=r["txid"], side=r["side"]))
     else:
         endpoints.payment_outcome(db, r["txid"], "cancelled", eng.now(), reason=reason, role=ROLES[r["side"]])
-        eng.emit(db, ("route_failed", r["txid"], r["side"], reason))
+        eng.emit(db, Event(events.ROUTE_FAILED, r["txid"], r["side"], reason))
 
 
 def forget_route(eng, db, r, reason):
@@ -115,7 +117,7 @@ def forget_route(eng, db, r, reason):
     routing.clear_timers(db, r)
     if r["up_link"] is None:
         endpoints.payment_outcome(db, r["txid"], "cancelled", eng.now(), reason=reason, role=ROLES[r["side"]])
-        eng.emit(db, ("rolled_back", r["txid"], r["side"], reason))
+        eng.emit(db, Event(events.ROLLED_BACK, r["txid"], r["side"], reason))
 
 
 def purge(eng, db, now, retention):
