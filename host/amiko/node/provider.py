@@ -51,7 +51,6 @@ from amiko_core.token import token_matches
 from amiko_core.url import AmikoURL, LINK
 
 from amiko.node import autoconfirm, events, paylink_tcp, receipts
-from amiko.node import routing, settlement
 from amiko.node import store as _store
 from amiko.node.control import ControlError
 from amiko.node.events import Event
@@ -96,7 +95,7 @@ _PAYER_KINDS = (events.ROUTE_FOUND, events.ROUTE_FAILED, events.SETTLED, events.
 FINAL = ("committed", "cancelled")
 STATE_CODES = {"routing": wl.ROUTING, "routed": wl.ROUTED, "locked": wl.LOCKED,
                "committed": wl.COMMITTED, "cancelled": wl.CANCELLED}
-# route entry state (routing.py) -> wallet payment state
+# route entry state (amiko.node.route) -> wallet payment state
 ROUTE_STATES = {"routing": "routing", "waiting": "routing", "routed": "routed", "locked": "locked",
                 "settled": "committed", "failed": "cancelled", "cancelled": "cancelled",
                 "rolled_back": "cancelled"}
@@ -149,17 +148,17 @@ class Provider:
         """Bring a payment row in line with the engine's payer-side route entry."""
         if p["state"] in FINAL:
             return p
-        r = routing.get(db, p["txid"], 0)
-        state = "cancelled" if r is None else ROUTE_STATES.get(r["state"], p["state"])
+        r = self.engine.route_entry(db, p["txid"], 0)
+        state = "cancelled" if r is None else ROUTE_STATES.get(r.state, p["state"])
         if state == p["state"]:
             return p
         if state == "committed":
-            token = settlement.known_token(db, p["txid"])
+            token = self.engine.known_token(db, p["txid"])
             db.execute("UPDATE wallets SET balance = balance - ? WHERE id = ?", (p["amount"], p["wallet"]))
             self._set(db, p, state="committed", token=bytes(token) if token else None)
             log.info("wallet %s paid %d (%s)", p["wallet"], p["amount"], p["txid"].hex())
         elif state == "cancelled":
-            self._set(db, p, state="cancelled", reason=(r or {}).get("reason") or p["reason"] or "no route")
+            self._set(db, p, state="cancelled", reason=(r and r.reason) or p["reason"] or "no route")
         else:
             self._set(db, p, state=state)
         return p
@@ -236,7 +235,7 @@ class Provider:
         available = w["balance"] - self.held(db, w["id"])
         if amount > available:
             return "amount %d is over the wallet's available balance %d" % (amount, available)
-        if routing.get(db, txid, 0) is not None:
+        if self.engine.route_entry(db, txid, 0) is not None:
             return "this node routes that transaction already"
         return None
 
