@@ -39,8 +39,9 @@ import random
 from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 
-from amiko.node import outbox
+from amiko.node import events, outbox
 from amiko.node.engine import Engine
+from amiko.node.events import Event
 from amiko.node.identity import ORDER, Identity
 from amiko.node.store import Store
 
@@ -354,25 +355,24 @@ class Sim:
 
     def _on_event(self, node, ev):
         node.events.append(ev)
-        kind = ev[0]
-        p = self.payments.get(ev[1]) if isinstance(ev[1], bytes) else None
+        p = self.payments.get(ev.txid) if isinstance(ev, Event) else None
         if p is None:
             return
-        if kind == "route_found":
-            if ev[2] == 0 and node is p.payer:
+        if ev.kind == events.ROUTE_FOUND:
+            if ev.side == 0 and node is p.payer:
                 self._routed(p, 0)
-            elif ev[2] == 1 and node is p.payee:
+            elif ev.side == 1 and node is p.payee:
                 self.later(lambda: self._routed(p, 1))  # HavePayeeRoute over the payment link
-        elif kind == "route_failed":
-            p.failed.append((node.name, ev[2], ev[3]))
+        elif ev.kind == events.ROUTE_FAILED:
+            p.failed.append((node.name, ev.side, ev.reason))
             if self.auto_cancel:  # Cancel over the payment link: the other endpoint drops its half
-                self.later(lambda: self._cancel_other_half(p, ev[2], ev[3]))
-        elif kind == "locked" and node is p.payee and node.engine.cfg.auto_release:
+                self.later(lambda: self._cancel_other_half(p, ev.side, ev.reason))
+        elif ev.kind == events.LOCKED and node is p.payee and node.engine.cfg.auto_release:
             self.later(lambda: self._commit_at_payer(p))  # Commit{token} over the payment link
-        elif kind == "settled":
-            p.settled.add((node.name, ev[2]))
-        elif kind == "rolled_back":
-            p.failed.append((node.name, ev[2], ev[3]))
+        elif ev.kind == events.SETTLED:
+            p.settled.add((node.name, ev.side))
+        elif ev.kind == events.ROLLED_BACK:
+            p.failed.append((node.name, ev.side, ev.reason))
 
     def _cancel_other_half(self, p, failed_side, reason):
         self.cancel(p, "payment cancelled: " + reason, sides=(1 - failed_side,))

@@ -4,6 +4,9 @@ import random
 
 import pytest
 
+from amiko.node import events
+from amiko.node.events import Event
+
 from sim import Sim
 
 AMOUNT = 10_000
@@ -348,13 +351,13 @@ def test_payee_gives_up_after_lock_rolls_back_to_payer(tmp_path):
     before = sim.balances()
     p = sim.pay(a, c, 10)
     sim.run()  # locked up to c, token never released
-    assert ("locked", p.txid, 1) in c.events and not p.done
+    assert Event(events.LOCKED, p.txid, 1) in c.events and not p.done
     assert a.query("SELECT state FROM holds") == [("locked",)]
     with c.tx() as db:
         c.engine.rollback(db, p.txid, 1, "payee gave up")
     sim.run()
-    assert ("rolled_back", p.txid, 0, "payee gave up") in a.events
-    assert ("rolled_back", p.txid, 1, "payee gave up") in c.events
+    assert Event(events.ROLLED_BACK, p.txid, 0, "payee gave up") in a.events
+    assert Event(events.ROLLED_BACK, p.txid, 1, "payee gave up") in c.events
     for node, role in ((a, "payer"), (c, "payee")):
         with node.store.read() as db:
             assert node.engine.payment(db, p.txid, role)["state"] == "cancelled"
@@ -380,7 +383,7 @@ def test_lock_meets_a_meeting_point_without_payee_half_and_rolls_back(sim):
     with a.tx() as db:
         a.engine.lock(db, p.txid)
     sim.run()
-    assert ("rolled_back", p.txid, 0, "the meeting point has no payee-side route") in a.events
+    assert Event(events.ROLLED_BACK, p.txid, 0, "the meeting point has no payee-side route") in a.events
     assert sim.errors == []
     sim.check_quiet()
 

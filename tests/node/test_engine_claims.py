@@ -8,6 +8,8 @@ from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 from amiko_core.messages import MAX_AMOUNT
 
+from amiko.node.events import PeerError
+
 from sim import Sim
 
 FUNDING = 5000
@@ -172,7 +174,7 @@ def test_peer_deposit_without_a_credit_limit_is_refused_and_both_ends_agree(tmp_
     sim.run()
     ((who, frm, _, reason),) = deposit_errors(sim)
     assert (who, frm) == ("b", "a") and "no credit limit" in reason and "--credit-limit" in reason
-    assert ("peer_error", "b", 3, reason[:200]) in a.events
+    assert PeerError("b", 3, reason[:200]) in a.events
     assert channels_of(a, "b") == [] and channels_of(b, "a") == []  # a removed its channel
     sim.check_quiet()
     # b's operator sets a limit: now the same deposit is accepted on both ends

@@ -8,6 +8,7 @@ from amiko_core.errors import AmikoError
 from amiko_core.messages import MAX_AMOUNT
 
 from amiko.node import meetingpoints, outbox
+from amiko.node.events import PeerError
 from sim import Sim
 
 WRONG_TOKEN = b"\x99" * 32
@@ -219,7 +220,7 @@ def test_refused_message_is_answered_with_an_error_and_the_network_carries_on(sc
     err = m.decode(mtype, body)
     assert err.ref_type == m.LOCK and "does not match the route's 10" in err.reason
     deliver(sim, b, a)
-    assert ("peer_error", "b", err.code, err.reason) in a.events
+    assert PeerError("b", err.code, err.reason) in a.events
     # the real lock of that payment and everything else still completes
     n_errors = len(sim.errors)
     with a.tx() as db:

@@ -21,7 +21,7 @@ import pytest
 from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 
-from amiko.node import endpoints, meetingpoints, outbox
+from amiko.node import endpoints, events, meetingpoints, outbox
 from sim import Sim, node_identity
 
 FUNDING = 1000
@@ -59,7 +59,7 @@ def payment_state(node, txid, role):
 def assert_cancelled_cleanly(sim, p, before):
     """The payer never locked, no balance moved, both ends agree it is cancelled, all is quiet."""
     assert p.locked is False
-    assert not any(ev[0] == "locked" for n in sim.nodes.values() for ev in n.events if ev[1] == p.txid)
+    assert not any(ev.kind == events.LOCKED and ev.txid == p.txid for n in sim.nodes.values() for ev in n.events)
     assert sim.balances() == before
     sim.check_quiet()  # both ends of every channel agree; nothing reserved, locked, pending
     assert payment_state(p.payer, p.txid, "payer") == "cancelled"

@@ -38,9 +38,11 @@ import logging
 
 from amiko_core import messages as m
 
-from amiko.node import credit, disputes, routing
+from amiko.node import credit, disputes, events, route
 from amiko.node import store as _store
-from amiko.node.routing import IN_LEG, get, leg_channel, txid_text, update
+from amiko.node.events import Event
+from amiko.node.route import Route, txid_text
+from amiko.node.routing import leg_channel
 
 log = logging.getLogger("amiko.claims")
 
@@ -69,25 +71,21 @@ RESEND = 1  # seconds, at least, between two copies of a refused RequestCommit
 KINDS = ("claim", "resend")
 
 
-def _token(db, txid):
-    row = db.execute("SELECT token FROM tokens WHERE txid = ?", (txid,)).fetchone()
-    return None if row is None else bytes(row[0])
-
-
-def _send(eng, db, r, token):
-    link = r[IN_LEG[r["side"]] + "_link"]
-    seq = eng.send(db, link, m.Message(m.REQUEST_COMMIT, txid=r["txid"], side=r["side"], token=token))
+def _send(ctx, db, r, token):
+    link = r.in_leg.link
+    seq = ctx.send(db, link, m.Message(m.REQUEST_COMMIT, txid=r.txid, side=r.side, token=token))
     db.execute("INSERT OR REPLACE INTO claims (link, seq, txid, side) VALUES (?, ?, ?, ?)",
-               (link, seq, r["txid"], r["side"]))
+               (link, seq, r.txid, r.side))
 
 
-def request(eng, db, r, token):
+def request(ctx, db, r, token):
     """The in leg of r is locked and the token known: claim it (see module doc)."""
-    inn = IN_LEG[r["side"]]
-    update(eng, db, r, **{inn + "_status": "requested"})
-    _send(eng, db, r, token)
-    if r[inn + "_deadline"] is not None:
-        routing.set_timer(db, r, "claim", r[inn + "_deadline"])
+    inn = r.in_leg
+    inn.status = "requested"
+    r.save(db, ctx.now())
+    _send(ctx, db, r, token)
+    if inn.deadline is not None:
+        r.set_timer(db, "claim", inn.deadline)
 
 
 def _standing(db, link, seq):
@@ -95,34 +93,33 @@ def _standing(db, link, seq):
     row = db.execute("SELECT txid, side FROM claims WHERE link = ? AND seq = ?", (link, seq)).fetchone()
     if row is None:
         return None
-    r = get(db, row[0], row[1])
-    inn = IN_LEG[row[1]]
-    if r is None or r[inn + "_link"] != link or r[inn + "_status"] != "requested":
+    r = Route.load(db, row[0], row[1])
+    if r is None or r.in_leg.link != link or r.in_leg.status != "requested":
         return None
     return r
 
 
-def refused(eng, db, link, seq, reason):
+def refused(ctx, db, link, seq, reason):
     """The peer answered our RequestCommit seq on link with an Error (see module doc)."""
     r = _standing(db, link, seq)
     if r is None:
         return
-    txid, side = r["txid"], r["side"]
+    txid, side = r.txid, r.side
     reason = m.cut_reason(reason)
-    deadline = r[IN_LEG[side] + "_deadline"]
-    now = eng.clock()
+    deadline = r.in_leg.deadline
+    now = ctx.clock()
     db.execute("INSERT INTO claim_refusals (txid, side, link, count, reason, last) VALUES (?, ?, ?, 1, ?, ?) "
                "ON CONFLICT (txid, side) DO UPDATE SET count = count + 1, reason = excluded.reason, "
                "last = excluded.last", (txid, side, link, reason, int(now)))
     if deadline is None or now >= deadline:
-        lost(eng, db, r, "claim refused by link %s at this node's deadline: %s" % (link, reason))
+        lost(ctx, db, r, "claim refused by link %s at this node's deadline: %s" % (link, reason))
         return
     log.warning("claim for %s/%d (%d) refused by link %s %.0f s before this node's deadline: the claim stands "
                 "and RequestCommit is sent again until then (peer said: %s)",
-                txid_text(txid), side, r["amount"], link, deadline - now, reason)
-    due = now + max(RESEND, eng.increment())
+                txid_text(txid), side, r.amount, link, deadline - now, reason)
+    due = now + max(RESEND, ctx.increment())
     if due < deadline:
-        routing.set_timer(db, r, "resend", due)
+        r.set_timer(db, "resend", due)
 
 
 def _refusal(db, txid, side):
@@ -130,57 +127,64 @@ def _refusal(db, txid, side):
     return None if row is None else (row[0], row[1])
 
 
-def _dispute(eng, db, r, reason):
-    inn = IN_LEG[r["side"]]
-    link, channel = r[inn + "_link"], r[inn + "_channel"]
-    d = disputes.record(db, eng.now(), link, channel, r["txid"], r["side"], r["amount"],
-                        _token(db, r["txid"]) or b"", m.cut_reason(reason, 512))
+def _dispute(ctx, db, r, reason):
+    link, channel = r.in_leg.link, r.in_leg.channel
+    d = disputes.record(db, ctx.now(), link, channel, r.txid, r.side, r.amount,
+                        route.known_token(db, r.txid) or b"", m.cut_reason(reason, 512))
     log.warning("DISPUTE on channel %d of link %s: %d owed by the peer for %s/%d, not settled by this node's "
                 "deadline (%s); the channel forwards no new payment; open disputes on this link total %d, "
-                "its credit limit is %d", channel, link, r["amount"], txid_text(r["txid"]), r["side"], reason,
+                "its credit limit is %d", channel, link, r.amount, txid_text(r.txid), r.side, reason,
                 disputes.open_total(db, link), credit.limit(db, link))
-    eng.emit(db, ("dispute", r["txid"], r["side"], reason))
+    ctx.emit(db, Event(events.DISPUTE, r.txid, r.side, reason))
     return d
 
 
-def lost(eng, db, r, reason):
+def lost(ctx, db, r, reason):
     """The deadline has passed and the peer refuses: drop the hold, keep the claim as a dispute."""
-    txid, side = r["txid"], r["side"]
-    inn = IN_LEG[side]
-    _dispute(eng, db, r, reason)
-    leg_channel(db, r, inn).rollback(txid, side)  # the hold is locked; its leg is 'requested'
-    update(eng, db, r, **{inn + "_status": "rolled_back"})
-    update(eng, db, r, state="rolled_back", reason=m.cut_reason(reason))
-    routing.clear_timers(db, r)
+    txid, side, inn = r.txid, r.side, r.in_leg
+    r.check(route.LOSE)
+    _dispute(ctx, db, r, reason)
+    leg_channel(db, inn).rollback(txid, side)  # the hold is locked; its leg is 'requested'
+    inn.status = "rolled_back"
+    r.apply(db, ctx.now(), route.LOSE, reason=m.cut_reason(reason))
+    r.clear_timers(db)
     db.execute("DELETE FROM claim_refusals WHERE txid = ? AND side = ?", (txid, side))
 
 
-def fire(eng, db, r, kind, now):
+def fire(ctx, db, r, kind, now):
     """A 'claim' (the deadline) or 'resend' timer of r fell due."""
-    inn = IN_LEG[r["side"]]
-    if r[inn + "_status"] != "requested":
+    inn = r.in_leg
+    if inn.status != "requested":
         return
-    link, deadline = r[inn + "_link"], r[inn + "_deadline"]
+    link, deadline = inn.link, inn.deadline
     if kind == "resend":
         if deadline is not None and now < deadline:
-            token = _token(db, r["txid"])
+            token = route.known_token(db, r.txid)
             if token is not None:
-                log.info("RequestCommit for %s/%d sent again to link %s", txid_text(r["txid"]), r["side"], link)
-                _send(eng, db, r, token)
+                log.info("RequestCommit for %s/%d sent again to link %s", txid_text(r.txid), r.side, link)
+                _send(ctx, db, r, token)
         return
-    refusal = _refusal(db, r["txid"], r["side"])
+    refusal = _refusal(db, r.txid, r.side)
     if refusal is not None:
-        lost(eng, db, r, "claim refused by link %s until this node's deadline (%d times, last: %s)"
+        lost(ctx, db, r, "claim refused by link %s until this node's deadline (%d times, last: %s)"
              % (link, refusal[0], refusal[1]))
     else:
-        _dispute(eng, db, r, "link %s did not settle by this node's deadline; the claim stands "
+        _dispute(ctx, db, r, "link %s did not settle by this node's deadline; the claim stands "
                              "(RequestCommit stays queued)" % link)
 
 
-def settled(eng, db, r):
+def settled(ctx, db, r):
     """The peer paid the claim of r (SettleCommit): forget its refusals, resolve a dispute."""
-    db.execute("DELETE FROM claim_refusals WHERE txid = ? AND side = ?", (r["txid"], r["side"]))
-    d = disputes.resolve(db, r["txid"], r["side"], eng.now(), "settled by the peer after the deadline")
+    db.execute("DELETE FROM claim_refusals WHERE txid = ? AND side = ?", (r.txid, r.side))
+    d = disputes.resolve(db, r.txid, r.side, ctx.now(), "settled by the peer after the deadline")
     if d is not None:
         log.warning("dispute on channel %d of link %s resolved: the peer settled %d for %s/%d",
-                    d["channel"], d["link"], d["amount"], txid_text(r["txid"]), r["side"])
+                    d["channel"], d["link"], d["amount"], txid_text(r.txid), r.side)
+
+
+def purge(db):
+    """Forget the claims of route entries that are gone (route.purge deleted them)."""
+    db.execute("DELETE FROM claims WHERE NOT EXISTS "
+               "(SELECT 1 FROM routes r WHERE r.txid = claims.txid AND r.side = claims.side)")
+    db.execute("DELETE FROM claim_refusals WHERE NOT EXISTS (SELECT 1 FROM routes r "
+               "WHERE r.txid = claim_refusals.txid AND r.side = claim_refusals.side)")

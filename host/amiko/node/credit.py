@@ -22,7 +22,7 @@ Tables (SCHEMA):
 set_limit(db, link, limit, now); limit(db, link); in_use(db, link) (capacity of the peer's
 channels not closed); check_peer_deposit(db, link, amount) raises AmikoError beyond the limit;
 accepted(db, link, channel, amount); sent(db, link, seq, channel);
-deposit_refused(eng, db, link, seq, reason).
+deposit_refused(ctx, db, link, seq, reason) (ctx: amiko.node.context).
 """
 
 import logging
@@ -30,7 +30,7 @@ import logging
 from amiko_core.errors import AmikoError
 from amiko_core.messages import MAX_AMOUNT
 
-from amiko.node import channels, routing
+from amiko.node import channels, route, routing
 from amiko.node import store as _store
 
 log = logging.getLogger("amiko.credit")
@@ -107,7 +107,7 @@ def sent(db, link, seq, channel):
     db.execute("INSERT OR REPLACE INTO deposits_sent (link, seq, channel) VALUES (?, ?, ?)", (link, seq, channel))
 
 
-def deposit_refused(eng, db, link, seq, reason):
+def deposit_refused(ctx, db, link, seq, reason):
     """The peer refused our Deposit (seq on link): the channel never existed there; remove it here."""
     row = db.execute("SELECT channel FROM deposits_sent WHERE link = ? AND seq = ?", (link, seq)).fetchone()
     if row is None:
@@ -124,12 +124,8 @@ def deposit_refused(eng, db, link, seq, reason):
     log.warning("link %s refused our deposit of %d on channel %d: %s; the channel is removed",
                 link, ch.local + ch.remote, cid, reason)
     # Routes that reserved on it before the refusal came back: as if the peer said HaveNoRoute.
-    for (txid, side) in db.execute("SELECT txid, side FROM routes WHERE down_link = ? AND down_channel = ? "
-                                   "AND state = 'routing'", (link, cid)).fetchall():
-        r = routing.get(db, txid, side)
-        routing.release_leg(db, r, "down")
-        routing.update(eng, db, r, down_link=None, down_channel=None, down_status=None, down_deadline=None)
-        routing.advance(eng, db, r)
+    for r in route.routing_on_channel(db, link, cid):
+        routing.retry(ctx, db, r)
     if channels.require(db, link, cid).hold_count():
         # Unreachable: nothing but our own MakeRoutes can hold on a channel the peer never had.
         log.error("channel %d on link %s: refused by the peer but still holds funds; kept", cid, link)

@@ -241,15 +241,15 @@ class Node:
         self.loop.call_soon(self._dispatch_event, event)
 
     def _dispatch_event(self, event):
-        log.debug("event %s", event[0])
+        log.debug("event %r", event)
         try:
             self.paylinks.on_event(event)
         except Exception:
-            log.exception("handling engine event %r", event[:3])
+            log.exception("handling engine event %r", event)
         try:
             self.provider.on_event(event)
         except Exception:
-            log.exception("provider: handling engine event %r", event[:3])
+            log.exception("provider: handling engine event %r", event)
         self.links.kick()
 
     # -- TCP listener

@@ -148,6 +148,12 @@ def cancel_request(db, payment_id):
     db.execute("UPDATE requests SET state = 'cancelled' WHERE payment_id = ?", (payment_id,))
 
 
+def cancel_open_request(db, txid):
+    """The payee gave its claim on txid up: its request, if still open, is cancelled, so the
+    token is never released afterwards."""
+    db.execute("UPDATE requests SET state = 'cancelled' WHERE txid = ? AND state = 'open'", (txid,))
+
+
 def _check_fields(fields):
     for k in fields:
         if k not in PAYMENT_FIELDS:

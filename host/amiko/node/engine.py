@@ -5,6 +5,12 @@ and does all its work in it: rows change and the link messages it causes are enq
 (amiko.node.outbox) in the same transaction, so either all of it commits or none of it.
 Events for the daemon are delivered only after that transaction commits.
 
+The engine owns the payment state: the route entries (amiko.node.route, with the one table
+of their transitions) and what routing, settlement, timeouts, claims and credit do with them.
+Those modules get a narrow context (amiko.node.context.Context: send, emit, clock, config,
+identity, refuse_settle), never the engine; everything outside asks the engine (route_entry,
+known_token, payment, status, ...), never those modules or their tables.
+
     Engine(store, node_config, identity=None, clock=time.time)
         identity (amiko.node.identity.Identity) is required for meeting points: they are
         named NAME@KEY by its key (amiko.node.meetingpoints) and sign their HaveRoutes.
@@ -13,14 +19,9 @@ Events for the daemon are delivered only after that transaction commits.
         external_meeting_points (NAME@KEY of other nodes), route_timeout, lock_timeout,
         timeout_increment, max_pending_per_link, max_outbox_per_link,
         max_channels_per_link, max_deadline_window, auto_release
-    subscribe(fn)                   fn(event) after commit; events:
-        ("route_found", txid, side)          an endpoint's half reached the meeting point
-        ("route_failed", txid, side, reason) an endpoint's search is exhausted
-        ("locked", txid, 1)                  the lock reached the payee
-        ("settled", txid, side)              every leg of this node's (txid, side) entry settled
-        ("rolled_back", txid, side, reason)  an endpoint's half was rolled back
-        ("peer_error", link, code, reason)   the peer refused one of our messages
-        ("dispute", txid, side, reason)      a claim not settled by its deadline (amiko.node.claims)
+    subscribe(fn)                   fn(event) after commit; event: amiko.node.events.Event
+        (kind, txid, side, reason: route_found, route_failed, locked, settled, rolled_back,
+        dispute) or PeerError(link, code, reason) (the peer refused one of our messages)
     on_link_message(db, link, msg)  a message the link layer received on link (after its
         sequencing): MakeRoute, HaveNoRoute, CancelRoute, HaveRoute, Lock, RequestCommit,
         SettleCommit, SettleRollback, Deposit, Withdraw, Error. Peer input is hostile: the
@@ -42,7 +43,10 @@ Events for the daemon are delivered only after that transaction commits.
     record_payment(db, **fields); update_payment(db, txid, role, **fields); payment(db, txid, role)
     due_timers(db, now=None) -> [dict(txid, side, kind, due)]; next_timer(db) -> due or None
     fire_timer(db, txid, side, kind, now=None) -> bool   fire one due timer (amiko.node.timeouts)
+    postpone_timer(db, txid, side, kind, due)   a timer whose firing failed (the timer loop)
     purge(db, now=None) -> int      delete tombstones older than tombstone_retention
+    route_entry(db, txid, side) -> amiko.node.route.Route or None   read it, do not change it
+    known_token(db, txid) -> bytes or None   the token this node learned for txid
     All times are from clock() (float seconds; tests pass a fake clock): route/lock timers
     are local and sub-second, deadlines on the wire whole seconds (rounded up).
     status(db) -> dict (JSON-ready): name, balance, links, channels, pending, meeting points,
@@ -60,14 +64,16 @@ that follow from existing work are always enqueued (their number is bounded by t
 """
 
 import logging
-import math
 import os
 import time
 
 from amiko_core import messages as m
 from amiko_core.errors import AmikoError
 
-from amiko.node import channels, claims, credit, disputes, endpoints, meetingpoints, outbox, routing, settlement, timeouts
+from amiko.node import channels, claims, credit, disputes, endpoints, meetingpoints, outbox, route, routing, settlement
+from amiko.node import timeouts
+from amiko.node.context import Context
+from amiko.node.events import PeerError
 
 log = logging.getLogger("amiko.engine")
 
@@ -122,6 +128,8 @@ class Engine:
         self.clock = clock
         self._subscribers = []
         self.refuse_settle = set()  # developer mode only (see the module doc)
+        # all that routing, settlement, timeouts, claims and credit may use of the engine
+        self._ctx = Context(self.send, self.emit, clock, self.cfg, identity, self.refuse_settle)
         self._handlers = {
             m.MAKE_ROUTE: routing.on_make_route,
             m.HAVE_NO_ROUTE: routing.on_have_no_route,
@@ -136,17 +144,10 @@ class Engine:
             m.ERROR: self._on_error,
         }
 
-    # ---- plumbing used by routing/settlement ----
+    # ---- plumbing ----
 
     def now(self):
         return int(self.clock())
-
-    def deadline_in(self, seconds):
-        """A wire deadline (whole unix seconds) at least `seconds` from now."""
-        return int(math.ceil(self.clock() + seconds))
-
-    def increment(self):
-        return int(math.ceil(self.cfg.timeout_increment))
 
     def subscribe(self, fn):
         self._subscribers.append(fn)
@@ -159,21 +160,13 @@ class Engine:
             try:
                 fn(event)
             except Exception:
-                log.exception("engine: event subscriber failed on %s", event[0])
+                log.exception("engine: event subscriber failed on %r", event)
 
     def send(self, db, link, msg):
         return outbox.enqueue(db, link, msg, limit=None)
 
     def own_meeting_points(self, db):
-        return set(self.cfg.meeting_points) | set(endpoints.stored_meeting_points(db))
-
-    def link_has_room(self, db, link):
-        return (routing.pending_on_link(db, link) < self.cfg.max_pending_per_link
-                and outbox.pending_count(db, link) < self.cfg.max_outbox_per_link)
-
-    def deadline_acceptable(self, deadline):
-        now = self.now()
-        return now < deadline <= now + self.cfg.max_deadline_window
+        return routing.own_meeting_points(self._ctx, db)
 
     # ---- link messages ----
 
@@ -190,16 +183,16 @@ class Engine:
             msg = m.Message(msg.type, dict(msg.fields))
         except AmikoError as e:
             raise AmikoError("invalid %s from link %s: %s" % (msg.name, link, e.reason))
-        handler(self, db, link, msg)
+        handler(self._ctx, db, link, msg)
 
-    def _on_deposit(self, _eng, db, link, msg):
+    def _on_deposit(self, _ctx, db, link, msg):
         self._check_channel_room(db, link)
         channels.check_amount(msg.amount, "deposit amount")
         credit.check_peer_deposit(db, link, msg.amount)
         channels.open_channel(db, link, msg.channel, 0, msg.amount, now=self.now())
         credit.accepted(db, link, msg.channel, msg.amount)
 
-    def _on_withdraw(self, _eng, db, link, msg):
+    def _on_withdraw(self, _ctx, db, link, msg):
         ch = channels.require(db, link, msg.channel)
         if ch.state == "closed":
             return  # both sides withdrew at once
@@ -207,14 +200,14 @@ class Engine:
         # answers it with HaveNoRoute and the channel closes then. Locked ones: refused.
         channels.close_channel(ch, allow_reserved=True)
 
-    def _on_error(self, _eng, db, link, msg):
+    def _on_error(self, ctx, db, link, msg):
         if msg.ref_type == m.REQUEST_COMMIT and msg.ref_seq is not None:
-            claims.refused(self, db, link, msg.ref_seq, msg.reason)
+            claims.refused(ctx, db, link, msg.ref_seq, msg.reason)
         elif msg.ref_type == m.DEPOSIT and msg.ref_seq is not None:
-            credit.deposit_refused(self, db, link, msg.ref_seq, msg.reason)
+            credit.deposit_refused(ctx, db, link, msg.ref_seq, msg.reason)
         log.warning("link %s refused our %s (seq %s): %s", link, m.name_of(msg.ref_type) if msg.ref_type else "message",
                     msg.ref_seq, msg.reason)
-        self.emit(db, ("peer_error", link, msg.code, msg.reason))
+        self.emit(db, PeerError(link, msg.code, msg.reason))
 
     # ---- links and channels ----
 
@@ -270,19 +263,19 @@ class Engine:
         return endpoints.create_request(db, amount, receipt, offered, self.now())
 
     def start_route(self, db, txid, side, amount, meeting_point, payment_id=None):
-        routing.start(self, db, txid, side, amount, meeting_point)
+        routing.start(self._ctx, db, txid, side, amount, meeting_point)
 
     def lock(self, db, txid):
-        settlement.lock_payer(self, db, txid)
+        settlement.lock_payer(self._ctx, db, txid)
 
     def release_token(self, db, txid, token):
-        settlement.release_token(self, db, txid, token)
+        settlement.release_token(self._ctx, db, txid, token)
 
     def cancel_route(self, db, txid, side, reason="cancelled"):
-        routing.cancel_endpoint(self, db, txid, side, reason)
+        routing.cancel_endpoint(self._ctx, db, txid, side, reason)
 
     def rollback(self, db, txid, side, reason):
-        settlement.rollback(self, db, txid, side, reason)
+        settlement.rollback(self._ctx, db, txid, side, reason)
 
     def record_payment(self, db, **fields):
         endpoints.record_payment(db, now=self.now(), **fields)
@@ -294,37 +287,50 @@ class Engine:
         return endpoints.get_payment(db, txid, role)
 
     def due_timers(self, db, now=None, limit=None):
-        return timeouts.due(db, self.clock() if now is None else now, limit)
+        return route.due(db, self.clock() if now is None else now, limit)
 
     def next_timer(self, db):
-        return timeouts.next_due(db)
+        return route.next_due(db)
+
+    def postpone_timer(self, db, txid, side, kind, due):
+        route.postpone_timer(db, txid, side, kind, due)
 
     def fire_timer(self, db, txid, side, kind, now=None):
-        return timeouts.fire(self, db, txid, side, kind, self.clock() if now is None else now)
+        return timeouts.fire(self._ctx, db, txid, side, kind, self.clock() if now is None else now)
 
     def purge(self, db, now=None):
-        return timeouts.purge(self, db, self.clock() if now is None else now, self.cfg.tombstone_retention)
+        """Delete route entries that ended more than tombstone_retention ago (amiko.node.timeouts)."""
+        retention = self.cfg.tombstone_retention
+        n = route.purge(db, int((self.clock() if now is None else now) - retention))
+        if n:
+            claims.purge(db)
+            log.info("purged %d ended route entries older than %d s", n, retention)
+        return n
+
+    # ---- questions about payments, for the services outside the engine ----
+
+    def route_entry(self, db, txid, side):
+        """This node's route entry of (txid, side) (amiko.node.route.Route), or None."""
+        return route.Route.load(db, txid, side)
+
+    def known_token(self, db, txid):
+        """The token of txid if this node learned it (bytes), or None."""
+        return route.known_token(db, txid)
 
     # ---- status ----
 
     def status(self, db):
         chans = channels.channel_rows(db)
-        pending = db.execute(
-            "SELECT %s FROM routes WHERE state IN (%s) ORDER BY created"
-            % (", ".join(routing.COLUMNS), ", ".join("?" * len(routing.ACTIVE))), routing.ACTIVE).fetchall()
         return {
             "name": self.cfg.name,
             "balance": sum(c["local"] for c in chans),
             "links": [dict({k: _hex(v) for k, v in link.items()}, credit_limit=credit.limit(db, link["name"]),
                            credit_used=credit.in_use(db, link["name"])) for link in self.links(db)],
             "channels": chans,
-            "pending": [{k: _hex(v) for k, v in zip(routing.COLUMNS, row) if k != "tried"} for row in pending],
+            "pending": [{k: _hex(v) for k, v in row.items() if k != "tried"} for row in route.active_rows(db)],
             "meeting_points": self.meeting_points(db),
             "external_meeting_points": list(self.cfg.external_meeting_points),
             "history": [{k: _hex(v) for k, v in p.items()} for p in endpoints.history(db)],
-            "routes": [{"txid": _hex(r[0]), "side": r[1], "state": r[2], "reason": r[3], "updated": r[4]}
-                       for r in db.execute("SELECT txid, side, state, reason, updated FROM routes WHERE state IN (%s) "
-                                           "ORDER BY updated DESC LIMIT 200" % ", ".join("?" * len(routing.ENDED)),
-                                           routing.ENDED).fetchall()],
+            "routes": [dict(r, txid=_hex(r["txid"])) for r in route.recently_ended(db, 200)],
             "disputes": [{k: _hex(v) for k, v in d.items()} for d in disputes.rows(db)],
         }

@@ -58,7 +58,9 @@ from amiko_core import paylink
 from amiko_core.errors import AmikoError, DecodeError, ProtocolError, URLError
 from amiko_core.url import parse_pay
 
+from amiko.node import events
 from amiko.node import identity as identities
+from amiko.node.events import Event
 from amiko.wire import stream as streams
 
 log = logging.getLogger("amiko.paylink")
@@ -326,14 +328,12 @@ class _Run:
 
     def on_event(self, event):
         """An engine event about this session's half: the session's input of that name."""
-        kind = event[0]
-        reason = event[3] if len(event) > 3 else None
         s = self.session
-        if kind == "settled":
+        if event.kind == events.SETTLED:
             if s.accepts("settled"):
                 self.apply(s.handle("settled", self.links.payments.token(s.txid)))
-        elif kind in ("route_found", "route_failed", "rolled_back"):
-            self.apply(s.handle(kind, reason))
+        elif event.kind in (events.ROUTE_FOUND, events.ROUTE_FAILED, events.ROLLED_BACK):
+            self.apply(s.handle(event.kind, event.reason))
 
 
 class PayeeRun(_Run):
@@ -634,13 +634,12 @@ class PaymentLinks:
     # -- engine events (called by the daemon, outside any transaction)
 
     def on_event(self, event):
-        if not isinstance(event[1], (bytes, bytearray)):
-            return  # not about a payment (peer_error)
-        kind, txid, side = event[0], bytes(event[1]), event[2]
-        if kind == "locked" and side == PAYEE:
-            self._payee_locked(txid)
+        if not isinstance(event, Event):
+            return  # not about a payment (PeerError)
+        if event.kind == events.LOCKED and event.side == PAYEE:
+            self._payee_locked(event.txid)
             return
-        run = self.by_tx.get((txid, side))
+        run = self.by_tx.get((event.txid, event.side))
         if run is not None:
             run.on_event(event)
 

@@ -11,7 +11,7 @@ identity and config where it needs them:
               the payer learned (its proof of payment).
 """
 
-from amiko.node import endpoints, settlement
+from amiko.node import endpoints
 
 
 class Ledger:
@@ -57,5 +57,5 @@ class Payments:
         """The token the payer learned for txid (its proof of payment), or None."""
         with self._ledger.read() as db:
             row = self._engine.payment(db, txid, "payer")
-            token = (row or {}).get("token") or settlement.known_token(db, txid)
+            token = (row or {}).get("token") or self._engine.known_token(db, txid)
         return bytes(token) if token else None

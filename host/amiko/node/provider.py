@@ -50,10 +50,10 @@ from amiko_core.errors import AmikoError, DecodeError
 from amiko_core.token import token_matches
 from amiko_core.url import AmikoURL, LINK
 
-from amiko.node import autoconfirm, paylink_tcp, receipts
-from amiko.node import routing, settlement
+from amiko.node import autoconfirm, events, paylink_tcp, receipts
 from amiko.node import store as _store
 from amiko.node.control import ControlError
+from amiko.node.events import Event
 from amiko.wire import stream as streams
 
 log = logging.getLogger("amiko.provider")
@@ -90,10 +90,12 @@ _store.register_schema(SCHEMA)
 WAIT = 15
 MAX_PENDING_ANSWERS = 16
 HELD = ("routing", "routed", "locked")
+# the payer-side engine events that move a wallet payment on (sync reads the route entry)
+_PAYER_KINDS = (events.ROUTE_FOUND, events.ROUTE_FAILED, events.SETTLED, events.ROLLED_BACK)
 FINAL = ("committed", "cancelled")
 STATE_CODES = {"routing": wl.ROUTING, "routed": wl.ROUTED, "locked": wl.LOCKED,
                "committed": wl.COMMITTED, "cancelled": wl.CANCELLED}
-# route entry state (routing.py) -> wallet payment state
+# route entry state (amiko.node.route) -> wallet payment state
 ROUTE_STATES = {"routing": "routing", "waiting": "routing", "routed": "routed", "locked": "locked",
                 "settled": "committed", "failed": "cancelled", "cancelled": "cancelled",
                 "rolled_back": "cancelled"}
@@ -146,17 +148,17 @@ class Provider:
         """Bring a payment row in line with the engine's payer-side route entry."""
         if p["state"] in FINAL:
             return p
-        r = routing.get(db, p["txid"], 0)
-        state = "cancelled" if r is None else ROUTE_STATES.get(r["state"], p["state"])
+        r = self.engine.route_entry(db, p["txid"], 0)
+        state = "cancelled" if r is None else ROUTE_STATES.get(r.state, p["state"])
         if state == p["state"]:
             return p
         if state == "committed":
-            token = settlement.known_token(db, p["txid"])
+            token = self.engine.known_token(db, p["txid"])
             db.execute("UPDATE wallets SET balance = balance - ? WHERE id = ?", (p["amount"], p["wallet"]))
             self._set(db, p, state="committed", token=bytes(token) if token else None)
             log.info("wallet %s paid %d (%s)", p["wallet"], p["amount"], p["txid"].hex())
         elif state == "cancelled":
-            self._set(db, p, state="cancelled", reason=(r or {}).get("reason") or p["reason"] or "no route")
+            self._set(db, p, state="cancelled", reason=(r and r.reason) or p["reason"] or "no route")
         else:
             self._set(db, p, state=state)
         return p
@@ -233,7 +235,7 @@ class Provider:
         available = w["balance"] - self.held(db, w["id"])
         if amount > available:
             return "amount %d is over the wallet's available balance %d" % (amount, available)
-        if routing.get(db, txid, 0) is not None:
+        if self.engine.route_entry(db, txid, 0) is not None:
             return "this node routes that transaction already"
         return None
 
@@ -268,10 +270,9 @@ class Provider:
     # ---------------------------------------------------------------- events
 
     def on_event(self, event):
-        kind = event[0]
-        if kind not in ("route_found", "route_failed", "settled", "rolled_back") or event[2] != 0:
+        if not isinstance(event, Event) or event.side != 0 or event.kind not in _PAYER_KINDS:
             return
-        txid = bytes(event[1])
+        txid = event.txid
 
         def update(db):
             p = self.payment(db, txid)

@@ -1,6 +1,6 @@
 """The daemon's timer loop: fires the engine's stored timers when they fall due.
 
-Timers live in the database (routing's table timers), so a node that crashed fires on
+Timers live in the database (table timers, amiko.node.route), so a node that crashed fires on
 restart whatever fell due while it was down. The loop:
 - waits STARTUP_GRACE seconds after start, so that links reconnect and the messages queued
   for this node (a RequestCommit claiming a leg, say) are applied before an overdue commit
@@ -78,12 +78,7 @@ class TimerLoop:
             except Exception:
                 log.exception("firing the %s timer of %s/%d", t["kind"], bytes(t["txid"]).hex()[:12], t["side"])
                 try:
-                    self.ledger.transact(_postpone, t, now + RETRY_DELAY)
+                    self.ledger.transact(engine.postpone_timer, t["txid"], t["side"], t["kind"], now + RETRY_DELAY)
                 except Exception:
                     log.exception("postponing a failed timer")
         return len(due)
-
-
-def _postpone(db, t, due):
-    db.execute("UPDATE timers SET due = ? WHERE txid = ? AND side = ? AND kind = ?",
-               (due, t["txid"], t["side"], t["kind"]))
