@@ -46,6 +46,24 @@ def test_only_the_right_types_reach_the_wallet():
     assert r.dropped == 6
 
 
+def test_settled_once_the_providers_final_status_for_the_authorised_payment_crossed():
+    r = Router()
+    key, other = bytes(32), transaction_id(new_token())
+    done = m.Message(wl.DONE, id="p1", state=wl.COMMITTED)
+    commit = wl.auth(key, "w-1", 3, wl.COMMIT, TXID, 5, "mp", b"\x02" + bytes(32), bytes(32), wl.AUTO)
+    r.from_wallet(m.to_frame(commit))
+    final = m.to_frame(wl.status(key, "w-1", 3, 3, TXID, wl.COMMITTED, 5, "mp", 0, 0))
+    r.from_payee(final)  # the payee cannot settle the wallet's session
+    assert not r.settled
+    r.from_provider(m.to_frame(wl.status(key, "w-1", 3, 3, TXID, wl.LOCKED, 5, "mp", 0, 0)))
+    r.from_provider(m.to_frame(wl.status(key, "w-1", 3, 3, other, wl.COMMITTED, 5, "mp", 0, 0)))
+    assert not r.settled  # not final, or another payment's
+    r.from_provider(final)
+    assert not r.settled  # the wallet has not said Done yet
+    r.from_wallet(m.to_frame(done))
+    assert r.settled
+
+
 def test_wallet_cli_errors_say_what_to_do(tmp_path):
     r = run_amiko(["wallet", "provision", "--port", "/dev/nonexistent", "--provider",
                    "amikolink://127.0.0.1:4000/w", "--json"])

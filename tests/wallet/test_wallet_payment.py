@@ -4,6 +4,7 @@ with `amiko wallet history`."""
 
 import asyncio
 import concurrent.futures
+import time
 
 from amiko_core import frame
 from amiko_core import messages as m
@@ -42,13 +43,13 @@ class CutAfterLock:
         self.t.close()
 
 
-def relay(pty, url=None, timeout=60, cut_after_lock=None):
+def relay(pty, url=None, timeout=60, cut_after_lock=None, linger=1.0):
     async def go():
         t = open_transport("serial:" + pty)
         if cut_after_lock is not None:
             t = CutAfterLock(t, cut_after_lock)
         try:
-            return await Relay(t).run(url, timeout=timeout)
+            return await Relay(t).run(url, timeout=timeout, linger=linger)
         finally:
             t.close()
 
@@ -66,8 +67,12 @@ def test_wallet_pays_through_relay(net, tmp_path):
         assert again.returncode == 2 and "provisioned already" in again.json["error"]["message"], again
 
         url = net.request(shop, 300, "espresso")
-        out = relay(board.pty, url)
+        started = time.monotonic()
+        out = relay(board.pty, url, linger=50)
         assert out["result"] == "committed", out
+        # the session ends once the provider's final Status reached the wallet, not after the linger
+        # (the next customer's tap would wait through it)
+        assert time.monotonic() - started < 40
         assert out["hello"]["wallet"] == wallet
 
         info = wallet_cli("info", "--provider", prov.home, "--wallet", wallet, "--json").json

@@ -48,6 +48,8 @@ TO_PAYEE = (m.PAY, m.CONFIRM, m.CANCEL)
 FROM_PAYEE = (m.RECEIPT, m.CANCEL, m.HAVE_PAYEE_ROUTE, m.COMMIT)
 FROM_PROVIDER = (wl.STATUS,)  # the provider's Error frames are logged, not relayed
 MAX_FRAME = 4096
+FINAL_STATES = (wl.COMMITTED, wl.CANCELLED)
+SETTLED_QUIET = 0.1  # s of quiet that end a session once the wallet's payment is settled (Router.settled)
 
 
 class Router:
@@ -59,6 +61,15 @@ class Router:
         self.dropped = 0
         self.hello = None
         self.done = None
+        self._auth_txid = None  # the txid of the wallet's last Auth
+        self._final_txid = None  # the txid of the last final Status the provider sent the wallet
+
+    @property
+    def settled(self):
+        """The wallet said Done and its provider's final Status (committed / cancelled) for the
+        payment the wallet last authorised has crossed to it: the session has nothing left to carry
+        but stragglers."""
+        return self.done is not None and self._final_txid is not None and self._final_txid == self._auth_txid
 
     def _messages(self, side, data):
         return self._decode(side, self.decoders[side].feed(data))
@@ -79,6 +90,7 @@ class Router:
             if msg.type in TO_PAYEE:
                 actions.append(("payee", m.to_frame(msg)))
             elif msg.type == wl.AUTH:
+                self._auth_txid = msg.txid
                 actions.append(("provider", m.to_frame(msg)))
             elif msg.type == wl.HELLO:
                 self.hello = msg
@@ -99,6 +111,8 @@ class Router:
         actions = []
         for msg in self._decode(side, frames):
             if msg.type in allowed:
+                if side == "provider" and msg.type == wl.STATUS and msg.state in FINAL_STATES:
+                    self._final_txid = msg.txid
                 actions.append(("wallet", m.to_frame(msg)))
             else:
                 if msg.type == m.ERROR:
@@ -259,13 +273,15 @@ class Relay:
                         self._done.set()
 
     async def _quiet(self, seconds, limit):
-        """Wait until nothing moved for `seconds` (at most `limit` seconds)."""
+        """Wait until nothing moved for `seconds` (at most `limit` seconds), or only for
+        SETTLED_QUIET once the router says the payment is settled: the next customer's tap
+        must not wait through a linger that has nothing left to carry."""
         loop = asyncio.get_running_loop()
         end = loop.time() + limit
         while loop.time() < end:
             self._activity.clear()
             try:
-                await asyncio.wait_for(self._activity.wait(), seconds)
+                await asyncio.wait_for(self._activity.wait(), SETTLED_QUIET if self.router.settled else seconds)
             except asyncio.TimeoutError:
                 return
 
