@@ -36,8 +36,10 @@ Exactly-once (per link and direction; bookkeeping in outbox.py):
   whatever is enqueued later when kick() is called after the enqueuing COMMIT;
 - LinkMsg{seq}: seq <= last_in: a duplicate, acknowledged again and ignored.
   seq == last_in + 1: handler(db, link, msg) runs and last_in advances in ONE store
-  transaction (one per batch of frames already received, each handler call in its own
-  savepoint); the Ack is sent after COMMIT. If the handler raises (or the inner message does
+  transaction (group commit: the reads of every connection that arrive within one loop
+  iteration share one transaction, at most GROUP_MAX link messages; each read in its own
+  savepoint, each handler call in one inside it); the Acks are sent after COMMIT, and a
+  group of received Acks only commits without fsync (a lost one is a resend, a duplicate). If the handler raises (or the inner message does
   not decode), its savepoint is rolled back (its changes and its after_commit callbacks are
   dropped), and the transaction consumes the seq and enqueues Error{code, reason, ref_type,
   ref_seq} to the peer instead (never in answer to an Error: no ping-pong).
