@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/compare_trees.py --before DIR [--after DIR] [--hops 1,3] [--concurrency 1,16]
                                             [--payments 100] [--rounds 3] [--no-write]
+                                            [--section NAME] [--change TEXT]
 
 What it measures: the figures of bench/node.py (real `amiko node` processes on loopback, one chain
 per route length, payments driven through the control sockets; latency = pay_start sent ->
@@ -42,6 +43,8 @@ sys.path[:0] = [str(HERE)]
 from results_file import write_section  # noqa: E402  (this script's own directory)
 
 SECTION = "Node network before/after BOLT 8 (issue 11)"
+CHANGE = ("the BOLT 8 work (the after tree's script also sets credit limits and names the meeting point "
+          "NAME@KEY)")
 COLUMNS = {"p50": "p50 ms", "p99": "p99 ms", "pps": "payments/s", "cpu": "node CPU ms/payment", "n": "payments"}
 RUN_TIMEOUT = 900
 
@@ -119,15 +122,14 @@ def report(results, trees, args, loads, elapsed):
     lines = [
         "The figures of bench/node.py (section 'Node network (issue 3)' explains what they are: real `amiko node` "
         "chains on loopback, durable SQLite, latency = pay_start sent -> pay_confirm answered committed, "
-        "payments/s = payments / (first start -> last committed)) for the tree before the BOLT 8 work and after "
-        "it, each tree driven by its own bench/node.py and virtualenv (the after tree's script also sets credit "
-        "limits and names the meeting point NAME@KEY): per round one `DIR/.venv/bin/python DIR/bench/node.py "
+        "payments/s = payments / (first start -> last committed)) for the tree before %s and after "
+        "it, each tree driven by its own bench/node.py and virtualenv: per round one `DIR/.venv/bin/python DIR/bench/node.py "
         "--no-profile --no-write --hops %s --concurrency %s --payments %d --rounds 1` per tree, which brings its "
         "chains up, runs 10 warm-up payments per chain (not counted), then max(%d, 15 x C) payments per "
         "configuration, and checks the balances. %d rounds, the two trees alternating and the order flipping each "
         "round (%s), so load drift hits both alike. Figures: the median over the rounds of each round's p50, p99 "
         "and payments/s; ratio = after / before (latency > 1.00x or payments/s < 1.00x: after is slower)."
-        % (args.hops, args.concurrency, args.payments, args.payments, args.rounds, order),
+        % (args.change, args.hops, args.concurrency, args.payments, args.payments, args.rounds, order),
         "",
         "Before: `%s` at %s. After: `%s` at %s." % (trees["before"], tree_commit(trees["before"]),
                                                    trees["after"], tree_commit(trees["after"])),
@@ -169,6 +171,9 @@ def main(argv=None):
     ap.add_argument("--payments", type=int, default=100, help="minimum payments per configuration and round (default 100)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds, each running both trees once (default 3)")
     ap.add_argument("--no-write", action="store_true", help="print only, do not update bench/RESULTS.md")
+    ap.add_argument("--section", default=SECTION, help="the bench/RESULTS.md section to write (default: %r)" % SECTION)
+    ap.add_argument("--change", default=CHANGE, help="what changed between the trees, for the report (default: %r)"
+                    % CHANGE)
     args = ap.parse_args(argv)
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     for label, tree in trees.items():
@@ -190,7 +195,7 @@ def main(argv=None):
     text = report(results, trees, args, loads, time.monotonic() - t0)
     print(text)
     if not args.no_write:
-        write_section(SECTION, ".venv/bin/python bench/compare_trees.py " + shlex.join(argv), text)
+        write_section(args.section, ".venv/bin/python bench/compare_trees.py " + shlex.join(argv), text)
     return 0
 
 

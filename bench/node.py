@@ -64,12 +64,15 @@ def profiled_node(out, home):
     import cProfile
     import sqlite3
 
-    counters = {"commits": 0, "commit_s": 0.0}
+    counters = {"commits": 0, "commit_s": 0.0, "relaxed": 0}
+    relaxed = [False]  # the store lowered synchronous for this transaction (Store.transaction(durable=False))
 
     class CountingConnection(sqlite3.Connection):
         def execute(self, sql, *args):
             if sql == "COMMIT":
                 return self.sqlite_commit_wal_fsync()
+            if sql.startswith("PRAGMA synchronous="):
+                relaxed[0] = sql != "PRAGMA synchronous=FULL"
             return super().execute(sql, *args)
 
         def sqlite_commit_wal_fsync(self):
@@ -78,6 +81,7 @@ def profiled_node(out, home):
                 return super().execute("COMMIT")
             finally:
                 counters["commits"] += 1
+                counters["relaxed"] += relaxed[0]
                 counters["commit_s"] += time.perf_counter() - t
 
     real_connect = sqlite3.connect
@@ -90,7 +94,7 @@ def profiled_node(out, home):
     state = {"prof": None, "k": 0}
 
     def start(signum, frame):
-        counters.update(commits=0, commit_s=0.0)
+        counters.update(commits=0, commit_s=0.0, relaxed=0)
         state["t0"], state["cpu0"] = time.perf_counter(), time.process_time()
         state["prof"] = cProfile.Profile()
         state["prof"].enable()
@@ -401,7 +405,8 @@ def summarize_profile(prof_path, info):
 
 # functions whose call counts explain the transactions: (file suffix, name)
 COUNTED = {
-    "reads": ("amiko/node/links.py", "_apply"),  # one store transaction per socket read with LinkMsgs/Acks
+    "groups": ("amiko/node/links.py", "_apply_group"),  # one store transaction per group of reads
+    "reads": ("amiko/node/links.py", "_apply_read"),  # socket reads with LinkMsgs/Acks
     "handled": ("amiko/node/links.py", "_call_handler"),  # one per link message applied
     "acks": ("amiko/node/outbox.py", "acked"),  # reads that carried an Ack
 }
@@ -579,12 +584,15 @@ def profile_report(prof):
             lines.append("| %s | %s |" % (label, " | ".join(fmt % fn(nodes[r]) for r in names)))
 
         row("COMMITs (SQLite transactions)", lambda x: x[0]["commits"] / n, "%.1f")
+        row("&nbsp; of them durable (synchronous=FULL: fsync)", lambda x: (x[0]["commits"] - x[0].get("relaxed", 0)) / n,
+            "%.1f")
         row("ms per COMMIT", lambda x: 1000 * x[0]["commit_s"] / max(1, x[0]["commits"]))
         row("CPU ms (user+sys)", lambda x: 1000 * (x[0]["cpu_s"]) / n)
         row("wall ms busy (profiled, outside epoll waits)", lambda x: 1000 * sum(x[1][0].values()) / n)
         for name, _ in CATEGORIES:
             row("&nbsp; %s" % name, lambda x, name=name: 1000 * x[1][0][name] / n)
-        row("link transactions (links._apply: one per socket read)", lambda x: x[1][3].get("reads", 0) / n, "%.1f")
+        row("link group transactions (links._apply_group)", lambda x: x[1][3].get("groups", 0) / n, "%.1f")
+        row("&nbsp; socket reads they applied (links._apply_read)", lambda x: x[1][3].get("reads", 0) / n, "%.1f")
         row("&nbsp; link messages applied", lambda x: x[1][3].get("handled", 0) / n, "%.1f")
         row("&nbsp; of the reads: carrying an Ack", lambda x: x[1][3].get("acks", 0) / n, "%.1f")
         row("&nbsp; of the reads: only Acks (at least)",
@@ -617,7 +625,8 @@ def reading(results, levels, prof):
                                 for r in hops_inner)
     cpu_node = {c: 1000 * results[hi][c]["node_cpu"] / results[hi][c]["n"] / (hi + 1) for c in levels}
     fs = lambda w: sum(w["fsyncs"].values()) / w["n"] if w["fsyncs"] else float("nan")  # noqa: E731
-    return ("Reading: every node applies each incoming socket read in one SQLite transaction (WAL, fsync) before "
+    return ("Reading: every node applies the socket reads of all its links that arrive within one loop iteration "
+            "in one SQLite transaction (WAL; fsync unless the group carries only Acks) before "
             "it forwards or acknowledges anything, so a payment costs each intermediate node about %.1f COMMITs "
             "when payments come one at a time (%.1f link messages applied + at least %.1f reads carrying only "
             "Acks; %.1f ms per COMMIT, fsync included) and hop2 made %.1f fsync calls per payment; at concurrency "

@@ -181,6 +181,10 @@ def _node_args(p):
                    help="with --developer: as payee, never release the token (failure tests)")
     p.add_argument("--dev-lock-delay", metavar="S|never",
                    help="with --developer: as payer, lock S seconds after routing, or never (failure tests)")
+    p.add_argument("--dev-kill-in-group-commit", choices=("before", "after"),
+                   help="with --developer: SIGKILL this node in the first link group transaction that applies "
+                        "link messages of 2 or more connections, just before its COMMIT or right after it "
+                        "(before its Acks are sent; durability tests)")
     p.add_argument("--dev-check-schemas", action="store_true",
                    help="with --developer: check every control call, answer and notification against "
                         "schemas/control/ (the tests' nodes)")
@@ -199,8 +203,11 @@ def _node_run(args, out):
             raise AmikoError("--dev-lock-delay takes seconds or never, not %r" % args.dev_lock_delay) from None
     if args.dev_check_schemas:
         dev["check_schemas"] = True
+    if args.dev_kill_in_group_commit:
+        dev["kill_in_group_commit"] = args.dev_kill_in_group_commit
     if dev and not args.developer:
-        raise AmikoError("--dev-withhold-token, --dev-lock-delay and --dev-check-schemas need --developer")
+        raise AmikoError("--dev-withhold-token, --dev-lock-delay, --dev-kill-in-group-commit and --dev-check-schemas "
+                         "need --developer")
     return daemon.main(_home(args), json_ready=out.as_json, stdout=out.stdout, developer=args.developer,
                        dev_options=dev)
 

@@ -573,3 +573,36 @@ async def test_peer_error_frame_is_recorded(node, tmp_path):
     send(stream, link_msg(1, deposit(3)))
     assert (await next_msg(stream)).seq == 1  # still connected
     stream.close()
+
+
+@hostile
+async def test_a_flood_in_one_burst_is_applied_in_bounded_groups(node, tmp_path):
+    """1000 LinkMsgs at once, one of them malformed: every group transaction holds at most
+    GROUP_MAX link messages, all valid ones are applied once, the malformed one alone is
+    answered with an Error, and the Acks cover everything."""
+    sizes = []
+    real = node.mgr._apply_group
+
+    def spy(members):
+        sizes.append(sum(len(msgs) for _, msgs, _ in members))
+        return real(members)
+
+    node.mgr._apply_group = spy
+    stream = await authenticated(node)
+    bad = 500
+    send(stream, *[raw_link_msg(i, m.DEPOSIT, b"\xff") if i == bad else link_msg(i, deposit(i))
+                   for i in range(1, 1001)])
+    await wait_until(lambda: node.last_in() == 1000, "every message consumed", timeout=30)
+    assert node.received() == [i for i in range(1, 1001) if i != bad]
+    assert sizes and max(sizes) <= links.GROUP_MAX, sizes
+    errors, acked = [], 0
+    async with asyncio.timeout(10):
+        while acked < 1000 or not errors:
+            msg = await stream.recv_message()
+            if msg.type == links.ACK:
+                acked = max(acked, msg.seq)
+            elif msg.type == links.LINK_MSG:
+                errors.append(m.decode(msg.msg_type, msg.body))
+                send(stream, m.to_frame(m.Message(links.ACK, {"seq": msg.seq})))
+    assert [(e.type, e.ref_seq) for e in errors] == [(m.ERROR, bad)]
+    stream.close()

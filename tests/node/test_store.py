@@ -142,3 +142,24 @@ def test_transactions_from_threads_are_serialised(store):
         t.join()
     with store.read() as db:
         assert sorted(r[0] for r in db.execute("SELECT x FROM t")) == list(range(80))
+
+
+def test_a_transaction_that_need_not_be_durable_commits_and_restores_full_sync(store, tmp_path):
+    with store.transaction() as db:
+        db.execute("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+    with store.transaction(durable=False) as db:
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: no fsync at COMMIT in WAL
+        db.execute("INSERT INTO t VALUES (1)")
+    with store.read() as db:
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+    with pytest.raises(ValueError):
+        with store.transaction(durable=False) as db:
+            db.execute("INSERT INTO t VALUES (2)")
+            raise ValueError("rolled back")
+    with store.read() as db:
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    other = sqlite3.connect(str(tmp_path / "node.db"))
+    try:
+        assert other.execute("SELECT x FROM t").fetchall() == [(1,)]
+    finally:
+        other.close()

@@ -27,7 +27,9 @@
   node then cheats that peer on purpose (takes the token, settles nothing, answers its
   RequestCommit with an Error), for the attack tests; never use it in production. It also adds
   debug_drop_link and allows the payment links' developer options (--dev-withhold-token,
-  --dev-lock-delay; see amiko.node.paylink_tcp) and --dev-check-schemas (every control call,
+  --dev-lock-delay; see amiko.node.paylink_tcp), --dev-kill-in-group-commit before|after (SIGKILL
+  in the first link group transaction applying messages of two or more connections, before or
+  right after its COMMIT: the durability tests) and --dev-check-schemas (every control call,
   answer and notification checked against schemas/control/, amiko.node.schemas). No environment
   variable changes behaviour.
 - Logs go to stderr and to HOME/node.log (level from $AMIKO_LOG_LEVEL, default INFO).
@@ -143,6 +145,7 @@ class Node:
         self.developer = developer
         self.dev_options = dict(dev_options or {}) if developer else {}  # paylink_tcp's developer options
         self.check_schemas = bool(self.dev_options.pop("check_schemas", False))  # --dev-check-schemas
+        self.kill_in_group_commit = self.dev_options.pop("kill_in_group_commit", None)  # --dev-kill-in-group-commit
         self.config = config
         self.identity = identity
         self.loop = None
@@ -173,6 +176,8 @@ class Node:
         self.links = links_mod.LinkManager(self.store, self.identity, self._on_link_message, self.link_url,
                                            loop=self.loop, handshake_timeout=cfg.handshake_timeout,
                                            keepalive=cfg.link_keepalive)
+        if self.kill_in_group_commit is not None:
+            self.links.dev_crash_point = self._dev_kill_in_group_commit
         self.ledger = Ledger(self.store, self.links.kick)
         self.paylinks = paylink_tcp.PaymentLinks(self.ledger, self.engine, Payments(self.ledger, self.engine),
                                                  self.identity, cfg, self.dev_options)
@@ -230,6 +235,16 @@ class Node:
     def _on_link_message(self, db, link, msg):
         """The LinkManager's handler (the link layer sends what it enqueued after COMMIT)."""
         self.engine.on_link_message(db, link, msg)
+
+    def _dev_kill_in_group_commit(self, when, members):
+        """--dev-kill-in-group-commit before|after: SIGKILL in the first group transaction that
+        applies link messages of two or more connections, before or right after its COMMIT."""
+        if when == self.kill_in_group_commit and sum(1 for _, msgs, _ in members if msgs) >= 2:
+            log.warning("DEVELOPER --dev-kill-in-group-commit: SIGKILL %s the COMMIT of a group of %d reads (%d link "
+                        "messages)", when, len(members), sum(len(msgs) for _, msgs, _ in members))
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def link_url(self, name, invite=None):
         """This node's amikolink:// URL for a link (pins this node's key), with an invitation

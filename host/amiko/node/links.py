@@ -36,8 +36,10 @@ Exactly-once (per link and direction; bookkeeping in outbox.py):
   whatever is enqueued later when kick() is called after the enqueuing COMMIT;
 - LinkMsg{seq}: seq <= last_in: a duplicate, acknowledged again and ignored.
   seq == last_in + 1: handler(db, link, msg) runs and last_in advances in ONE store
-  transaction (one per batch of frames already received, each handler call in its own
-  savepoint); the Ack is sent after COMMIT. If the handler raises (or the inner message does
+  transaction (group commit: the reads of every connection that arrive within one loop
+  iteration share one transaction, at most GROUP_MAX link messages; each read in its own
+  savepoint, each handler call in one inside it); the Acks are sent after COMMIT, and a
+  group of received Acks only commits without fsync (a lost one is a resend, a duplicate). If the handler raises (or the inner message does
   not decode), its savepoint is rolled back (its changes and its after_commit callbacks are
   dropped), and the transaction consumes the seq and enqueues Error{code, reason, ref_type,
   ref_seq} to the peer instead (never in answer to an Error: no ping-pong).
@@ -100,7 +102,8 @@ MAX_FRAME = frames.DEFAULT_MAX_FRAME
 HANDSHAKE_TIMEOUT = 5.0  # BOLT 8 handshake, and the ConnectLink answer after it
 KEEPALIVE = 10.0  # seconds: an idle link sends its latest Ack this often
 IDLE_FACTOR = 3  # a link with no frame for IDLE_FACTOR * keepalive seconds is dropped
-BATCH = 128  # frames consumed per store transaction; outbox rows written per drain()
+BATCH = 128  # frames taken from one connection per read; outbox rows written per drain()
+GROUP_MAX = 256  # link messages applied in one group transaction at most (a flood waits for the next)
 MAX_BAD_MESSAGES = 16  # rejected top-level frames tolerated per connection
 STABLE_AFTER = 2.0  # a connection that lived this long resets the dial backoff
 MAX_REASON = 200  # bytes of an Error reason we write (the message allows 256)
@@ -255,21 +258,6 @@ async def _send_error_and_close(stream, code, reason, ref_type=None):
     stream.close()
 
 
-async def recv_ready(stream, first, limit=BATCH):
-    """(first and the frames the stream already holds, at most limit; the StreamError that
-    ended the stream after them, or None). Never waits for more: recv(timeout=0) returns what
-    is buffered. The frames before an error are still delivered (and applied)."""
-    out = [first]
-    while len(out) < limit:
-        try:
-            out.append(await stream.recv(timeout=0))
-        except StreamError as e:
-            if e.code == "timeout":
-                break
-            return out, e
-    return out, None
-
-
 async def initiator_handshake(stream, remote_name, callback=None, invite=None, timeout=HANDSHAKE_TIMEOUT):
     """After the BOLT 8 handshake: send ConnectLink and wait for the responder's answer.
     Raises LinkError (refused, unexpected answer) or StreamError."""
@@ -347,6 +335,66 @@ class _Connection:
         self.stream.abort()
 
 
+class _GroupCommit:
+    """Reads of every connection that arrive within one loop iteration, applied in one store
+    transaction (LinkManager._apply_group): one COMMIT instead of one per read. submit()
+    returns that member's result once the group's transaction committed (or raises what
+    it raised). A group holds at most GROUP_MAX link messages (a read that would go over
+    waits for the next group, one read always fits), so a peer flooding one read cannot make
+    a transaction unbounded: BATCH frames per read bound what one member brings."""
+
+    def __init__(self, manager):
+        self.manager = manager
+        self.waiting = []  # [(conn, link_msgs, acked, future)]
+        self.scheduled = False
+        self.groups = 0  # transactions run (status / tests)
+        self.members = 0  # reads they applied
+
+    def submit(self, conn, link_msgs, acked):
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.waiting.append((conn, link_msgs, acked, fut))
+        if not self.scheduled:
+            self.scheduled = True
+            # call_soon: the readers woken in this iteration submit before the group runs.
+            loop.call_soon(self._run)
+        return fut
+
+    def _run(self):
+        self.scheduled = False
+        group = []
+        count = 0
+        while self.waiting and (not group or count + len(self.waiting[0][1]) <= GROUP_MAX):
+            item = self.waiting.pop(0)
+            if item[3].done():  # its reader was cancelled (connection closed): drop the read
+                continue
+            group.append(item)
+            count += len(item[1])
+        if self.waiting:
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self._run)
+        if not group:
+            return
+        self.groups += 1
+        self.members += len(group)
+        try:
+            results = self.manager._apply_group([(conn, msgs, acked) for conn, msgs, acked, _ in group])
+        except BaseException as e:
+            for item in group:
+                if not item[3].done():
+                    item[3].set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for item, result in zip(group, results):
+            if item[3].done():
+                continue
+            if isinstance(result, BaseException):
+                item[3].set_exception(result)
+            else:
+                item[3].set_result(result)
+
+
 class LinkManager:
     """Runs the node's links. handler(db, link_name, msg) is called inside a store transaction
     this manager opens, for every inner message exactly once (see the module docstring)."""
@@ -370,6 +418,11 @@ class LinkManager:
         self._listeners = []
         self._closed = False
         self.refused = 0  # incoming link requests refused
+        self._group = _GroupCommit(self)
+        # --developer only (amiko.node.daemon): fn(when, members) called in every group
+        # transaction just before its COMMIT (when "before") and right after it, before any Ack
+        # is sent ("after"), e.g. to SIGKILL the node in the middle of one.
+        self.dev_crash_point = None
 
     # ---- public API
 
@@ -743,12 +796,11 @@ class LinkManager:
         idle = IDLE_FACTOR * self.keepalive
         while not conn.closing:
             try:
-                first = await conn.stream.recv(timeout=idle)
+                batch = await conn.stream.recv_batch(timeout=idle, limit=BATCH)
             except StreamError as e:
                 if e.code == "timeout":
                     raise LinkError("no frame from the peer within %.3g s: dropping the link" % idle, codes.TIMEOUT) from None
                 raise
-            batch, stream_error = await recv_ready(conn.stream, first)
             link_msgs = []
             acked = None
             error = None
@@ -776,84 +828,118 @@ class LinkManager:
                 return
             if acked is not None and acked <= conn.peer_acked and not link_msgs:
                 acked = None  # a keepalive repeating an Ack already applied: no transaction
-            ack = None
             if link_msgs or acked is not None:
-                ack, apply_error = self._apply(conn, link_msgs, acked)
+                ack, apply_error = await self._group.submit(conn, link_msgs, acked)
                 error = apply_error or error
                 if acked is not None and apply_error is None:
                     conn.peer_acked = max(conn.peer_acked, acked)
-            if stream_error is not None:
-                raise stream_error  # the stream is gone: the peer resends what is not acknowledged
-            if ack is not None and not conn.closing:
-                # No drain() here: if both ends waited for their peer to read while not
-                # reading themselves, bulk traffic both ways would deadlock. The buffer check
-                # bounds what a peer that does not read can make us hold.
-                conn.send(m.Message(ACK, {"seq": ack}))
+                if conn.stream.error is not None:
+                    raise conn.stream.error  # the stream is gone: the peer resends what is not acknowledged
+                if ack is not None and not conn.closing:
+                    # No drain() here: if both ends waited for their peer to read while not
+                    # reading themselves, bulk traffic both ways would deadlock. The buffer check
+                    # bounds what a peer that does not read can make us hold.
+                    conn.send(m.Message(ACK, {"seq": ack}))
             if error is not None:
                 raise error
+            if conn.stream.error is not None:
+                raise conn.stream.error
             if conn.stream.buffered() > MAX_WRITE_BUFFER:
                 raise LinkError("peer does not read what we send (%d bytes waiting)" % conn.stream.buffered())
 
+    def _apply_group(self, members):
+        """Consume the reads of several connections (members: [(conn, link_msgs, acked)]) in
+        ONE store transaction: one COMMIT (one fsync) for all of them. Returns one result per
+        member, (seq to acknowledge or None, LinkError or None) or the exception that member's
+        own work raised; the caller sends the Acks only after this returned, i.e. after COMMIT.
 
-    def _apply(self, conn, link_msgs, acked):
-        """Consume the LinkMsgs of one read, in order, and the highest Ack, in ONE store
-        transaction (one fsync per read, not per message). Returns (seq to acknowledge or
-        None, LinkError or None); what precedes a protocol error is still committed.
+        Every member runs in its own savepoint, and every handler call in one inside it: a
+        member whose bookkeeping fails is rolled back alone (its connection is closed, the
+        others commit), a handler that raises loses only its own changes. A group of Acks
+        only (nothing to lose: a lost one means a resend the peer ignores as a duplicate)
+        commits without waiting for the disk. A failure of the store itself propagates: the
+        whole transaction rolls back, nothing is acknowledged, the peers resend later."""
+        durable = any(link_msgs for _, link_msgs, _ in members)
+        results = []
+        reports = []
+        with self.store.transaction(durable=durable) as db:
+            for conn, link_msgs, acked in members:
+                db.execute("SAVEPOINT amiko_link_read")
+                try:
+                    result, rejected = self._apply_read(db, conn, link_msgs, acked)
+                except Exception as e:
+                    db.execute("ROLLBACK TO amiko_link_read")
+                    db.execute("RELEASE amiko_link_read")
+                    log.exception("link %s (%s): applying a read failed", conn.link, conn.peer)
+                    results.append(e)
+                    continue
+                db.execute("RELEASE amiko_link_read")
+                results.append(result)
+                reports.append((conn, rejected))
+            if self.dev_crash_point is not None:
+                self.dev_crash_point("before", members)
+        if self.dev_crash_point is not None:
+            self.dev_crash_point("after", members)
+        kick = False
+        for conn, rejected in reports:
+            state = self._state(conn.link)
+            for seq, mtype, (code, reason) in rejected:
+                state.rejected += 1
+                log.warning("link %s (%s): %s seq %d rejected: %s", conn.link, conn.peer,
+                            m.name_of(mtype) or "type %d" % mtype, seq, reason)
+            kick = kick or bool(rejected)
+        if durable or kick:
+            # A handler may queue on any link (a forwarded Lock leaves on another link than
+            # it came in on), so every link with a connection gets to send.
+            self.kick()
+        return results
+
+    def _apply_read(self, db, conn, link_msgs, acked):
+        """One connection's LinkMsgs of one read, in order, and its highest Ack, inside the
+        group's transaction. Returns ((ack, LinkError or None), rejected): what precedes a
+        protocol error is still applied.
 
         Each handler call runs in a savepoint: if it raises, only its own changes are rolled
         back (and its after_commit callbacks dropped); the seq is consumed and an Error queued
-        for the peer in the same transaction. A failure of the store itself propagates: the
-        whole transaction rolls back, nothing is acknowledged, the peer resends later."""
+        for the peer in the same transaction."""
         link = conn.link
         state = self._state(link)
         ack = None
         error = None
         rejected = []
-        applied = 0
-        with self.store.transaction() as db:
-            if acked is not None:
-                try:
-                    outbox.acked(db, link, acked)
-                except ProtocolError as e:
-                    error = LinkError(e.reason)  # checked before any change: nothing to undo
-            first = last = outbox.last_in(db, link)
-            for msg in link_msgs:
-                seq = msg.seq
-                if seq < 1:
-                    error = LinkError("LinkMsg seq must be >= 1")
-                    break
-                if seq <= last:
-                    state.duplicates += 1
-                    ack = seq if ack is None or seq > ack else ack
-                    continue
-                if seq > last + 1:
-                    error = LinkError("LinkMsg seq %d after %d: %d messages missing" % (seq, last, seq - last - 1))
-                    break
-                inner, problem = _inner(msg)
-                if problem is None:
-                    problem = self._call_handler(db, conn, inner, seq)
-                if problem is None:
-                    applied += 1
-                else:
-                    rejected.append((seq, msg.msg_type, problem))
-                    if msg.msg_type != m.ERROR:  # never answer an Error with an Error
-                        try:
-                            outbox.enqueue(db, link, error_message(problem[0], problem[1], msg.msg_type, seq),
-                                           self.outbox_limit)
-                        except AmikoError as e:
-                            log.warning("link %s: Error for seq %d not queued: %s", link, seq, e.reason)
-                last = ack = seq
-            if last > first:
-                outbox.set_last_in(db, link, last)
-        for seq, mtype, (code, reason) in rejected:
-            state.rejected += 1
-            log.warning("link %s (%s): %s seq %d rejected: %s", link, conn.peer,
-                        m.name_of(mtype) or "type %d" % mtype, seq, reason)
-        if applied or rejected:
-            # A handler may queue on any link (a forwarded Lock leaves on another link than
-            # it came in on), so every link with a connection gets to send.
-            self.kick()
-        return ack, error
+        if acked is not None:
+            try:
+                outbox.acked(db, link, acked)
+            except ProtocolError as e:
+                error = LinkError(e.reason)  # checked before any change: nothing to undo
+        first = last = outbox.last_in(db, link)
+        for msg in link_msgs:
+            seq = msg.seq
+            if seq < 1:
+                error = LinkError("LinkMsg seq must be >= 1")
+                break
+            if seq <= last:
+                state.duplicates += 1
+                ack = seq if ack is None or seq > ack else ack
+                continue
+            if seq > last + 1:
+                error = LinkError("LinkMsg seq %d after %d: %d messages missing" % (seq, last, seq - last - 1))
+                break
+            inner, problem = _inner(msg)
+            if problem is None:
+                problem = self._call_handler(db, conn, inner, seq)
+            if problem is not None:
+                rejected.append((seq, msg.msg_type, problem))
+                if msg.msg_type != m.ERROR:  # never answer an Error with an Error
+                    try:
+                        outbox.enqueue(db, link, error_message(problem[0], problem[1], msg.msg_type, seq),
+                                       self.outbox_limit)
+                    except AmikoError as e:
+                        log.warning("link %s: Error for seq %d not queued: %s", link, seq, e.reason)
+            last = ack = seq
+        if last > first:
+            outbox.set_last_in(db, link, last)
+        return (ack, error), rejected
 
     def _call_handler(self, db, conn, inner, seq):
         """Run the handler in a savepoint; None if it succeeded, else (Error code, reason)."""

@@ -14,6 +14,12 @@ Contract:
   the transaction is durable by then, so its caller must not see it as failed); an
   exception ROLLs BACK, drops the after-commit functions and propagates.
   Transactions do not nest: opening one inside another raises RuntimeError.
+  store.transaction(durable=False): the same, but its COMMIT does not wait for the disk
+  (synchronous=NORMAL for it: in WAL mode no fsync). For changes that may be lost on a
+  power failure without harm (the node applies a peer's Acks so: lost, the messages are
+  resent and the peer drops them as duplicates). It survives a crash of the process, and
+  the next durable COMMIT makes it durable too (the WAL is synced up to that commit), so
+  the order of commits is kept.
 - `with store.read() as db:` a consistent read snapshot (BEGIN DEFERRED ... ROLLBACK);
   inside an open transaction it reads that transaction's view instead.
 - store.dump() -> str: the whole database as SQL text (iterdump), for tests and debugging.
@@ -68,6 +74,7 @@ class Store:
         if synchronous not in _SYNC_MODES:
             raise ValueError("store: synchronous must be one of %s" % ", ".join(_SYNC_MODES))
         self.path = str(path)
+        self.synchronous = synchronous
         self._lock = threading.RLock()
         self._current = None
         self._applied = 0
@@ -89,23 +96,30 @@ class Store:
             self._applied += 1
 
     @contextmanager
-    def transaction(self):
+    def transaction(self, durable=True):
         with self._lock:
             if self._current is not None:
                 raise RuntimeError("store: transactions do not nest")
             self._apply_schemas()
-            tx = Transaction(self._conn)
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._current = tx
+            relaxed = not durable and self.synchronous in ("FULL", "EXTRA")
+            if relaxed:
+                self._conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield tx
-            except BaseException:
+                tx = Transaction(self._conn)
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._current = tx
+                try:
+                    yield tx
+                except BaseException:
+                    self._current = None
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
                 self._current = None
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-            self._current = None
-            self._conn.execute("COMMIT")
+                self._conn.execute("COMMIT")
+            finally:
+                if relaxed:
+                    self._conn.execute("PRAGMA synchronous=%s" % self.synchronous)
         for fn in tx._after:
             try:
                 fn()

@@ -6,7 +6,8 @@ Stream. The plaintext of each BOLT 8 message is exactly one amiko frame
 (amiko_core.frame), at most `max_frame` bytes: a larger announced length is refused from
 its 18-byte header, before the body is read, so what a peer makes us hold is bounded (one
 message plus one read of READ_SIZE bytes). `recv_batch()` returns the next frame and the
-complete ones already received, for callers that apply a batch in one transaction.
+complete ones already received, for callers that apply a batch in one transaction (`error`:
+what ended the stream after them, if anything did).
 
 Errors are StreamError(reason, code) with a one-line reason (no key material) and code
 "auth" (handshake failed: wrong key, bad version, bad MAC), "timeout", "mac" (a message
@@ -190,6 +191,11 @@ class Stream:
             return messages.from_frame(fr)
         except DecodeError as e:
             self._fail(StreamError("%s: bad message (type %d): %s" % (self.peer, fr.type, e.reason), "frame"))
+
+    @property
+    def error(self):
+        """The StreamError that ended the stream (a recv() after a recv_batch() raises it), or None."""
+        return self._error
 
     async def recv_batch(self, timeout=None, limit=64):
         """The next frame and every further complete frame already received (up to limit),
