@@ -113,10 +113,15 @@ def one_tap(demo, kind, spec, n):
             while demo.wallet.board.ble_links() and time.monotonic() < deadline:
                 time.sleep(0.01)
     after = radio_stats(demo.wallet, kind)
+    phases = {}
+    if kind == "ble":  # the wallet's radio: when each arrival phase happened (CLOCK_MONOTONIC, as t0)
+        arrival = demo.wallet.board.ble_stats().get("arrival") or {}
+        phases = {k: round((v - t0) * 1000, 1) for k, v in arrival.items() if isinstance(v, float)}
+        phases.update({k: arrival[k] for k in ("adverts", "att_requests") if k in arrival})
     t = dict(sale["timeline_ms"])
     t["arrive"] = 0 if kind == "serial" else round((t0 - sale["clock_started"]) * 1000)
     t["routes"] = max(t["provider_routed"], t["payee_route"])
-    rec = {"tap_to_paid_ms": t["paid"] - t["arrive"], "t": t}
+    rec = {"tap_to_paid_ms": t["paid"] - t["arrive"], "t": t, "ble_arrival": phases}
     if DEBUG:
         print(kind, sorted(t.items(), key=lambda kv: kv[1]), file=sys.stderr)
     rec.update({k: after[k] - before[k] for k in after})

@@ -10,7 +10,10 @@
 
 So both ends run bumble's full host stack (HCI, L2CAP, ATT/GATT, SMP) over a link layer
 simulation; only the radio waves are missing. The central side's controller is reset by each
-new HCI client (one client at a time, like one USB dongle).
+new HCI client (one client at a time, like one USB dongle). It answers LE Create Connection
+Cancel as a real controller does (the pending connection ends with an LE Connection Complete
+of status Unknown Connection Identifier), which bumble's virtual controller leaves out: a
+terminal that waits for its wallet with a pending connection can call it off.
 
 The radio outlives MicroPython resets: when the firmware process dies (power cut, soft
 reset), its socket closes, advertising stops and a connected central is disconnected, like a
@@ -31,6 +34,15 @@ Range: while the file HW_DIR/ble_away exists the wallet is out of the terminal's
 customer walked away): advertising stops, a connected central is disconnected, new connections
 are refused; when the file is removed the last advertising the firmware asked for resumes
 (`away(hw_dir, True|False)` from any process; checked every AWAY_POLL seconds).
+
+What the last arrival cost, from the wallet's side (HW_DIR/ble_links "arrival", for tests and the
+benchmark): "adverts", the advertising PDUs the wallet sent from the start of advertising (boot,
+back in range, after a link) until a central connected (1: the central connected on the first
+one); "att_requests", the ATT requests that central made until its first write to the wallet
+(MTU exchange, discovery, subscription); and CLOCK_MONOTONIC times of the phases: "in_range"
+(the radio noticed the wallet back in range, or advertising started), "connected", "mtu",
+"encrypted" (the firmware told of the link's security), "subscribed" (a CCCD written),
+"first_write".
 """
 
 import asyncio
@@ -41,6 +53,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 log = logging.getLogger("amiko.emulate.ble")
 
@@ -48,7 +61,7 @@ SECRET_TIMEOUT = 5.0  # seconds the firmware has to answer a key store request
 PASSKEY_TIMEOUT = 60.0  # seconds the customer has to confirm a pairing on the wallet
 SEC_TYPE_PEER_KEYS = 2  # the sec_type of the bonds we store (NimBLE's "peer sec" object)
 
-AWAY_POLL = 0.02
+AWAY_POLL = 0.005
 
 
 def away(hw_dir, gone):
@@ -74,6 +87,7 @@ class FirmwareKeyStore:
 
     def __init__(self, radio):
         self.radio = radio
+        self.looked_up = {}  # name -> the keys its link's LTK request just looked up (for the security report)
 
     async def _request(self, op, body):
         return await self.radio.board_request(op, body, SECRET_TIMEOUT)
@@ -83,9 +97,9 @@ class FirmwareKeyStore:
 
         key = name.encode()
         answer = await self._request(b"g", struct.pack(">BBB", SEC_TYPE_PEER_KEYS, 0, 1) + key)
-        if not answer or not answer[0]:
-            return None
-        return PairingKeys.from_dict(json.loads(answer[1:]))
+        keys = PairingKeys.from_dict(json.loads(answer[1:])) if answer and answer[0] else None
+        self.looked_up[name] = keys
+        return keys
 
     async def get_all(self):
         from bumble.keys import PairingKeys
@@ -100,6 +114,7 @@ class FirmwareKeyStore:
         return out
 
     async def _set(self, name, value):
+        self.looked_up.pop(name, None)
         key = name.encode()
         body = struct.pack(">BB", SEC_TYPE_PEER_KEYS, len(key)) + key
         body += b"\x01" + value if value is not None else b"\x00"
@@ -153,6 +168,27 @@ def _wallet_delegate(radio, io, mitm):
     return WalletDelegate(io_capability=PairingDelegate.IoCapability(io))
 
 
+def _initiator_controller(name, **kwargs):
+    """bumble's virtual controller, with LE Create Connection Cancel ending the pending connection."""
+    from bumble import hci
+    from bumble.controller import Controller
+
+    class Initiator(Controller):
+        def on_hci_le_create_connection_cancel_command(self, _command):
+            pending, self.pending_le_connection = self.pending_le_connection, None
+            if pending is None:
+                return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+            # after the command's Command Complete (send_hci_packet queues in order)
+            asyncio.get_running_loop().call_soon(self.send_hci_packet, hci.HCI_LE_Connection_Complete_Event(
+                status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR, connection_handle=0,
+                role=hci.Role.CENTRAL, peer_address_type=pending.peer_address.address_type,
+                peer_address=pending.peer_address, connection_interval=0, peripheral_latency=0,
+                supervision_timeout=0, central_clock_accuracy=0))
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
+
+    return Initiator(name, **kwargs)
+
+
 class BleRadio:
     def __init__(self, hw_dir):
         self.hw = hw_dir
@@ -176,6 +212,11 @@ class BleRadio:
         self.pending = {}  # request id -> future: the firmware's answers (secrets, passkeys)
         self.next_req = 0
         self.pairing_links = set()  # connection handles with an SMP pairing in progress
+        # connection handle -> GATT writes held back until the firmware heard of the link's security (a
+        # port's stack reports the encryption before the encrypted writes that follow it)
+        self.held_writes = {}
+        self.arrival = {}  # what the last arrival cost (see the module docstring)
+        self.adverts = 0  # advertising PDUs since advertising (re)started
 
     def start(self, timeout=10):
         threading.Thread(target=self._thread, daemon=True, name="ble-radio").start()
@@ -195,6 +236,7 @@ class BleRadio:
         self.loop.run_forever()
 
     async def _setup(self):
+        from bumble import att, ll
         from bumble.controller import Controller
         from bumble.device import Device
         from bumble.host import Host
@@ -204,23 +246,46 @@ class BleRadio:
 
         link = LocalLink()
         wallet_ctrl = Controller("wallet", link=link)
+        sent_pdu = wallet_ctrl.send_advertising_pdu
+
+        def send_advertising_pdu(packet):
+            if not isinstance(packet, ll.ConnectInd):
+                self.adverts += 1
+            sent_pdu(packet)
+
+        wallet_ctrl.send_advertising_pdu = send_advertising_pdu
         host = Host(wallet_ctrl, AsyncPipeSink(wallet_ctrl))
         self.device = Device(name="amiko-vboard", address=self.address, host=host)
         self.device.keystore = FirmwareKeyStore(self)
         self.device.on("connection", self._on_connection)
         await self.device.power_on()
-        s = socket.socket()
+        served = self.device.gatt_server.on_gatt_pdu
+
+        def on_gatt_pdu(connection, pdu):
+            if pdu.op_code in att.ATT_REQUESTS and self.arrival.get("connection") == connection.handle \
+                    and "first_write" not in self.arrival:
+                self.arrival["att_requests"] += 1
+            served(connection, pdu)
+
+        self.device.gatt_server.on_gatt_pdu = on_gatt_pdu
+        self.device.on("characteristic_subscription", lambda bearer, *_: self._arrived("subscribed", bearer))
+        # IPPROTO_TCP spelled out: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on sockets whose
+        # proto says TCP, and a plain socket() says 0; with Nagle every HCI packet that follows another
+        # within a round trip (an ATT response after the Number Of Completed Packets event) waits for the
+        # terminal's delayed ACK, ~40 ms
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", 0))
         self.hci_port = s.getsockname()[1]
         self.hci_transport = await open_tcp_server_transport_with_socket(s)
-        self.central_ctrl = Controller("terminal", host_source=self.hci_transport.source,
-                                       host_sink=self.hci_transport.sink, link=link)
+        self.central_ctrl = _initiator_controller("terminal", host_source=self.hci_transport.source,
+                                                  host_sink=self.hci_transport.sink, link=link)
         try:
             os.unlink(self.sock_path)
         except FileNotFoundError:
             pass
         self.server = await asyncio.start_unix_server(self._board_session, self.sock_path)
+        self.advertising_lock = asyncio.Lock()
         asyncio.ensure_future(self._watch_range())
 
     async def _watch_range(self):
@@ -230,8 +295,9 @@ class BleRadio:
                 self.away = gone
                 try:
                     if gone:
-                        if self.device.is_advertising:
-                            await self.device.stop_advertising()
+                        async with self.advertising_lock:
+                            if self.device.is_advertising:
+                                await self.device.stop_advertising()
                         for conn in list(self.connections.values()):
                             try:
                                 await conn.disconnect()
@@ -244,13 +310,16 @@ class BleRadio:
             await asyncio.sleep(AWAY_POLL)
 
     async def _advertise(self, msg):
-        if self.device.is_advertising:
-            await self.device.stop_advertising()
-        if msg.get("interval_us") is not None and not self.away:
-            ms = max(20.0, msg["interval_us"] / 1000.0)
-            await self.device.start_advertising(
-                advertising_data=bytes.fromhex(msg["adv"]), scan_response_data=bytes.fromhex(msg["resp"]),
-                advertising_interval_min=ms, advertising_interval_max=ms)
+        async with self.advertising_lock:  # a range change waits: no advertising starts once out of range
+            if self.device.is_advertising:
+                await self.device.stop_advertising()
+            if msg.get("interval_us") is not None and not self.away:
+                ms = max(20.0, msg["interval_us"] / 1000.0)
+                self.adverts = 0
+                self.arrival = {"in_range": time.monotonic()}
+                await self.device.start_advertising(
+                    advertising_data=bytes.fromhex(msg["adv"]), scan_response_data=bytes.fromhex(msg["resp"]),
+                    advertising_interval_min=ms, advertising_interval_max=ms)
 
     # -- bumble -> board
 
@@ -263,24 +332,30 @@ class BleRadio:
             asyncio.ensure_future(connection.disconnect())
             return
         self.connections[connection.handle] = connection
+        self.arrival.update(connection=connection.handle, connected=time.monotonic(), adverts=self.adverts,
+                            att_requests=0)
         self._mark_links()
         addr = bytes(connection.peer_address)[::-1]
         self._send(b"c", struct.pack(">HB", connection.handle, int(connection.peer_address.address_type) & 0xFF) + addr)
 
         def on_disconnection(reason):
             self.connections.pop(connection.handle, None)
+            self.held_writes.pop(connection.handle, None)
             self._mark_links()
             self._send(b"d", struct.pack(">H", connection.handle))
 
         def on_mtu():
+            self._arrived("mtu", connection)
             self._send(b"m", struct.pack(">HH", connection.handle, connection.att_mtu))
 
         def on_encryption():
             if connection.handle not in self.pairing_links:  # a pairing reports when it ends
+                self.held_writes.setdefault(connection.handle, [])
                 asyncio.ensure_future(self._report_security(connection))
 
         def on_pairing_start():
             self.pairing_links.add(connection.handle)
+            self.held_writes.setdefault(connection.handle, [])
 
         def on_pairing(keys):
             self.pairing_links.discard(connection.handle)
@@ -299,16 +374,29 @@ class BleRadio:
         connection.on("pairing", on_pairing)
         connection.on("pairing_failure", on_pairing_failure)
 
+    def _arrived(self, phase, connection):
+        if self.arrival.get("connection") == connection.handle and phase not in self.arrival:
+            self.arrival[phase] = time.monotonic()
+            self._mark_links()
+
     def _send_security(self, connection, encrypted, authenticated, bonded):
+        self._arrived("encrypted", connection)
         self._send(b"e", struct.pack(">HBBB", connection.handle, int(encrypted), int(authenticated), int(bonded)))
+        for msg in self.held_writes.pop(connection.handle, ()):
+            self._send(b"w", msg)
 
     async def _report_security(self, connection):
-        """A link encrypted without a pairing (the central re-encrypted with a bond): what the bond says."""
+        """A link encrypted without a pairing (the central re-encrypted with a bond): what the bond says
+        (the bond its LTK request just looked up, else a lookup)."""
         encrypted = bool(connection.encryption)
         keys = None
-        if encrypted:
+        name = str(connection.peer_address)
+        store = self.device.keystore
+        if encrypted and name in store.looked_up:
+            keys = store.looked_up.pop(name)
+        elif encrypted:
             try:
-                keys = await self.device.keystore.get(str(connection.peer_address))
+                keys = await store.get(name)
             except Exception as e:
                 log.warning("ble radio: bond lookup failed: %s", e)
         authenticated = bool(keys is not None and keys.ltk is not None and keys.ltk.authenticated)
@@ -353,11 +441,12 @@ class BleRadio:
 
     def _mark_links(self):
         """HW_DIR/ble_links: {"links": centrals connected now, "rx_bytes"/"tx_bytes": GATT write and notification
-        values so far} (for tools: VirtualBoard.ble_links(), ble_stats())."""
+        values so far, "arrival": the last arrival (module docstring)} (for tools: VirtualBoard.ble_links(),
+        ble_stats())."""
         try:
             with open(os.path.join(self.hw, "ble_links.tmp"), "w") as f:
                 f.write(json.dumps({"links": len(self.connections), "rx_bytes": self.rx_bytes,
-                                    "tx_bytes": self.tx_bytes}) + "\n")
+                                    "tx_bytes": self.tx_bytes, "arrival": self.arrival}) + "\n")
             os.replace(os.path.join(self.hw, "ble_links.tmp"), os.path.join(self.hw, "ble_links"))
         except OSError:
             pass
@@ -365,7 +454,13 @@ class BleRadio:
     def _on_write(self, handle):
         def write(connection, value):
             self.rx_bytes += len(value)
-            self._send(b"w", struct.pack(">HH", connection.handle, handle) + bytes(value))
+            self._arrived("first_write", connection)
+            msg = struct.pack(">HH", connection.handle, handle) + bytes(value)
+            held = self.held_writes.get(connection.handle)
+            if held is not None:
+                held.append(msg)
+            else:
+                self._send(b"w", msg)
 
         return write
 
@@ -394,8 +489,9 @@ class BleRadio:
 
     async def _power_off(self):
         self.advertising = None  # the next boot advertises again itself
-        if self.device.is_advertising:
-            await self.device.stop_advertising()
+        async with self.advertising_lock:
+            if self.device.is_advertising:
+                await self.device.stop_advertising()
         for conn in list(self.connections.values()):
             try:
                 await conn.disconnect()

@@ -26,10 +26,20 @@ queued for read().
 Life cycle (the relay's and the bridge's transport API): `await read()` connects on first use
 (scan by service UUID, connect, MTU exchange, subscribe), scanning until a wallet is in range
 (cancel the read to stop); returns b"" once when the link drops, which ends the relay session
-(contact lost: the bridge reports the wallet left); the next read() scans and connects again
+(contact lost: the bridge reports the wallet left); the next read() connects again
 (reconnect after a drop: the wallet finishes an interrupted payment at that next contact).
 `write(data)` queues (sent once connected, dropped with a log line if the link drops first);
 `close()` disconnects. `await connect()` connects explicitly.
+
+Arrival: the first contact with a wallet scans for it and connects to the address it advertises
+from (one advertising interval after it was seen: the controller connects on an advertisement).
+That address is kept (per HCI transport and target, for this process: the next transport for
+the same wallet finds it too), and every later contact connects to it directly: with bumble the
+connection request stays pending until the wallet advertises, so the terminal connects on the
+wallet's first advertisement in range, with no scan in between; meanwhile a scan looks for the
+wallet at another address (a wallet whose address changed), and connects there instead. Only
+the Amiko service is discovered (bleak's `services=`; the bumble backend keeps a wallet's GATT
+layout with its Database Hash and does no discovery at all while the hash is unchanged).
 """
 
 import asyncio
@@ -45,6 +55,7 @@ log = logging.getLogger("amiko.transports.ble")
 
 RESCAN = 0.2  # seconds between scans while no wallet is in range
 _ADDRESS = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+_last_seen = {}  # (hci, target) -> the BLEDevice the wallet was last connected at
 
 
 class BleTransport:
@@ -66,6 +77,7 @@ class BleTransport:
         self._writer = None
         self._connecting = None
         self._closed = False
+        self._background = []  # scans being stopped
         self.bytes_out = 0
         self.bytes_in = 0
         self.connects = 0
@@ -106,7 +118,9 @@ class BleTransport:
 
         return {"backend": bleak_bumble.BumbleScanner, "bumble_hci": self.hci}
 
-    async def _find(self):
+    async def _find(self, elsewhere_than=None, timeout=True):
+        """The wallet's BLEDevice from a scan (with elsewhere_than: at another address than that);
+        OSError after self.timeout (timeout=None: scan until found)."""
         from bleak import BleakScanner
 
         loop = asyncio.get_running_loop()
@@ -115,13 +129,15 @@ class BleTransport:
         def seen(device, adv):
             hit = (device.address.upper() == self.target.upper() if self.by_address
                    else adv.local_name == self.target)
+            if hit and elsewhere_than is not None and device.address.upper() == elsewhere_than.upper():
+                hit = False
             if hit and not found.done():
                 found.set_result(device)
 
         scanner = BleakScanner(seen, service_uuids=[AMIKO_SERVICE_UUID], **self._scanner_backend())
         await scanner.start()
         try:
-            return await asyncio.wait_for(found, self.timeout)
+            return await asyncio.wait_for(found, self.timeout if timeout else None)
         except asyncio.TimeoutError:
             raise OSError("ble: no wallet %r advertising the Amiko service within %s s"
                           % (self.target, self.timeout)) from None
@@ -141,12 +157,57 @@ class BleTransport:
                 self._connecting = None
 
     async def _connect(self):
+        key = (self.hci, self.target.upper() if self.by_address else self.target)
+        known = _last_seen.get(key)
+        if known is not None:
+            client, device = await self._connect_known(known)
+        else:
+            device = await self._find()
+            client = await self._open(device)
+        _last_seen[key] = device
+        self.client = client
+        self.connects += 1
+        log.info("ble: connected to %s (ATT MTU %d)", self.target, client.mtu_size)
+        if self._writer is None or self._writer.done():
+            self._out_ready = asyncio.Event()
+            self._writer = asyncio.ensure_future(self._write_loop())
+        if self.outbox:
+            self._out_ready.set()
+
+    async def _connect_known(self, known):
+        """(client, device): connected at the known address when the wallet advertises there, or at the
+        address a scan finds it advertising from instead."""
+        attempt = asyncio.ensure_future(self._open(known, wait=self.hci is not None))
+        tasks = [attempt]
+        if not self.by_address:
+            tasks.append(asyncio.ensure_future(self._find(elsewhere_than=known.address, timeout=None)))
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        moved = tasks[1] if len(tasks) > 1 else None
+        if attempt.done():
+            if moved is not None:  # the scan stops while the wallet is already talking (aclose waits for it)
+                moved.cancel()
+                self._background = [t for t in self._background if not t.done()] + [moved]
+            return attempt.result(), known  # or the attempt's OSError
+        attempt.cancel()
+        await asyncio.gather(attempt, return_exceptions=True)
+        device = moved.result()  # or the scan's error
+        log.info("ble: %s now advertises at %s (was %s)", self.target, device.address, known.address)
+        return await self._open(device), device
+
+    async def _open(self, device, wait=False):
+        """A client connected to `device`, paired, subscribed; wait: keep the connection request
+        pending until the wallet advertises (else self.timeout)."""
         from bleak import BleakClient
         from bleak.exc import BleakError
 
-        device = await self._find()
-        client = BleakClient(device, disconnected_callback=self._dropped, timeout=self.timeout, pair=self.pair,
-                             **self._backend())
+        client = BleakClient(device, services=[AMIKO_SERVICE_UUID], disconnected_callback=self._dropped,
+                             timeout=None if wait else self.timeout, pair=self.pair, **self._backend())
         try:
             await client.connect()
             self.rx_char = client.services.get_characteristic(AMIKO_RX_UUID)
@@ -156,20 +217,17 @@ class BleTransport:
             await client.start_notify(tx, self._notified)
             if self._closed:  # closed while connecting: do not hold the wallet's link
                 raise BleakError("transport closed while connecting")
-        except (BleakError, asyncio.TimeoutError) as e:
+        except BaseException as e:
+            failed = isinstance(e, (BleakError, asyncio.TimeoutError))
+            client.amiko_abandoned = not failed  # called off (a cancel): its link is no session's
             try:
                 await client.disconnect()
             except Exception:
                 pass
-            raise OSError("ble: cannot connect to %s: %s" % (self.target, e)) from None
-        self.client = client
-        self.connects += 1
-        log.info("ble: connected to %s (ATT MTU %d)", self.target, client.mtu_size)
-        if self._writer is None or self._writer.done():
-            self._out_ready = asyncio.Event()
-            self._writer = asyncio.ensure_future(self._write_loop())
-        if self.outbox:
-            self._out_ready.set()
+            if failed:
+                raise OSError("ble: cannot connect to %s: %s" % (self.target, e)) from None
+            raise
+        return client
 
     @property
     def present(self):
@@ -180,7 +238,9 @@ class BleTransport:
         self.bytes_in += len(data)
         self.inbox.put_nowait(bytes(data))
 
-    def _dropped(self, _client):
+    def _dropped(self, client):
+        if getattr(client, "amiko_abandoned", False):
+            return
         if self.client is not None:
             log.info("ble: link to %s dropped", self.target)
         self.client = None
@@ -251,3 +311,4 @@ class BleTransport:
             await client.disconnect()
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)

@@ -31,6 +31,24 @@ entry. When bumble already holds a bond for the peer, `pair()` re-encrypts with 
 (no new pairing); should the peer have lost it, the bond is dropped and a new pairing follows.
 Bonds are kept in a JSON key store (bumble's JsonKeyStore) at `configure(keys=PATH)`, the
 keyword `bumble_keys=`, or AMIKO_BUMBLE_KEYS; without one they last as long as the process.
+
+Arrival (a wallet coming into range must cost no scan interval and no fixed wait):
+  - connect: the LE Create Connection goes to the address as it was seen on air (a BLEDevice
+    from the scanner, or one kept from an earlier connection), so the controller connects on
+    that address's next advertisement; bumble would first scan again to resolve an address it
+    holds an IRK for even when the address is the peer's identity address itself (one more
+    advertising interval). With `timeout=None` the connection stays pending until the peer
+    advertises (the terminal waits for a known wallet that way: it connects on the wallet's
+    first advertisement in range); cancelling connect() cancels it (LE Create Connection Cancel).
+  - connection parameters of a payment: connection interval 7.5-15 ms, no peripheral latency,
+    supervision timeout 1 s (CONNECTION_PARAMETERS): every ATT round trip costs a connection
+    event or two, bumble's default asks for 15-30 ms.
+  - `services=` (bleak's keyword: only these service UUIDs are used) discovers only those
+    services, their characteristics and descriptors, not the whole database; and GATT caching:
+    the layout found is kept per peer with the server's Database Hash (0x2B2A), and a later
+    connection that reads the same hash (one ATT request) uses the kept layout without any
+    discovery (a server without a Database Hash is discovered every time).
+  - the MTU exchange and the discovery run while the link is being encrypted (pair()).
 """
 
 import asyncio
@@ -55,6 +73,10 @@ _locks = {}
 
 CENTRAL_ADDRESS = "F0:A1:B2:C3:D4:E5"  # random static address of our host
 WANTED_MTU = 517
+# (interval min ms, interval max ms, peripheral latency, supervision timeout ms): a payment's link
+CONNECTION_PARAMETERS = (7.5, 15.0, 0, 1000)
+DATABASE_HASH_UUID = 0x2B2A
+_MIC_FAILURE = 0x3D  # HCI reason: the peers' keys differ (the peer lost or replaced the bond)
 
 _PROPS = ((0x01, "broadcast"), (0x02, "read"), (0x04, "write-without-response"), (0x08, "write"),
           (0x10, "notify"), (0x20, "indicate"), (0x40, "authenticated-signed-writes"),
@@ -105,6 +127,30 @@ def _hci(kwargs):
     return hci
 
 
+def _device_class():
+    from bumble import smp
+    from bumble.device import Device
+
+    class AsSeenResolver(smp.AddressResolver):
+        def __init__(self, resolving_keys, device):
+            super().__init__(resolving_keys)
+            self.device = device
+
+        def can_resolve_to(self, address):
+            return address != self.device.connecting_as_seen and super().can_resolve_to(address)
+
+    class TerminalDevice(Device):
+        """bumble's Device; an address seen on air is connected to as it is (no resolution scan)."""
+
+        connecting_as_seen = None
+
+        async def refresh_resolving_list(self):
+            await super().refresh_resolving_list()
+            self.address_resolver = AsSeenResolver(self.address_resolver.resolving_keys, self)
+
+    return TerminalDevice
+
+
 async def device_for(hci, keys=None):
     """The powered-on bumble Device for `hci` on the running loop (opened on first use, its bonds in
     the key store file `keys`, configure(keys=) or AMIKO_BUMBLE_KEYS)."""
@@ -118,13 +164,13 @@ async def device_for(hci, keys=None):
             if path and getattr(dev, "_amiko_keys", None) != path:  # opened by a scanner without it
                 _use_keys(dev, path)
             return dev
-        from bumble.device import Device
         from bumble.hci import Address
         from bumble.transport import open_transport
 
         transport = await open_transport(hci)
-        dev = Device.with_hci("amiko-terminal", Address(CENTRAL_ADDRESS), transport.source, transport.sink)
+        dev = _device_class().with_hci("amiko-terminal", Address(CENTRAL_ADDRESS), transport.source, transport.sink)
         dev._amiko_transport = transport
+        dev._amiko_gatt = {}  # peer identity -> (Database Hash, the layout of the services used)
         if path:
             _use_keys(dev, path)
         await dev.power_on()
@@ -233,6 +279,9 @@ class BumbleClient(BaseBleakClient):
         self.security = None  # "bond" (re-encrypted with a stored bond) | "paired" (a new pairing)
         self.peer_address = (address_or_ble_device.details if isinstance(address_or_ble_device, BLEDevice)
                              else None)
+        self.service_uuids = [str(u).lower() for u in services] if services else None
+        self.gatt_cached = None  # with services=: True when the kept layout was used, False when discovered
+        self.disconnect_reason = None
         self.connection = None
         self.peer = None
         self._notify = {}  # handle -> (proxy, subscriber)
@@ -250,36 +299,133 @@ class BumbleClient(BaseBleakClient):
 
     async def connect(self, pair, **kwargs):
         from bumble.core import BT_LE_TRANSPORT
-        from bumble.device import Peer
-        from bumble.hci import Address
+        from bumble.device import ConnectionParametersPreferences, Peer
+        from bumble.hci import HCI_LE_1M_PHY, Address
 
         device = await device_for(self.hci, self.keys)
         target = self.peer_address or Address(self.address, Address.RANDOM_DEVICE_ADDRESS)
+        interval_min, interval_max, latency, supervision = CONNECTION_PARAMETERS
+        preferences = {HCI_LE_1M_PHY: ConnectionParametersPreferences(
+            connection_interval_min=interval_min, connection_interval_max=interval_max, max_latency=latency,
+            supervision_timeout=supervision)}
+        device.connecting_as_seen = self.peer_address
         try:
-            connection = await asyncio.wait_for(device.connect(target, transport=BT_LE_TRANSPORT), self._timeout)
-        except asyncio.TimeoutError:
-            try:
-                await device.cancel_connection(target)
-            except Exception:
-                pass
-            raise BleakError("bleak_bumble: no connection to %s within %s s" % (self.address, self._timeout)) from None
+            connection = await device.connect(target, transport=BT_LE_TRANSPORT, timeout=self._timeout,
+                                              connection_parameters_preferences=preferences)
+        except asyncio.CancelledError:
+            await self._cancel_connection(device, target)
+            raise
+        except Exception as e:  # noqa: BLE001 (a time-out, HCI errors)
+            raise BleakError("bleak_bumble: no connection to %s within %s s: %s"
+                             % (self.address, self._timeout, type(e).__name__)) from None
+        finally:
+            device.connecting_as_seen = None
         self.connection = connection
         connection.on("disconnection", self._on_disconnection)
+        security = None
         try:
             self.peer = Peer(connection)
-            try:
-                await self.peer.request_mtu(WANTED_MTU)
-            except Exception as e:  # the peripheral keeps 23
-                log.info("bleak_bumble: MTU exchange failed: %s", e)
             if pair:
-                await self.pair()
-            await self.peer.discover_all()
+                security = asyncio.ensure_future(self.pair())
+            try:
+                await self._prepare(device)
+            except (Exception, asyncio.CancelledError) as e:  # noqa: BLE001
+                if isinstance(e, asyncio.CancelledError) and asyncio.current_task().cancelling():
+                    raise  # connect() itself was cancelled
+                if self.connection is None and security is not None:  # the peer dropped the link: the
+                    await asyncio.gather(security, return_exceptions=True)  # pairing's verdict says why
+                    if security.exception() is not None:
+                        raise security.exception() from None
+                if isinstance(e, asyncio.CancelledError):  # bumble cancels the requests of a lost link
+                    raise BleakError("bleak_bumble: %s dropped the link during discovery" % self.address) from None
+                raise
             self.services = self._collection()
+            if security is not None:
+                await security
         except BaseException:
+            if security is not None and not security.done():
+                security.cancel()
+            if security is not None:
+                await asyncio.gather(security, return_exceptions=True)
             await self.disconnect()
             raise
 
+    async def _prepare(self, device):
+        """The MTU exchange and the discovery (while the link is being encrypted)."""
+        try:
+            await self.peer.request_mtu(WANTED_MTU)
+        except Exception as e:  # noqa: BLE001 (the peripheral keeps 23)
+            log.info("bleak_bumble: MTU exchange failed: %s", e)
+        await self._discover(device)
+
+    async def _cancel_connection(self, device, target):
+        """Call off a pending LE connection; one that completed before the cancel is disconnected."""
+        from bumble import hci
+        from bumble.core import BT_LE_TRANSPORT
+
+        loop = asyncio.get_running_loop()
+        outcome = loop.create_future()
+
+        def on_connection(connection):
+            if bytes(connection.peer_address) == bytes(target) and not outcome.done():
+                outcome.set_result(connection)
+
+        def on_failure(_error):
+            if not outcome.done():
+                outcome.set_result(None)
+
+        device.on(device.EVENT_CONNECTION, on_connection)
+        device.on(device.EVENT_CONNECTION_FAILURE, on_failure)
+        try:
+            answer = await device.send_command(hci.HCI_LE_Create_Connection_Cancel_Command())
+            if getattr(answer.return_parameters, "status", None) == hci.HCI_ErrorCode.SUCCESS:
+                late = await asyncio.wait_for(outcome, 2.0)  # the pending connection's end
+            else:  # nothing was pending: the connection completed before the cancel
+                late = device.find_connection_by_bd_addr(target, transport=BT_LE_TRANSPORT)
+            if late is not None:
+                await late.disconnect()
+        except Exception as e:  # noqa: BLE001 (nothing pending any more, the link went meanwhile)
+            log.debug("bleak_bumble: connection cancel: %s", e)
+        finally:
+            device.remove_listener(device.EVENT_CONNECTION, on_connection)
+            device.remove_listener(device.EVENT_CONNECTION_FAILURE, on_failure)
+
+    async def _database_hash(self):
+        """The server's Database Hash (one Read By Type request), None when it has none."""
+        from bumble import att
+        from bumble.core import UUID
+
+        response = await self.peer.gatt_client.send_request(att.ATT_Read_By_Type_Request(
+            starting_handle=0x0001, ending_handle=0xFFFF, attribute_type=UUID.from_16_bits(DATABASE_HASH_UUID)))
+        if response is None or response.op_code != att.Opcode.ATT_READ_BY_TYPE_RESPONSE or not response.attributes:
+            return None
+        return bytes(response.attributes[0][1])
+
+    async def _discover(self, device):
+        if self.service_uuids is None:
+            await self.peer.discover_all()
+            return
+        from bumble.core import UUID
+
+        client = self.peer.gatt_client
+        peer = str(self.connection.peer_address)
+        db_hash = await self._database_hash()
+        kept = device._amiko_gatt.get(peer)
+        if db_hash is not None and kept is not None and kept[0] == db_hash:
+            _restore(client, kept[1])
+            self.gatt_cached = True
+            return
+        for uuid in self.service_uuids:
+            for service in await client.discover_service(UUID(uuid)):
+                for characteristic in await client.discover_characteristics((), service):
+                    await client.discover_descriptors(characteristic)
+                    characteristic.descriptors_discovered = True  # bumble's subscribe would look again
+        self.gatt_cached = False
+        if db_hash is not None:
+            device._amiko_gatt[peer] = (db_hash, _layout(client))
+
     def _on_disconnection(self, reason):
+        self.disconnect_reason = reason
         self.connection = None
         self.peer = None
         self._notify.clear()
@@ -326,6 +472,9 @@ class BumbleClient(BaseBleakClient):
                 self.security = "bond"
                 return True
             except Exception as e:  # noqa: BLE001 (HCI, SMP, link errors)
+                if self.connection is None and self.disconnect_reason != _MIC_FAILURE:
+                    # the link went for another reason (out of range): the bond may be fine
+                    raise BleakError("bleak_bumble: the link to %s went while encrypting (%s)" % (name, e)) from None
                 log.warning("bleak_bumble: the bond with %s no longer works (%s): pairing again", name, e)
                 await device.keystore.delete(name)
                 if self.connection is None:
@@ -381,6 +530,29 @@ class BumbleClient(BaseBleakClient):
         entry = self._notify.pop(characteristic.handle, None)
         if entry is not None:
             await self.peer.unsubscribe(*entry)
+
+
+def _layout(client):
+    """The discovered services as plain data: [(handle, end, uuid, [(handle, end, uuid, properties,
+    [(handle, type)])])]."""
+    return [(sv.handle, sv.end_group_handle, sv.uuid,
+             [(c.handle, c.end_group_handle, c.uuid, int(c.properties), [(d.handle, d.type) for d in c.descriptors])
+              for c in sv.characteristics])
+            for sv in client.services]
+
+
+def _restore(client, layout):
+    """The GATT client's services from a kept layout, as if just discovered."""
+    from bumble.gatt_client import CharacteristicProxy, DescriptorProxy, ServiceProxy
+
+    for handle, end, uuid, characteristics in layout:
+        service = ServiceProxy(client, handle, end, uuid)
+        for c_handle, c_end, c_uuid, properties, descriptors in characteristics:
+            characteristic = CharacteristicProxy(client, c_handle, c_end, c_uuid, properties)
+            characteristic.descriptors = [DescriptorProxy(client, d_handle, d_type) for d_handle, d_type in descriptors]
+            characteristic.descriptors_discovered = True
+            service.characteristics.append(characteristic)
+        client.on_service_discovered(service)
 
 
 def _uuid_str(u):
